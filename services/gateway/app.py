@@ -1,0 +1,114 @@
+"""The gateway application factory: synchronous, no I/O; resources live in cleanup_ctx."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import msgpack
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from gateway import health, monitor, voices
+from gateway.appkeys import BACKGROUND, SERVICES, SETTINGS
+from gateway.catalog import Catalog
+from gateway.dispatch import Dispatcher
+from gateway.native.handler import native_ws
+from gateway.services import GatewayServices
+from shared import keys
+from shared.errors import ServiceUnavailable, ShuttingDown
+from shared.logging import get_logger
+from shared.pubsub import PubSubHub
+from shared.redis_client import create_redis
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the gateway; nothing connects until the app starts."""
+    app = web.Application(client_max_size=max(settings.max_message_bytes, 1 << 20))
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_services_ctx)
+    app.on_shutdown.append(_drain)
+    health.add_routes(app)
+    app.router.add_get("/v1/ws", native_ws)
+    app.router.add_get("/v1/catalog", voices.list_voices)
+    return app
+
+
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    redis = create_redis(settings.redis_url, max_connections=256)
+    gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    hub = PubSubHub(redis, service="gateway")
+    services = GatewayServices(settings=settings, gateway_id=gateway_id, redis=redis, hub=hub,
+                               dispatcher=Dispatcher(redis, settings.queue_name),
+                               catalog=Catalog(redis, settings.default_voice))
+    hub.on_disconnect = lambda: _fail_inflight(services)
+    await hub.start()
+    app[SERVICES] = services
+    tasks = [asyncio.create_task(monitor.monitor_forever(services), name="context-monitor"),
+             asyncio.create_task(_heartbeat_forever(services), name="gateway-heartbeat")]
+    app[BACKGROUND] = tasks
+    if settings.auth_disabled:
+        log.warning("auth_disabled", message="AUTH_DISABLED is on: anyone who can reach this port may "
+                                              "synthesize. Use only for local development.")
+    log.info("gateway_started", gateway_id=gateway_id)
+    yield
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    with contextlib.suppress(RedisError, OSError):
+        await redis.delete(keys.gateway_heartbeat(gateway_id))
+    await hub.close()
+    await redis.aclose()
+    log.info("gateway_stopped", gateway_id=gateway_id)
+
+
+def _fail_inflight(services: GatewayServices) -> None:
+    # Frames published while the subscriber was down are gone: say so instead of leaving a gap.
+    for session in list(services.registry.sessions.values()):
+        for ctx in list(session.contexts.values()):
+            if ctx.live:
+                session.fail_context(ctx, ServiceUnavailable("lost the connection to Redis mid-context"))
+
+
+async def _heartbeat_forever(services: GatewayServices) -> None:
+    key = keys.gateway_heartbeat(services.gateway_id)
+    while True:
+        try:
+            await services.redis.set(key, msgpack.packb({
+                "gateway_id": services.gateway_id, "sessions": len(services.registry.sessions),
+                "contexts": services.registry.live_contexts(), "draining": services.draining,
+                "at": time.time()}), px=5000)
+        except (RedisError, OSError):
+            pass
+        await asyncio.sleep(1.0)
+
+
+async def _drain(app: web.Application) -> None:
+    """Graceful shutdown: refuse new sessions, let live contexts finish, then close with 1001."""
+    services = app.get(SERVICES)
+    if services is None:
+        return
+    services.draining = True
+    grace = services.settings.drain_grace_s
+    deadline = time.monotonic() + grace
+    log.info("gateway_draining", sessions=len(services.registry.sessions),
+             contexts=services.registry.live_contexts(), grace_s=grace)
+    while services.registry.live_contexts() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for session in list(services.registry.sessions.values()):
+        session.close_with(ShuttingDown("gateway is restarting; reconnect"))
+    # Give writers a moment to send the close frames.
+    end = time.monotonic() + 2.0
+    while services.registry.sessions and time.monotonic() < end:
+        await asyncio.sleep(0.02)

@@ -1,0 +1,92 @@
+"""The voice catalogue and live workers, as the workers themselves advertise them in their heartbeats."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import redis.asyncio as aioredis
+
+from shared import keys
+from shared.errors import NoWorkers, UnknownVoice
+
+# Catalogue reads are cheap but not free; one scan a second per gateway is plenty.
+CACHE_S = 1.0
+
+
+@dataclass
+class WorkerInfo:
+    """One live worker as its last heartbeat described it."""
+
+    worker_id: str
+    raw: dict[str, Any]
+
+    @property
+    def providers(self) -> list[str]:
+        """Names of the providers it runs."""
+        return list(self.raw.get("providers", {}))
+
+
+@dataclass
+class Snapshot:
+    """Live workers and the voices they offer, at one moment."""
+
+    workers: list[WorkerInfo] = field(default_factory=list)
+    voices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    at: float = 0.0
+
+    @property
+    def providers(self) -> set[str]:
+        """Every provider some live (non-draining) worker runs."""
+        return {p for w in self.workers if not w.raw.get("draining") for p in w.providers}
+
+
+class Catalog:
+    """Resolves voices to providers from live workers' heartbeats."""
+
+    def __init__(self, redis: aioredis.Redis, default_voice: str = "") -> None:
+        self._redis = redis
+        self._default_voice = default_voice
+        self._snap = Snapshot()
+
+    async def snapshot(self, max_age: float = CACHE_S) -> Snapshot:
+        """Live workers and voices, refreshed when older than ``max_age``."""
+        if time.monotonic() - self._snap.at < max_age:
+            return self._snap
+        found: list[bytes] = [k async for k in self._redis.scan_iter(match=keys.WORKER_HEARTBEAT_PATTERN,
+                                                                      count=500)]
+        values = await self._redis.mget(found) if found else []
+        snap = Snapshot(at=time.monotonic())
+        for key, raw in zip(found, values):
+            if raw is None:
+                continue
+            info = msgpack.unpackb(raw, raw=False)
+            snap.workers.append(WorkerInfo(keys.worker_id_from_key(key.decode()), info))
+            for v in info.get("voices", []):
+                snap.voices.setdefault(v["voice_id"], v)
+        self._snap = snap
+        return snap
+
+    async def resolve(self, voice_id: str | None) -> tuple[str, str, dict[str, Any]]:
+        """(voice_id, provider, voice record) for a requested voice; the default when None."""
+        snap = await self.snapshot()
+        if not snap.workers or (voice_id and voice_id not in snap.voices):
+            snap = await self.snapshot(max_age=0)  # a worker may have just come up
+        if not snap.workers:
+            raise NoWorkers("no live workers: start a worker, or wait for one to come up")
+        if not voice_id:
+            voice_id = self._default_voice or next(
+                (v for v, rec in snap.voices.items() if rec.get("provider") == "local"),
+                next(iter(snap.voices), ""))
+            if not voice_id:
+                raise UnknownVoice("no voice given and no worker offers a default voice")
+        rec = snap.voices.get(voice_id)
+        if rec is not None:
+            return voice_id, rec["provider"], rec
+        if "elevenlabs" in snap.providers:
+            # Any other id may be one of the account's ElevenLabs voices; upstream validates it.
+            return voice_id, "elevenlabs", {"voice_id": voice_id, "provider": "elevenlabs"}
+        raise UnknownVoice(f"voice {voice_id!r} is not offered by this deployment",
+                           voices=sorted(snap.voices))

@@ -1,0 +1,59 @@
+"""The gateway's side of the queue: enqueue jobs, deliver input to them, and clean up after them."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from shared import keys, protocol
+from shared.queue import JOB_EXPIRES_MS, job_keys, job_payload
+
+# An input list outlives any sane utterance but never leaks for ever.
+INPUT_TTL_S = 3600
+
+
+class Dispatcher:
+    """Writes jobs and their input to Redis."""
+
+    def __init__(self, redis: aioredis.Redis, queue_name: str) -> None:
+        self._redis = redis
+        self.queue_name = queue_name
+
+    async def enqueue(self, spec: protocol.JobSpec) -> None:
+        """Enqueue the job and wake the workers, in one round trip.
+
+        Writes the same job key and queue entry as ``ArqRedis.enqueue_job`` (via arq's own
+        ``serialize_job``) but skips its WATCH round trips: job ids are fresh uuids, so the
+        duplicate check they buy can never fire. The wake PUBLISH rides in the same MULTI.
+        """
+        score = int(spec.enqueued_at * 1000)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.psetex(job_keys(spec.job_id)[0], JOB_EXPIRES_MS, job_payload(spec))
+        pipe.zadd(self.queue_name, {spec.job_id: score})
+        pipe.publish(keys.WAKE_CHANNEL, b"")
+        await pipe.execute()
+
+    async def push_input(self, job_id: str, msg: protocol.Message) -> None:
+        """Append to the job's input list and publish it live, atomically (see worker/inputs.py)."""
+        data = protocol.encode(msg)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.rpush(keys.input_list(job_id), data)
+        pipe.expire(keys.input_list(job_id), INPUT_TTL_S)
+        pipe.publish(keys.input_channel(job_id), data)
+        await pipe.execute()
+
+    async def forget(self, job_id: str) -> None:
+        """Remove every trace of a job (queue entry, arq keys, input list) after its worker died."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrem(self.queue_name, job_id)
+        pipe.delete(*job_keys(job_id), keys.input_list(job_id))
+        await pipe.execute()
+
+    async def live_workers(self, worker_ids: list[str]) -> set[str]:
+        """Which of these workers still have a heartbeat."""
+        if not worker_ids:
+            return set()
+        pipe = self._redis.pipeline(transaction=False)
+        for wid in worker_ids:
+            pipe.exists(keys.worker_heartbeat(wid))
+        found = await pipe.execute()
+        return {wid for wid, n in zip(worker_ids, found) if n}

@@ -1,0 +1,55 @@
+"""What a session hands its protocol adapter (native WS, ElevenLabs WS, HTTP): audio, finals, errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import TTSError
+
+
+@dataclass(slots=True)
+class AudioEvent:
+    """One audio chunk for a context; ``seq`` counts from 0 per context without gaps."""
+
+    context_id: str
+    seq: int
+    audio: bytes
+    alignment: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class FinalEvent:
+    """The context ended normally (``completed``) or by the client's cancel (``cancelled``)."""
+
+    context_id: str
+    reason: str
+    chunks: int
+    audio_bytes: int
+    characters: int
+    ttfa_ms: float | None
+    duration_ms: float
+    cached: bool = False
+
+
+@dataclass(slots=True)
+class ErrorEvent:
+    """The context (or, with ``context_id`` None, the session) failed with a typed error."""
+
+    context_id: str | None
+    error: TTSError
+
+    @property
+    def code(self) -> str:
+        """The error's stable code."""
+        return self.error.code
+
+
+@dataclass(slots=True)
+class SessionClosing:
+    """The session must end (slow consumer, drain); the adapter closes with ``error.ws_close``."""
+
+    error: TTSError
+
+
+Event = AudioEvent | FinalEvent | ErrorEvent | SessionClosing

@@ -1,0 +1,78 @@
+"""Deadlines the gateway alone can enforce: jobs nobody picks up, silent upstreams, dead workers.
+
+arq never tells a waiting client that a worker died (a SIGKILLed worker's job stays locked until
+its timeout), so the gateway watches each running context's worker heartbeat and decides: retry
+transparently if no audio went out yet, else fail with ``worker_lost``. It also removes the dead
+job from the queue so nothing orphaned is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from redis.exceptions import RedisError
+
+from gateway.contexts import QUEUED, RUNNING, ContextState
+from gateway.services import GatewayServices
+from gateway.session import SynthesisSession
+from shared.errors import NoWorkers, Timeout, WorkerLost
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+CHECK_INTERVAL_S = 0.2
+
+
+async def monitor_forever(services: GatewayServices) -> None:
+    """Check every live context of this process a few times a second."""
+    while True:
+        await asyncio.sleep(CHECK_INTERVAL_S)
+        try:
+            await check_once(services)
+        except (RedisError, OSError) as e:
+            log.warning("monitor_redis_error", error=type(e).__name__)
+        except Exception:
+            log.exception("monitor_failed")
+
+
+async def check_once(services: GatewayServices) -> None:
+    """One pass over all contexts."""
+    s = services.settings
+    now = time.monotonic()
+    running: list[tuple[SynthesisSession, ContextState]] = []
+    for session in list(services.registry.sessions.values()):
+        for ctx in list(session.contexts.values()):
+            if not ctx.live:
+                continue
+            if ctx.state == QUEUED and now - ctx.enqueued_at > s.job_start_timeout_s:
+                await services.dispatcher.forget(ctx.job_id)
+                session.fail_context(ctx, NoWorkers(f"no worker started the job within {s.job_start_timeout_s:g} s"))
+            elif ctx.state == RUNNING:
+                if _overdue(ctx, now, s.first_audio_timeout_s, s.inter_chunk_timeout_s):
+                    session.fail_context(ctx, Timeout("no audio arrived within the context's deadline"))
+                    await session._cancel_job(ctx, "timeout")
+                elif ctx.worker_id:
+                    running.append((session, ctx))
+    worker_ids = sorted({ctx.worker_id for _, ctx in running if ctx.worker_id})
+    if not worker_ids:
+        return
+    alive = await services.dispatcher.live_workers(worker_ids)
+    for session, ctx in running:
+        if ctx.worker_id in alive or not ctx.live:
+            continue
+        dead_job = ctx.job_id
+        log.warning("worker_lost", session_id=session.id, context_id=ctx.context_id, worker_id=ctx.worker_id,
+                    job_id=dead_job, audio_chunks=ctx.chunks_out)
+        retried = await session.retry(ctx, "worker_lost")
+        if not retried:
+            session.fail_context(ctx, WorkerLost(f"worker {ctx.worker_id} stopped while speaking this context"))
+        await services.dispatcher.forget(dead_job)
+
+
+def _overdue(ctx: ContextState, now: float, first_audio_s: float, gap_s: float) -> bool:
+    if ctx.first_audio_at is None:
+        # The upstream owes audio only once the client flushed or ended input.
+        return ctx.owed_since is not None and now - max(ctx.owed_since, ctx.started_at or 0) > first_audio_s
+    if ctx.last_audio_at is not None and ctx.input_closed:
+        return now - ctx.last_audio_at > gap_s
+    return False

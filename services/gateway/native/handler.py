@@ -1,0 +1,161 @@
+"""The native WebSocket endpoint: JSON control and events, binary audio frames (see frames.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from gateway.appkeys import SERVICES
+from gateway.events import AudioEvent, ErrorEvent, FinalEvent, SessionClosing
+from gateway.native import messages as m
+from gateway.native.frames import encode_audio_frame
+from gateway.requests import build_request
+from gateway.session import SynthesisSession
+from shared import metrics
+from shared.errors import (WS_GOING_AWAY, WS_MESSAGE_TOO_BIG, WS_NORMAL, BinaryNotAccepted, MessageTooLarge,
+                           SlowConsumer, TTSError)
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+PROTOCOL_VERSION = 1
+
+
+async def native_ws(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/ws``: one session per connection."""
+    services = request.app[SERVICES]
+    settings = services.settings
+    if services.draining:
+        raise web.HTTPServiceUnavailable(text='{"code":"shutting_down"}', content_type="application/json")
+    # aiohttp's own limit is a backstop above ours, so that we can answer oversize messages in words.
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=settings.max_message_bytes * 4, compress=False)
+    await ws.prepare(request)
+    session = SynthesisSession(services, api="native", tenant=request.get("tenant", ""))
+    session.on_overflow = lambda: asyncio.get_running_loop().create_task(
+        _close(ws, SlowConsumer("client is not reading audio fast enough")))
+    try:
+        await session.open()
+    except TTSError as e:
+        await _close(ws, e, code=1011)
+        return ws
+    await ws.send_json({"type": "session", "session_id": session.id, "protocol": PROTOCOL_VERSION})
+    writer = asyncio.create_task(_write_events(ws, session), name=f"ws-writer-{session.id}")
+    try:
+        await _read_commands(ws, session, request)
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await session.close()
+        if not ws.closed:
+            await ws.close(code=WS_NORMAL)
+    return ws
+
+
+async def _read_commands(ws: web.WebSocketResponse, session: SynthesisSession, request: web.Request) -> None:
+    settings = session.settings
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            if len(msg.data) > settings.max_message_bytes:
+                await _close(ws, MessageTooLarge(f"messages are limited to {settings.max_message_bytes} bytes"))
+                return
+            try:
+                cmd = m.parse(msg.data)
+                await _apply(ws, session, cmd, request)
+            except TTSError as e:
+                if e.ws_close is not None:
+                    await _close(ws, e)
+                    return
+                await _send_error(ws, e.details.get("context_id"), e)
+        elif msg.type == WSMsgType.BINARY:
+            await _close(ws, BinaryNotAccepted("send JSON text frames; audio flows only from the server"))
+            return
+        elif msg.type == WSMsgType.ERROR:
+            exc = ws.exception()
+            code = getattr(exc, "code", None)
+            if code == WS_MESSAGE_TOO_BIG:
+                await _close(ws, MessageTooLarge("message exceeds the size limit"))
+            return
+
+
+async def _apply(ws: web.WebSocketResponse, session: SynthesisSession, cmd: m.Command,
+                 request: web.Request) -> None:
+    if isinstance(cmd, m.Text):
+        await session.send_text(cmd.context_id, cmd.text, cmd.flush)
+    elif isinstance(cmd, m.Start):
+        req = await build_request(session.services.catalog, context_id=cmd.context_id, voice=cmd.voice,
+                                  model=cmd.model, fmt=cmd.format, voice_settings=cmd.voice_settings,
+                                  options=cmd.options, text=cmd.text, input_closed=cmd.end,
+                                  use_cache=cmd.cache)
+        ctx = await session.start(req)
+        fmt = req.fmt
+        await ws.send_json({"type": "started", "context_id": cmd.context_id, "voice": req.voice_id,
+                            "provider": req.provider, "format": fmt.name, "sample_rate": fmt.sample_rate,
+                            "encoding": fmt.codec, "job_id": ctx.job_id})
+        if cmd.flush and not cmd.end:
+            await session.send_text(cmd.context_id, "", flush=True)
+    elif isinstance(cmd, m.Flush):
+        await session.send_text(cmd.context_id, "", flush=True)
+    elif isinstance(cmd, m.End):
+        await session.end_input(cmd.context_id)
+    elif isinstance(cmd, m.CancelCmd):
+        await session.cancel(cmd.context_id)
+    elif isinstance(cmd, m.Ping):
+        await ws.send_json({"type": "pong", "id": cmd.id})
+
+
+async def _write_events(ws: web.WebSocketResponse, session: SynthesisSession) -> None:
+    ids: dict[str, bytes] = {}
+    try:
+        while not ws.closed:
+            event = await session.next_event()
+            if isinstance(event, AudioEvent):
+                cid = ids.get(event.context_id)
+                if cid is None:
+                    cid = ids[event.context_id] = event.context_id.encode("ascii")
+                await ws.send_bytes(encode_audio_frame(cid, event.seq, event.audio))
+                if event.alignment is not None:
+                    await ws.send_json({"type": "alignment", "context_id": event.context_id, "seq": event.seq,
+                                        **event.alignment})
+            elif isinstance(event, FinalEvent):
+                ids.pop(event.context_id, None)
+                await ws.send_json(_final_json(event))
+            elif isinstance(event, ErrorEvent):
+                ids.pop(event.context_id or "", None)
+                await _send_error(ws, event.context_id, event.error, count=False)
+            elif isinstance(event, SessionClosing):
+                await _close(ws, event.error)
+                return
+    except (ConnectionResetError, RuntimeError) as e:
+        log.debug("ws_writer_stopped", session_id=session.id, error=type(e).__name__)
+
+
+def _final_json(e: FinalEvent) -> dict[str, Any]:
+    return {"type": "final", "context_id": e.context_id, "reason": e.reason, "chunks": e.chunks,
+            "audio_bytes": e.audio_bytes, "characters": e.characters,
+            "ttfa_ms": None if e.ttfa_ms is None else round(e.ttfa_ms, 2),
+            "duration_ms": round(e.duration_ms, 2), "cached": e.cached}
+
+
+async def _send_error(ws: web.WebSocketResponse, context_id: str | None, error: TTSError,
+                      count: bool = True) -> None:
+    body: dict[str, Any] = {"type": "error", "context_id": context_id, **error.to_dict()}
+    body.get("details", {}).pop("context_id", None)
+    if not body.get("details"):
+        body.pop("details", None)
+    if count:  # context failures were counted when the session ended the context
+        metrics.CLIENT_ERRORS.labels(error.code).inc()
+    if not ws.closed:
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await ws.send_json(body)
+
+
+async def _close(ws: web.WebSocketResponse, error: TTSError, code: int | None = None) -> None:
+    """Tell the client why, then close with the error's code."""
+    await _send_error(ws, error.details.get("context_id"), error)
+    close_code = code or error.ws_close or WS_GOING_AWAY
+    with contextlib.suppress(ConnectionResetError, RuntimeError):
+        await ws.close(code=close_code, message=error.code.encode())
+

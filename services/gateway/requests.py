@@ -1,0 +1,28 @@
+"""Turn what a client asked for (any protocol) into a validated ContextRequest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.catalog import Catalog
+from gateway.contexts import ContextRequest
+from shared.audio.formats import UnsupportedFormat as AudioUnsupported
+from shared.audio.formats import parse_format
+from shared.errors import UnsupportedFormat
+
+
+async def build_request(catalog: Catalog, *, context_id: str, voice: str | None, model: str | None,
+                        fmt: str, voice_settings: dict[str, Any] | None = None,
+                        options: dict[str, Any] | None = None, text: str = "", input_closed: bool = False,
+                        use_cache: bool = True) -> ContextRequest:
+    """Resolve the voice to a provider and parse the format; raise typed errors otherwise."""
+    try:
+        audio_format = parse_format(fmt)
+    except AudioUnsupported as e:
+        raise UnsupportedFormat(str(e), field="format") from e
+    voice_id, provider, record = await catalog.resolve(voice)
+    return ContextRequest(
+        context_id=context_id, voice_id=voice_id, provider=provider,
+        model_id=model or record.get("default_model", "") or "", fmt=audio_format,
+        voice_settings=dict(voice_settings or {}), options=dict(options or {}), text=text,
+        input_closed=input_closed, use_cache=use_cache)

@@ -1,0 +1,314 @@
+"""One client session, independent of its wire protocol: contexts in, audio/final/error events out.
+
+Each protocol adapter (native WebSocket, ElevenLabs-compatible WebSocket, HTTP) drives a session:
+``start``/``send_text``/``end_input``/``cancel`` in, ``next_event()`` out. The session owns its
+pub/sub subscription (made before any job is enqueued), drops frames of jobs it no longer waits
+for (stale audio never leaks into the next context), checks sequence continuity, and decides
+retries: only before a context's first audio went out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+
+from redis.exceptions import RedisError
+
+from gateway.contexts import DONE, RUNNING, ContextRequest, ContextState
+from gateway.events import AudioEvent, ErrorEvent, Event, FinalEvent, SessionClosing
+from gateway.services import GatewayServices
+from shared import keys, metrics, protocol
+from shared.errors import (ContextClosed, ContextExists, ProtocolError, ServiceUnavailable, SlowConsumer,
+                           TextTooLong, TooManyContexts, TTSError, UnknownContext, from_code)
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+# Ended contexts remembered per session so late messages get ``context_closed``, not ``unknown_context``.
+_ENDED_MEMORY = 256
+
+
+class SynthesisSession:
+    """Contexts of one client connection and the events they produce."""
+
+    def __init__(self, services: GatewayServices, *, api: str, tenant: str = "",
+                 max_contexts: int | None = None) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.id = uuid.uuid4().hex
+        self.api = api
+        self.tenant = tenant
+        self.max_contexts = max_contexts or self.settings.max_contexts_per_session
+        self.channel = keys.session_channel(self.id)
+        self.contexts: dict[str, ContextState] = {}
+        self._jobs: dict[str, ContextState] = {}
+        self._ended: dict[str, None] = {}
+        self._inbox: asyncio.Queue[bytes | Event] = asyncio.Queue()
+        self._frames_queued = 0
+        self.closed = False
+        self.on_overflow: Callable[[], None] | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Subscribe to the session channel; must complete before any job is enqueued."""
+        try:
+            await self.services.hub.subscribe(self.channel, self._on_frame)
+        except (RedisError, OSError, asyncio.TimeoutError) as e:
+            raise ServiceUnavailable("the queue (Redis) is unreachable") from e
+        self.services.registry.add(self)
+        metrics.ACTIVE_SESSIONS.labels(self.api).inc()
+
+    async def close(self) -> None:
+        """Cancel every live context (their upstream contexts close) and unsubscribe."""
+        if self.closed:
+            return
+        self.closed = True
+        for ctx in list(self.contexts.values()):
+            if ctx.live:
+                await self._cancel_job(ctx, "cancelled")
+                self._end(ctx, "cancelled")
+        self.services.registry.remove(self)
+        metrics.ACTIVE_SESSIONS.labels(self.api).dec()
+        try:
+            await self.services.hub.unsubscribe(self.channel)
+        except (RedisError, OSError):
+            pass
+
+    def live_context_count(self) -> int:
+        """Contexts not yet ended."""
+        return sum(1 for c in self.contexts.values() if c.live)
+
+    # ---- commands from the client ------------------------------------------------------------------
+    async def start(self, request: ContextRequest) -> ContextState:
+        """Begin a context and enqueue its job."""
+        cid = request.context_id
+        existing = self.contexts.get(cid)
+        if existing is not None and existing.live:
+            raise ContextExists(f"context {cid!r} is still running", context_id=cid)
+        if self.live_context_count() >= self.max_contexts:
+            raise TooManyContexts(f"at most {self.max_contexts} concurrent contexts per session",
+                                  context_id=cid)
+        if len(request.text) > self.settings.max_context_chars:
+            raise TextTooLong(f"a context holds at most {self.settings.max_context_chars} characters",
+                              context_id=cid)
+        ctx = ContextState(request=request, session_id=self.id, tenant=self.tenant)
+        self.contexts[cid] = ctx
+        self._ended.pop(cid, None)
+        self._jobs[ctx.job_id] = ctx
+        metrics.ACTIVE_CONTEXTS.inc()
+        try:
+            await self.services.dispatcher.enqueue(ctx.job_spec())
+        except (RedisError, OSError) as e:
+            self._end(ctx, "failed", "service_unavailable")
+            raise ServiceUnavailable("the queue (Redis) is unreachable", context_id=cid) from e
+        return ctx
+
+    async def send_text(self, context_id: str, text: str, flush: bool = False) -> None:
+        """Append text to a running context (in order, even before its worker listens)."""
+        ctx = self._live(context_id)
+        if ctx.input_closed:
+            raise ContextClosed(f"context {context_id!r} was ended; start a new one", context_id=context_id)
+        if ctx.characters + len(text) > self.settings.max_context_chars:
+            raise TextTooLong(f"a context holds at most {self.settings.max_context_chars} characters",
+                              context_id=context_id)
+        now = time.monotonic()
+        ctx.text_parts.append(text)
+        ctx.characters += len(text)
+        if ctx.ttfa_origin is None and text.strip():
+            ctx.ttfa_origin = now
+        if flush:
+            ctx.owed_since = now
+        await self._push(ctx, protocol.TextInput(ctx.next_input_seq(), text, flush))
+
+    async def end_input(self, context_id: str) -> None:
+        """No more text for the context; its final follows the remaining audio."""
+        ctx = self._live(context_id)
+        if ctx.input_closed:
+            return
+        ctx.input_closed = True
+        ctx.owed_since = time.monotonic()
+        await self._push(ctx, protocol.EndInput(ctx.next_input_seq()))
+
+    async def cancel(self, context_id: str, reason: str = "cancelled") -> None:
+        """Barge-in: end the context now; no audio of it is delivered after this returns."""
+        ctx = self.contexts.get(context_id)
+        if ctx is None:
+            raise UnknownContext(f"no context {context_id!r} in this session", context_id=context_id)
+        if not ctx.live:
+            return  # already over: cancelling twice is harmless
+        self._end(ctx, "cancelled")
+        self._post(FinalEvent(ctx.context_id, "cancelled", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
+                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _ms(time.monotonic(), ctx.created_at)))
+        await self._cancel_job(ctx, reason)
+
+    # ---- events to the client -----------------------------------------------------------------------
+    async def next_event(self) -> Event:
+        """The next event for the client, in order; frames of ended jobs are dropped here."""
+        while True:
+            item = await self._inbox.get()
+            if not isinstance(item, bytes):
+                return item
+            self._frames_queued -= 1
+            event = await self._route(item)
+            if event is not None:
+                return event
+
+    def fail_context(self, ctx: ContextState, error: TTSError) -> None:
+        """End a context with an error event (used by the monitor and by Redis outages)."""
+        if not ctx.live:
+            return
+        self._end(ctx, "failed", error.code)
+        self._post(ErrorEvent(ctx.context_id, error))
+
+    def close_with(self, error: TTSError) -> None:
+        """Ask the adapter to end the session with ``error`` (drain, Redis loss of a whole session)."""
+        self._post(SessionClosing(error))
+
+    # ---- internals ------------------------------------------------------------------------------------
+    def _on_frame(self, data: bytes) -> None:
+        # Runs on the pub/sub reader: never block; a client that cannot keep up is cut off.
+        if self._frames_queued >= self.settings.session_queue_frames:
+            if not self.closed and self.on_overflow is not None:
+                metrics.SLOW_CONSUMERS.inc()
+                cb, self.on_overflow = self.on_overflow, None
+                cb()
+            return
+        self._frames_queued += 1
+        self._inbox.put_nowait(data)
+
+    def _post(self, event: Event) -> None:
+        self._inbox.put_nowait(event)
+
+    def _live(self, context_id: str) -> ContextState:
+        ctx = self.contexts.get(context_id)
+        if ctx is None:
+            raise UnknownContext(f"no context {context_id!r} in this session", context_id=context_id)
+        if not ctx.live:
+            raise ContextClosed(f"context {context_id!r} already ended", context_id=context_id)
+        return ctx
+
+    async def _push(self, ctx: ContextState, msg: protocol.Message) -> None:
+        try:
+            await self.services.dispatcher.push_input(ctx.job_id, msg)
+        except (RedisError, OSError) as e:
+            self.fail_context(ctx, ServiceUnavailable("lost the queue (Redis) mid-context"))
+            raise ServiceUnavailable("the queue (Redis) is unreachable", context_id=ctx.context_id) from e
+
+    async def _cancel_job(self, ctx: ContextState, reason: str) -> None:
+        try:
+            await self.services.dispatcher.push_input(ctx.job_id, protocol.Cancel(ctx.next_input_seq(), reason))
+        except (RedisError, OSError):
+            pass  # the job's worker will find nobody listening and stop by itself
+
+    def _end(self, ctx: ContextState, outcome: str, code: str | None = None) -> None:
+        ctx.state = DONE
+        self._jobs.pop(ctx.job_id, None)
+        self._ended[ctx.context_id] = None
+        if len(self._ended) > _ENDED_MEMORY:
+            old = next(iter(self._ended))
+            del self._ended[old]
+            if self.contexts.get(old) is not None and not self.contexts[old].live:
+                del self.contexts[old]
+        metrics.ACTIVE_CONTEXTS.dec()
+        metrics.CONTEXTS.labels(outcome).inc()
+        metrics.CONTEXT_DURATION.labels(ctx.request.provider, outcome).observe(time.monotonic() - ctx.created_at)
+        if code:
+            metrics.CLIENT_ERRORS.labels(code).inc()
+        log.info("context_summary", session_id=self.id, context_id=ctx.context_id, job_id=ctx.job_id,
+                 outcome=outcome, code=code, provider=ctx.request.provider, format=ctx.request.fmt.name,
+                 chunks=ctx.chunks_out, audio_bytes=ctx.audio_bytes, characters=ctx.characters,
+                 ttfa_ms=_round(_ms(ctx.first_audio_at, ctx.ttfa_origin)), attempts=ctx.attempt + 1,
+                 underruns=ctx.underruns, worker_id=ctx.worker_id, cached=ctx.cached)
+
+    async def _route(self, data: bytes) -> Event | None:
+        try:
+            msg = protocol.decode(data)
+        except ProtocolError as e:
+            log.warning("bad_frame_from_worker", session_id=self.id, error=e.message)
+            return None
+        ctx = self._jobs.get(getattr(msg, "job_id", ""))
+        if ctx is None:
+            return None  # a cancelled, retried or finished job: its frames must not leak
+        if isinstance(msg, protocol.Audio):
+            return self._on_audio(ctx, msg)
+        if isinstance(msg, protocol.JobStarted):
+            ctx.state = RUNNING
+            ctx.worker_id = msg.worker_id
+            ctx.started_at = time.monotonic()
+            metrics.QUEUE_WAIT.observe(max(0.0, ctx.started_at - ctx.enqueued_at))
+            return None
+        if isinstance(msg, protocol.Final):
+            self._end(ctx, "completed")
+            return FinalEvent(ctx.context_id, "completed", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
+                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _ms(time.monotonic(), ctx.created_at),
+                              ctx.cached)
+        if isinstance(msg, protocol.Error):
+            if msg.retryable and ctx.chunks_out == 0 and await self.retry(ctx, msg.code):
+                return None
+            err = from_code(msg.code, msg.message)
+            self._end(ctx, "failed", err.code)
+            return ErrorEvent(ctx.context_id, err)
+        return None
+
+    def _on_audio(self, ctx: ContextState, msg: protocol.Audio) -> Event | None:
+        if msg.seq != ctx.worker_seq:
+            err = ProtocolError(f"audio frames lost between worker and gateway (expected {ctx.worker_seq}, "
+                                f"got {msg.seq})")
+            self._end(ctx, "failed", err.code)
+            asyncio.get_running_loop().create_task(self._cancel_job(ctx, "cancelled"))
+            return ErrorEvent(ctx.context_id, err)
+        ctx.worker_seq += 1
+        now = time.monotonic()
+        fmt = ctx.request.fmt
+        if ctx.first_audio_at is None:
+            ctx.first_audio_at = now
+            ctx.playback_start = now
+            if ctx.ttfa_origin is not None:
+                metrics.TTFA.labels(ctx.request.provider, ctx.request.model_id or "default", fmt.name,
+                                    "hit" if ctx.cached else "miss").observe(now - ctx.ttfa_origin)
+        else:
+            gap = now - (ctx.last_audio_at or now)
+            metrics.CHUNK_GAP.observe(gap)
+            # Real-time playback from the first chunk on: an underrun is audio arriving after the
+            # audio before it had finished playing.
+            if now - ctx.playback_start > ctx.audio_seconds_played + 0.001:
+                ctx.underruns += 1
+                metrics.UNDERRUNS.inc()
+                ctx.playback_start = now - ctx.audio_seconds_played
+        ctx.last_audio_at = now
+        seconds = len(msg.audio) / fmt.bytes_per_second if fmt.bytes_per_second else 0.0
+        ctx.audio_seconds_played += seconds
+        seq = ctx.chunks_out
+        ctx.chunks_out += 1
+        ctx.audio_bytes += len(msg.audio)
+        metrics.AUDIO_BYTES.labels(fmt.name).inc(len(msg.audio))
+        metrics.AUDIO_SECONDS.labels(fmt.name).inc(seconds)
+        return AudioEvent(ctx.context_id, seq, msg.audio, msg.alignment)
+
+    async def retry(self, ctx: ContextState, reason: str) -> bool:
+        """Re-enqueue a context that produced no audio yet; False when out of retries."""
+        if ctx.chunks_out > 0 or ctx.attempt >= self.settings.max_retries or not ctx.live:
+            return False
+        old = ctx.job_id
+        self._jobs.pop(old, None)
+        ctx.new_attempt()
+        self._jobs[ctx.job_id] = ctx
+        metrics.RETRIES.labels(reason).inc()
+        log.info("context_retry", session_id=self.id, context_id=ctx.context_id, reason=reason,
+                 old_job_id=old, job_id=ctx.job_id, attempt=ctx.attempt)
+        try:
+            await self.services.dispatcher.enqueue(ctx.job_spec())
+        except (RedisError, OSError):
+            return False
+        return True
+
+
+def _ms(end: float | None, start: float | None) -> float | None:
+    if end is None or start is None:
+        return None
+    return (end - start) * 1000
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)

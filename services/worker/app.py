@@ -1,0 +1,100 @@
+"""Assemble a worker: arq settings from Settings, startup/shutdown of the shared state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from shared import keys
+from shared.logging import get_logger
+from shared.pubsub import PubSubHub
+from shared.queue import JOB_FUNCTION, job_deserializer, job_serializer
+from shared.redis_client import create_redis
+from shared.settings import Settings
+from worker import heartbeat
+from worker.inputs import InputRouter
+from worker.job import synthesize
+from worker.providers.base import Provider
+from worker.providers.registry import build_providers
+from worker.publisher import Publisher
+from worker.runner import WakeableWorker
+from worker.state import STATE_KEY, WorkerState
+
+log = get_logger(__name__)
+
+
+def new_worker_id() -> str:
+    """Unique per process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def build_worker(settings: Settings, providers: dict[str, Provider] | None = None, *,
+                 handle_signals: bool = True, worker_id: str | None = None) -> WakeableWorker:
+    """An arq worker running the synthesize job with this project's settings.
+
+    arq's streaming-hostile defaults are overridden: many concurrent jobs (each is mostly waiting on
+    the upstream), no arq-level retries (only the gateway may retry, and only before first audio),
+    no stored results, and SIGTERM lets running jobs finish for the drain grace period.
+    """
+    wid = worker_id or settings.worker_id or new_worker_id()
+    worker: WakeableWorker
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        redis = create_redis(settings.redis_url)
+        hub = PubSubHub(redis, service="worker")
+        publisher = Publisher(redis)
+        inputs = InputRouter(redis, hub)
+        hub.on_reconnect = inputs.on_reconnect
+        provs = providers if providers is not None else build_providers(settings)
+        state = WorkerState(settings=settings, worker_id=wid, redis=redis, hub=hub, publisher=publisher,
+                            inputs=inputs, providers=provs)
+        ctx[STATE_KEY] = state
+        await asyncio.gather(*(p.start() for p in provs.values()))
+        publisher.start()
+        await hub.start(keys.WAKE_CHANNEL, handler=lambda _data: worker.wake())
+        ctx["heartbeat_task"] = asyncio.create_task(heartbeat.beat_forever(state), name="heartbeat")
+        log.info("worker_started", worker_id=wid, providers=sorted(provs), max_jobs=settings.worker_max_jobs)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        state: WorkerState | None = ctx.get(STATE_KEY)
+        task = ctx.get("heartbeat_task")
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if state is None:
+            return
+        await heartbeat.clear(state)
+        await state.publisher.close()
+        await state.hub.close()
+        await asyncio.gather(*(p.close() for p in state.providers.values()), return_exceptions=True)
+        await state.redis.aclose()
+        log.info("worker_stopped", worker_id=wid, jobs_done=state.jobs_done)
+
+    worker = WakeableWorker(
+        functions=[func(synthesize, name=JOB_FUNCTION)],
+        queue_name=settings.queue_name,
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        on_startup=startup,
+        on_shutdown=shutdown,
+        max_jobs=settings.worker_max_jobs,
+        job_timeout=3600,
+        keep_result=0,
+        max_tries=1,
+        retry_jobs=False,
+        poll_delay=settings.worker_poll_s,
+        handle_signals=handle_signals,
+        job_completion_wait=int(settings.drain_grace_s) if handle_signals else 0,
+        health_check_interval=5,
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+        log_results=False,
+    )
+    return worker

@@ -1,0 +1,56 @@
+"""Worker heartbeat: a key with a short TTL that gateways watch to tell a dead worker from a slow one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+
+import msgpack
+from redis.exceptions import RedisError
+
+from shared import keys
+from shared.logging import get_logger
+from worker.state import WorkerState
+
+log = get_logger(__name__)
+
+
+def heartbeat_payload(state: WorkerState) -> bytes:
+    """What a worker tells the world about itself every beat."""
+    return msgpack.packb({
+        "worker_id": state.worker_id,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": state.started_at,
+        "active_jobs": len(state.active_jobs),
+        "max_jobs": state.settings.worker_max_jobs,
+        "jobs_done": state.jobs_done,
+        "draining": state.draining,
+        "providers": {name: p.status() for name, p in state.providers.items()},
+        "voices": [{"voice_id": v.voice_id, "name": v.name, "provider": v.provider, "language": v.language,
+                    "description": v.description, "default_model": v.default_model,
+                    "sample_rate": v.sample_rate}
+                   for p in state.providers.values() for v in p.voices()],
+        "at": time.time(),
+    }, use_bin_type=True)
+
+
+async def beat_forever(state: WorkerState) -> None:
+    """Refresh the heartbeat key until cancelled; survive Redis outages."""
+    key = keys.worker_heartbeat(state.worker_id)
+    ttl_ms = int(state.settings.heartbeat_ttl_s * 1000)
+    while True:
+        try:
+            await state.redis.set(key, heartbeat_payload(state), px=ttl_ms)
+        except (RedisError, OSError) as e:
+            log.warning("heartbeat_failed", error=type(e).__name__)
+        await asyncio.sleep(state.settings.heartbeat_interval_s)
+
+
+async def clear(state: WorkerState) -> None:
+    """Remove the heartbeat at clean shutdown so gateways stop counting this worker at once."""
+    with contextlib.suppress(RedisError, OSError):
+        await state.redis.delete(keys.worker_heartbeat(state.worker_id))

@@ -1,0 +1,85 @@
+"""Text, end and cancel messages for running jobs, delivered in order exactly once.
+
+The gateway RPUSHes every input to the job's list and PUBLISHes it on the job's channel in one
+MULTI. A worker subscribes first, then reads the list: anything sent before it listened is in the
+list, anything after reaches it live, and per-job sequence numbers drop the duplicates and restore
+order. So text sent before the worker picked the job up is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+from shared import keys, protocol
+from shared.errors import ProtocolError
+from shared.logging import get_logger
+from shared.pubsub import PubSubHub
+
+log = get_logger(__name__)
+
+
+class JobInput:
+    """One job's input stream: ``await get()`` returns TextInput/EndInput/Cancel in seq order."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self._queue: asyncio.Queue[protocol.Message] = asyncio.Queue()
+        self._next = 1
+        self._held: dict[int, protocol.Message] = {}
+
+    def offer_raw(self, data: bytes) -> None:
+        """Accept one encoded input message (from the list or the channel)."""
+        try:
+            msg = protocol.decode(data)
+        except ProtocolError as e:
+            log.warning("bad_input_frame", job_id=self.job_id, error=e.message)
+            return
+        seq = getattr(msg, "seq", None)
+        if not isinstance(seq, int) or seq < self._next or seq in self._held:
+            return
+        self._held[seq] = msg
+        while self._next in self._held:
+            self._queue.put_nowait(self._held.pop(self._next))
+            self._next += 1
+
+    async def get(self) -> protocol.Message:
+        """Next input message in order."""
+        return await self._queue.get()
+
+
+class InputRouter:
+    """Opens and closes job inputs on the worker's single pub/sub connection."""
+
+    def __init__(self, redis: aioredis.Redis, hub: PubSubHub) -> None:
+        self._redis = redis
+        self._hub = hub
+        self._open: dict[str, JobInput] = {}
+
+    async def open(self, job_id: str) -> JobInput:
+        """Subscribe to the job's channel, then replay its list."""
+        inp = JobInput(job_id)
+        self._open[job_id] = inp
+        await self._hub.subscribe(keys.input_channel(job_id), inp.offer_raw)
+        await self._replay(inp)
+        return inp
+
+    async def close(self, job_id: str) -> None:
+        """Unsubscribe and delete the job's input list."""
+        if self._open.pop(job_id, None) is None:
+            return
+        await self._hub.unsubscribe(keys.input_channel(job_id))
+        try:
+            await self._redis.delete(keys.input_list(job_id))
+        except (aioredis.RedisError, OSError):
+            pass  # the list carries a TTL; it goes away by itself
+
+    def on_reconnect(self) -> None:
+        """After a pub/sub outage, re-read every open job's list to fill what was missed."""
+        for inp in list(self._open.values()):
+            asyncio.get_running_loop().create_task(self._replay(inp))
+
+    async def _replay(self, inp: JobInput) -> None:
+        for raw in await self._redis.lrange(keys.input_list(inp.job_id), 0, -1):
+            inp.offer_raw(raw)

@@ -1,0 +1,21 @@
+"""Build the providers a worker is configured for (``PROVIDERS``), importing each only when used."""
+
+from __future__ import annotations
+
+from shared.settings import Settings
+from worker.providers.base import Provider
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    """Instantiate every provider named in ``settings.providers``."""
+    providers: dict[str, Provider] = {}
+    for name in settings.providers:
+        if name == "local":
+            from worker.providers.local import LocalProvider
+
+            providers[name] = LocalProvider(threads=settings.local_voice_threads)
+        elif name == "elevenlabs":
+            from worker.providers.elevenlabs import ElevenLabsProvider
+
+            providers[name] = ElevenLabsProvider(settings)
+    return providers

@@ -1,0 +1,87 @@
+"""Every Redis key and channel name, in one place (prefix ``tts:``); nothing builds them inline elsewhere."""
+
+from __future__ import annotations
+
+PREFIX = "tts:"
+
+# Workers subscribe here; a gateway publishes after each enqueue so a worker starts the job at once
+# instead of at its next poll.
+WAKE_CHANNEL = PREFIX + "wake"
+# Broadcast to every gateway (e.g. admin actions).
+GATEWAY_CONTROL_CHANNEL = PREFIX + "control:gateway"
+
+WORKER_HEARTBEAT_PREFIX = PREFIX + "worker:"
+WORKER_HEARTBEAT_PATTERN = WORKER_HEARTBEAT_PREFIX + "*"
+GATEWAY_HEARTBEAT_PREFIX = PREFIX + "gateway:"
+GATEWAY_HEARTBEAT_PATTERN = GATEWAY_HEARTBEAT_PREFIX + "*"
+
+
+def session_channel(session_id: str) -> str:
+    """Pub/sub channel a worker publishes a session's audio, finals and errors to."""
+    return f"{PREFIX}session:{session_id}"
+
+
+def input_list(job_id: str) -> str:
+    """List holding every input message for a job, so a worker that starts late misses nothing."""
+    return f"{PREFIX}input:{job_id}"
+
+
+def input_channel(job_id: str) -> str:
+    """Pub/sub channel carrying the same input messages live once the worker listens."""
+    return f"{PREFIX}input:{job_id}"
+
+
+def worker_heartbeat(worker_id: str) -> str:
+    """Key a live worker refreshes; it expires when the worker dies."""
+    return WORKER_HEARTBEAT_PREFIX + worker_id
+
+
+def gateway_heartbeat(gateway_id: str) -> str:
+    """Key a live gateway refreshes with its session counts."""
+    return GATEWAY_HEARTBEAT_PREFIX + gateway_id
+
+
+def worker_id_from_key(key: str) -> str:
+    """Inverse of :func:`worker_heartbeat`."""
+    return key[len(WORKER_HEARTBEAT_PREFIX):]
+
+
+# Client keys, quotas and usage (see gateway/auth).
+CLIENT_KEY_PREFIX = PREFIX + "key:"
+CLIENT_KEY_INDEX = PREFIX + "keys"
+
+
+def client_key(key_hash: str) -> str:
+    """Hash of one client key's record, addressed by the key's SHA-256."""
+    return CLIENT_KEY_PREFIX + key_hash
+
+
+def key_usage(key_id: str, day: str) -> str:
+    """Characters used by a key on one UTC day (YYYY-MM-DD)."""
+    return f"{PREFIX}usage:{key_id}:{day}"
+
+
+def key_quota(key_id: str) -> str:
+    """Remaining character quota of a key."""
+    return f"{PREFIX}quota:{key_id}"
+
+
+def key_active_contexts(key_id: str) -> str:
+    """Set of live context ids of a key, for its concurrency limit."""
+    return f"{PREFIX}active:{key_id}"
+
+
+def key_rate(key_id: str, window: int) -> str:
+    """Request counter of a key for one rate-limit window."""
+    return f"{PREFIX}rate:{key_id}:{window}"
+
+
+# Phrase cache.
+CACHE_PREFIX = PREFIX + "cache:"
+CACHE_INDEX = PREFIX + "cache-index"
+CACHE_BYTES = PREFIX + "cache-bytes"
+
+
+def cache_entry(digest: str) -> str:
+    """Cached audio and alignment of one utterance."""
+    return CACHE_PREFIX + digest

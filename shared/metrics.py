@@ -1,0 +1,62 @@
+"""Every Prometheus metric of both services, in one module.
+
+Labels stay low-cardinality: provider, model, format, outcome, code, reason, state. Never a
+session, context, key or text.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Milliseconds resolve: 0.5 ms … 5 s, then a tail for slow upstreams.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
+                   0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
+
+# ---- gateway -----------------------------------------------------------------------------------------
+TTFA = Histogram("tts_time_to_first_audio_seconds",
+                 "Context start (or first text) to first audio frame sent to the client",
+                 ["provider", "model", "format", "cache"], buckets=LATENCY_BUCKETS)
+QUEUE_WAIT = Histogram("tts_queue_wait_seconds", "Job enqueue to job start on a worker",
+                       buckets=LATENCY_BUCKETS)
+CONTEXT_DURATION = Histogram("tts_context_duration_seconds", "Context start to final or error",
+                             ["provider", "outcome"], buckets=DURATION_BUCKETS)
+CHUNK_GAP = Histogram("tts_inter_chunk_gap_seconds", "Gap between consecutive audio frames of a context",
+                      buckets=LATENCY_BUCKETS)
+UNDERRUNS = Counter("tts_underruns_total",
+                    "Audio frames that arrived after the audio before them had finished playing")
+ACTIVE_SESSIONS = Gauge("tts_active_sessions", "Open client sessions (WebSocket and HTTP streams)", ["api"])
+ACTIVE_CONTEXTS = Gauge("tts_active_contexts", "Contexts between start and final/error")
+AUDIO_BYTES = Counter("tts_audio_bytes_total", "Audio bytes sent to clients", ["format"])
+AUDIO_SECONDS = Counter("tts_audio_seconds_total", "Audio seconds sent to clients", ["format"])
+CLIENT_ERRORS = Counter("tts_errors_total", "Errors reported to clients, by code", ["code"])
+CONTEXTS = Counter("tts_contexts_total", "Contexts finished, by outcome", ["outcome"])
+RETRIES = Counter("tts_context_retries_total", "Contexts re-enqueued before first audio", ["reason"])
+SLOW_CONSUMERS = Counter("tts_slow_consumer_closes_total", "Sessions closed because the client stopped reading")
+FANOUT_DROPPED = Counter("tts_fanout_dropped_total", "Frames for sessions not on this gateway (gone)")
+REDIS_RECONNECTS = Counter("tts_redis_reconnects_total", "Reconnections to Redis", ["service", "role"])
+CACHE_REQUESTS = Counter("tts_cache_requests_total", "Phrase-cache lookups", ["result"])
+CACHE_BYTES = Counter("tts_cache_bytes_total", "Audio bytes served from or stored in the cache", ["op"])
+
+# ---- worker ------------------------------------------------------------------------------------------
+JOBS = Counter("tts_jobs_total", "Jobs finished by a worker, by outcome", ["provider", "outcome"])
+JOB_DURATION = Histogram("tts_job_duration_seconds", "Job run time on a worker", ["provider"],
+                         buckets=DURATION_BUCKETS)
+WORKER_ACTIVE_JOBS = Gauge("tts_worker_active_jobs", "Jobs running on this worker")
+UPSTREAM_TTFB = Histogram("tts_upstream_ttfb_seconds", "First text sent upstream to first audio back",
+                          ["provider", "model"], buckets=LATENCY_BUCKETS)
+UPSTREAM_CONNECT = Histogram("tts_upstream_connect_seconds", "Upstream WebSocket connect time",
+                             ["provider"], buckets=LATENCY_BUCKETS)
+UPSTREAM_ERRORS = Counter("tts_upstream_errors_total", "Upstream failures, by reason", ["provider", "reason"])
+POOL_SOCKETS = Gauge("tts_pool_sockets", "Pooled upstream sockets, by state", ["provider", "state"])
+POOL_CONTEXTS = Gauge("tts_pool_live_contexts", "Live upstream contexts", ["provider"])
+POOL_SLOT_WAIT = Histogram("tts_pool_slot_wait_seconds", "Wait for an upstream context slot",
+                           ["provider"], buckets=LATENCY_BUCKETS)
+POOL_RECONNECTS = Counter("tts_pool_reconnects_total", "Upstream sockets replaced", ["provider", "reason"])
+POOL_CONTEXT_RETRIES = Counter("tts_pool_context_retries_total",
+                               "Contexts moved to another socket before any audio", ["provider"])
+POOL_SOCKET_USES = Counter("tts_pool_socket_uses_total",
+                           "Contexts placed on a socket, by whether the socket was new or reused",
+                           ["provider", "socket"])
+PUBLISH_BATCH = Histogram("tts_publish_batch_size", "Frames per pipelined PUBLISH batch",
+                          buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))

@@ -1,0 +1,199 @@
+"""The wire protocol for everything that crosses Redis: job arguments, input, audio, finals and errors.
+
+Every message is a msgpack map ``{"v": VERSION, "t": <type>, ...fields}`` packed with
+``use_bin_type`` so audio travels as raw bytes (base64 exists only at the ElevenLabs edges).
+Unknown fields are ignored (a newer peer may add some); an unknown type or version, or a
+missing or mistyped field, raises :class:`~shared.errors.ProtocolError`. These docstrings are the spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import msgpack
+
+from shared.errors import ProtocolError
+
+VERSION = 1
+
+
+class Message:
+    """Base of every message; ``TYPE`` is its tag on the wire."""
+
+    TYPE: ClassVar[str] = ""
+
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+def _register(cls: type[Message]) -> type[Message]:
+    _REGISTRY[cls.TYPE] = cls
+    return cls
+
+
+# ---- gateway → worker ---------------------------------------------------------------------------------
+@_register
+@dataclass(frozen=True, slots=True)
+class JobSpec(Message):
+    """The arq job argument: one context to synthesize.
+
+    ``text`` is what the gateway had when it enqueued; more arrives as :class:`TextInput` on the
+    job's input list/channel. ``input_closed`` means no more text will come (whole utterance).
+    ``attempt`` counts retries of the same context (the gateway retries only before first audio).
+    """
+
+    TYPE: ClassVar[str] = "job"
+    job_id: str
+    session_id: str
+    context_id: str
+    provider: str
+    voice_id: str
+    model_id: str
+    output_format: str
+    text: str = ""
+    input_closed: bool = False
+    voice_settings: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 0
+    enqueued_at: float = 0.0
+    tenant: str = ""
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class TextInput(Message):
+    """More text for a running job; ``flush`` forces generation of what is buffered."""
+
+    TYPE: ClassVar[str] = "text"
+    seq: int
+    text: str
+    flush: bool = False
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class EndInput(Message):
+    """No more text for this job: synthesize the rest and finish."""
+
+    TYPE: ClassVar[str] = "end"
+    seq: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class Cancel(Message):
+    """Stop the job now (barge-in, client gone, admin reset); ``reason`` is an error code or ``cancelled``."""
+
+    TYPE: ClassVar[str] = "cancel"
+    seq: int
+    reason: str = "cancelled"
+
+
+# ---- worker → gateway (session channel) ---------------------------------------------------------------
+@_register
+@dataclass(frozen=True, slots=True)
+class JobStarted(Message):
+    """A worker took the job; the gateway watches that worker's heartbeat from now on."""
+
+    TYPE: ClassVar[str] = "started"
+    job_id: str
+    context_id: str
+    worker_id: str
+    queue_wait_ms: float = 0.0
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class Audio(Message):
+    """One chunk of audio in the job's output format; ``seq`` counts from 0 per job with no gaps."""
+
+    TYPE: ClassVar[str] = "audio"
+    job_id: str
+    context_id: str
+    seq: int
+    audio: bytes
+    alignment: dict[str, Any] | None = None
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class Final(Message):
+    """The job completed; exactly one Final or Error ends every job. ``chunks`` = audio frames sent."""
+
+    TYPE: ClassVar[str] = "final"
+    job_id: str
+    context_id: str
+    chunks: int
+    audio_bytes: int
+    characters: int = 0
+    upstream_ttfb_ms: float | None = None
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    """The job failed; ``code`` is from shared.errors. ``chunks`` audio frames had gone out before it."""
+
+    TYPE: ClassVar[str] = "error"
+    job_id: str
+    context_id: str
+    code: str
+    message: str
+    retryable: bool = False
+    chunks: int = 0
+
+
+def encode(msg: Message) -> bytes:
+    """Pack a message for Redis."""
+    body = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}  # type: ignore[arg-type]
+    body["v"] = VERSION
+    body["t"] = msg.TYPE
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode(data: bytes) -> Message:
+    """Unpack a message from Redis, raising ProtocolError on anything malformed."""
+    try:
+        body = msgpack.unpackb(data, raw=False)
+    except Exception as e:  # msgpack raises several unrelated types on garbage
+        raise ProtocolError(f"undecodable frame: {type(e).__name__}") from e
+    if not isinstance(body, dict):
+        raise ProtocolError("frame is not a map")
+    if body.get("v") != VERSION:
+        raise ProtocolError(f"unsupported protocol version {body.get('v')!r}")
+    cls = _REGISTRY.get(body.get("t"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ProtocolError(f"unknown message type {body.get('t')!r}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in body:
+            value = body[f.name]
+            if not _type_ok(value, _HINTS[cls][f.name]):
+                raise ProtocolError(f"{cls.TYPE}.{f.name} has the wrong type ({type(value).__name__})")
+            kwargs[f.name] = value
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ProtocolError(f"{cls.TYPE} is missing field {f.name!r}")
+    return cls(**kwargs)
+
+
+_HINTS: dict[type[Message], dict[str, Any]] = {
+    cls: typing.get_type_hints(cls) for cls in _REGISTRY.values()
+}
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    base = origin or hint
+    return isinstance(value, base)

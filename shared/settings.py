@@ -1,0 +1,174 @@
+"""Settings read once from the environment; a missing or malformed value fails fast, naming the variable."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """An environment variable is malformed; the message names it."""
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {raw!r}")
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+_PARSERS: dict[type, Callable[[str], Any]] = {
+    str: str,
+    int: int,
+    float: float,
+    bool: _parse_bool,
+    tuple: _parse_list,
+}
+
+
+def env_field(env: str, default: Any, *, secret: bool = False, check: Callable[[Any], bool] | None = None,
+              hint: str = "") -> Any:
+    """A settings field read from ``env``; ``check`` rejects out-of-range values."""
+    return field(default=default, repr=not secret,
+                 metadata={"env": env, "check": check, "hint": hint, "secret": secret})
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def _non_negative(v: float) -> bool:
+    return v >= 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of gateway, worker and run command; see the README's table of variables."""
+
+    redis_url: str = env_field("REDIS_URL", "redis://127.0.0.1:6379/0")
+    queue_name: str = env_field("QUEUE_NAME", "tts:queue")
+
+    # gateway
+    gateway_host: str = env_field("GATEWAY_HOST", "0.0.0.0")
+    gateway_port: int = env_field("GATEWAY_PORT", 8080, check=lambda p: 0 <= p < 65536)
+    admin_token: str | None = env_field("ADMIN_TOKEN", None, secret=True)
+    # Dev mode serves clients without keys: only for the embedded `make run`; logged loudly when on.
+    auth_disabled: bool = env_field("AUTH_DISABLED", False)
+    token_secret: str | None = env_field("TOKEN_SECRET", None, secret=True)
+    allowed_origins: tuple[str, ...] = env_field("ALLOWED_ORIGINS", (), hint="comma-separated origins or *")
+    session_queue_frames: int = env_field("SESSION_QUEUE_FRAMES", 512, check=_positive)
+    max_message_bytes: int = env_field("MAX_MESSAGE_BYTES", 65536, check=_positive)
+    max_context_chars: int = env_field("MAX_CONTEXT_CHARS", 40000, check=_positive)
+    max_contexts_per_session: int = env_field("MAX_CONTEXTS_PER_SESSION", 16, check=_positive)
+    job_start_timeout_s: float = env_field("JOB_START_TIMEOUT_S", 10.0, check=_positive)
+    first_audio_timeout_s: float = env_field("FIRST_AUDIO_TIMEOUT_S", 15.0, check=_positive)
+    inter_chunk_timeout_s: float = env_field("INTER_CHUNK_TIMEOUT_S", 15.0, check=_positive)
+    drain_grace_s: float = env_field("DRAIN_GRACE_S", 20.0, check=_non_negative)
+    max_retries: int = env_field("MAX_RETRIES", 1, check=_non_negative)
+
+    # worker
+    worker_id: str | None = env_field("WORKER_ID", None)
+    worker_metrics_port: int = env_field("WORKER_METRICS_PORT", 9100, check=lambda p: 0 <= p < 65536)
+    worker_max_jobs: int = env_field("WORKER_MAX_JOBS", 200, check=_positive)
+    worker_poll_s: float = env_field("WORKER_POLL_S", 0.5, check=_positive)
+    heartbeat_interval_s: float = env_field("HEARTBEAT_INTERVAL_S", 0.4, check=_positive)
+    heartbeat_ttl_s: float = env_field("HEARTBEAT_TTL_S", 1.5, check=_positive)
+    providers: tuple[str, ...] = env_field("PROVIDERS", ("local",), hint="comma-separated: local, elevenlabs")
+    default_voice: str = env_field("DEFAULT_VOICE", "")
+
+    # ElevenLabs provider and its pool
+    elevenlabs_api_key: str | None = env_field("ELEVENLABS_API_KEY", None, secret=True)
+    elevenlabs_base_url: str = env_field("ELEVENLABS_BASE_URL", "https://api.elevenlabs.io")
+    elevenlabs_model: str = env_field("ELEVENLABS_MODEL", "eleven_flash_v2_5")
+    elevenlabs_voices: tuple[str, ...] = env_field("ELEVENLABS_VOICES", (),
+                                                   hint="comma-separated voice ids to offer")
+    pool_min_sockets: int = env_field("POOL_MIN_SOCKETS", 1, check=_non_negative)
+    pool_max_sockets: int = env_field("POOL_MAX_SOCKETS", 16, check=_positive)
+    pool_contexts_per_socket: int = env_field("POOL_CONTEXTS_PER_SOCKET", 5, check=lambda v: 1 <= v <= 5)
+    pool_max_socket_age_s: float = env_field("POOL_MAX_SOCKET_AGE_S", 900.0, check=_positive)
+    pool_keepalive_s: float = env_field("POOL_KEEPALIVE_S", 10.0, check=_positive)
+    upstream_concurrency: int = env_field("UPSTREAM_CONCURRENCY", 10, check=_positive)
+    upstream_slot_wait_s: float = env_field("UPSTREAM_SLOT_WAIT_S", 5.0, check=_non_negative)
+    upstream_first_audio_timeout_s: float = env_field("UPSTREAM_FIRST_AUDIO_TIMEOUT_S", 8.0, check=_positive)
+    upstream_inactivity_timeout_s: int = env_field("UPSTREAM_INACTIVITY_TIMEOUT_S", 20,
+                                                   check=lambda v: 1 <= v <= 180)
+
+    # local voice
+    local_voice_threads: int = env_field("LOCAL_VOICE_THREADS", 2, check=_positive)
+
+    # logging
+    log_level: str = env_field("LOG_LEVEL", "info")
+    log_format: str = env_field("LOG_FORMAT", "auto", check=lambda v: v in ("auto", "json", "console"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every field from ``environ`` (default ``os.environ``); ``overrides`` win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in overrides:
+                continue
+            name = f.metadata["env"]
+            raw = environ.get(name)
+            if raw is None or (raw == "" and f.default is None):
+                continue
+            values[f.name] = _parse(f, name, raw)
+        values.update(overrides)
+        settings = cls(**values)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        for f in fields(self):
+            check = f.metadata.get("check")
+            value = getattr(self, f.name)
+            if check is not None and value is not None and not check(value):
+                raise SettingsError(f"{f.metadata['env']}: value {value!r} is out of range")
+        if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
+            raise SettingsError("HEARTBEAT_TTL_S must be larger than HEARTBEAT_INTERVAL_S")
+        if self.pool_min_sockets > self.pool_max_sockets:
+            raise SettingsError("POOL_MIN_SOCKETS must not exceed POOL_MAX_SOCKETS")
+        for p in self.providers:
+            if p not in ("local", "elevenlabs"):
+                raise SettingsError(f"PROVIDERS: unknown provider {p!r} (known: local, elevenlabs)")
+
+    @property
+    def elevenlabs_ws_url(self) -> str:
+        """WebSocket base derived from the HTTP base (https→wss, http→ws)."""
+        base = self.elevenlabs_base_url.rstrip("/")
+        if base.startswith("https://"):
+            return "wss://" + base[len("https://"):]
+        if base.startswith("http://"):
+            return "ws://" + base[len("http://"):]
+        return base
+
+    def secrets(self) -> list[str]:
+        """Every secret value set, so log and response scrubbers can search for them."""
+        return [v for f in fields(self) if f.metadata.get("secret") and (v := getattr(self, f.name))]
+
+
+def _parse(f: Any, name: str, raw: str) -> Any:
+    typ = f.type if isinstance(f.type, type) else _type_from_annotation(str(f.type))
+    parser = _PARSERS[typ]
+    try:
+        return parser(raw)
+    except (TypeError, ValueError) as e:
+        hint = f" ({f.metadata['hint']})" if f.metadata.get("hint") else ""
+        raise SettingsError(f"{name}: cannot parse {raw!r} as {typ.__name__}{hint}: {e}") from e
+
+
+def _type_from_annotation(ann: str) -> type:
+    head = ann.split("|")[0].strip()
+    if head.startswith("tuple"):
+        return tuple
+    return {"str": str, "int": int, "float": float, "bool": bool}[head]
