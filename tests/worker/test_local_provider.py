@@ -1,0 +1,270 @@
+"""The local Piper voice, end to end through the Provider interface with the real model (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from worker.providers.base import AudioChunk, SynthesisRequest
+from worker.providers.local import LocalProvider, LocalStream
+from worker.providers.piper_engine import PiperEngine, _char_times, _plan_chars, _word_spans, get_engine
+
+from shared import errors
+from shared.audio.analysis import decode_to_pcm16, rms
+from shared.audio.formats import parse_format
+
+SHORT = "Hello world, this is a test."
+LONG = " ".join(
+    [
+        "The first sentence is short.",
+        "The second one goes on for a while, with a clause or two, so that there is plenty to say.",
+        "A third sentence follows it.",
+        "And a fourth closes the paragraph.",
+    ]
+    * 3
+)
+
+
+@pytest.fixture(scope="module")
+def engine() -> PiperEngine:
+    """Load the model once for the module; every provider in this process then shares it."""
+    return get_engine()
+
+
+@pytest.fixture
+async def provider(engine: PiperEngine) -> AsyncIterator[LocalProvider]:
+    p = LocalProvider(threads=2, deterministic=True)
+    await p.start()
+    assert p._engine is engine  # the cached model, not a second load
+    yield p
+    await p.close()
+
+
+def request(fmt: str = "pcm_24000", voice: str = "joe") -> SynthesisRequest:
+    return SynthesisRequest(key="ctx-1", voice_id=voice, model_id="anything", output_format=fmt)
+
+
+async def speak(provider: LocalProvider, text: str, fmt: str = "pcm_24000") -> list[AudioChunk]:
+    stream = await provider.open_stream(request(fmt))
+    await stream.send_text(text)
+    await stream.end_input()
+    return [chunk async for chunk in stream]
+
+
+def joined(chunks: list[AudioChunk]) -> bytes:
+    return b"".join(c.audio for c in chunks)
+
+
+@pytest.mark.parametrize("fmt", ["pcm_24000", "pcm_16000", "ulaw_8000"])
+async def test_short_sentence_is_speech_length_and_not_silent(provider: LocalProvider, fmt: str) -> None:
+    chunks = await speak(provider, SHORT, fmt)
+    audio_format = parse_format(fmt)
+    data = joined(chunks)
+    assert audio_format.bytes_per_sample is not None
+    seconds = len(data) / audio_format.bytes_per_sample / audio_format.sample_rate
+    assert 0.5 < seconds < 5, seconds
+    pcm16, _ = decode_to_pcm16(data, audio_format)
+    assert rms(pcm16) > 0.03
+    assert len(chunks) > 3  # streamed in pieces, not one clip
+    assert all(len(c.audio) % audio_format.bytes_per_sample == 0 for c in chunks)
+
+
+async def test_alignment_covers_the_text_in_order(provider: LocalProvider) -> None:
+    text = "Hello world, this is a test. Dr. Smith paid 3.14 dollars."
+    chunks = await speak(provider, text, "pcm_22050")
+    aligned = [c.alignment for c in chunks if c.alignment]
+    assert "".join("".join(a["chars"]) for a in aligned) == text
+    for chunk in chunks:
+        if not chunk.alignment:
+            continue
+        a = chunk.alignment
+        assert len(a["chars"]) == len(a["charStartTimesMs"]) == len(a["charDurationsMs"])
+        starts = a["charStartTimesMs"]
+        assert starts == sorted(starts) and all(d >= 0 for d in a["charDurationsMs"])
+        chunk_ms = len(chunk.audio) / 2 / 22.05
+        assert starts[-1] <= chunk_ms + 50
+
+
+def test_char_timings_without_model_durations_are_proportional() -> None:
+    """Without the ``onnx`` package there are no per-phoneme durations: timings spread evenly, in order."""
+    text = '"Pi is 3.14," he said.'
+    phonemes = list("pˈaɪ ɪz θɹˈiː pɔɪnt wˈʌn fˈɔːɹ, hiː sˈɛd.")
+    (chars_from, chars_to, words), *_ = _plan_chars(text, [8])  # espeak speaks 8 words for 5 written
+    assert (chars_from, chars_to) == (0, len(text))
+    spans = _word_spans(phonemes, None, 22050)
+    assert len(spans) == 8 and spans == sorted(spans)
+    starts, ends = _char_times(text, chars_from, chars_to, words, spans, 22050)
+    assert len(starts) == len(text)
+    assert list(starts) == sorted(starts) and all(ends >= starts) and ends[-1] <= 22050
+    digits = text.index("3")
+    assert starts[digits] < starts[text.index("he")] < starts[text.index("said")]
+
+
+async def test_first_audio_arrives_while_text_is_still_streaming(provider: LocalProvider) -> None:
+    stream = await provider.open_stream(request("pcm_16000"))
+    chunks: list[tuple[float, AudioChunk]] = []
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for chunk in stream:
+            chunks.append((time.perf_counter(), chunk))
+            first.set()
+
+    consumer = asyncio.create_task(consume())
+    tokens = ["This", " first", " sentence", " is", " complete.", " And", " then", " the", " speaker"]
+    for token in tokens:
+        await stream.send_text(token)
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(first.wait(), 5)  # no end_input yet: the finished sentence was spoken
+    await stream.send_text(" keeps on talking.")
+    ended_at = time.perf_counter()
+    await stream.end_input()
+    await asyncio.wait_for(consumer, 10)
+    assert chunks[0][0] < ended_at
+    assert len(joined([c for _, c in chunks])) / 32000 > 2.5  # both sentences were spoken
+
+
+async def test_cancel_stops_iteration_promptly_and_for_good(provider: LocalProvider) -> None:
+    stream = await provider.open_stream(request("pcm_24000"))
+    await stream.send_text(LONG)
+    await stream.end_input()
+    iterator = aiter(stream)
+    first = await asyncio.wait_for(anext(iterator), 5)
+    assert first.audio
+    started = time.perf_counter()
+    await stream.cancel()
+    after = [chunk async for chunk in stream]
+    assert after == []
+    assert time.perf_counter() - started < 0.2
+    await asyncio.sleep(0.5)  # the synthesis thread would have produced more by now
+    assert [chunk async for chunk in stream] == []
+    await stream.cancel()  # idempotent
+    await stream.send_text("ignored after cancel")
+    assert provider.status()["active_streams"] == 0
+
+
+async def test_deterministic_mode_gives_identical_bytes(provider: LocalProvider) -> None:
+    one = await speak(provider, SHORT, "pcm_16000")
+    two = await speak(provider, SHORT, "pcm_16000")
+    assert joined(one) == joined(two)
+    assert [c.alignment for c in one] == [c.alignment for c in two]
+
+
+async def test_two_concurrent_streams_both_complete(provider: LocalProvider) -> None:
+    a, b = await asyncio.gather(
+        speak(provider, "The first stream says this sentence.", "pcm_16000"),
+        speak(provider, "While the second stream says another one entirely.", "ulaw_8000"),
+    )
+    assert 1.0 < len(joined(a)) / 32000 < 6
+    assert 1.0 < len(joined(b)) / 8000 < 6
+
+
+async def test_long_run_on_gives_first_audio_fast(provider: LocalProvider) -> None:
+    run_on = " ".join(["the dog ran over the hill and"] * 30) + " stopped."
+    stream = await provider.open_stream(request("pcm_16000"))
+    started = time.perf_counter()
+    await stream.send_text(run_on)
+    await stream.end_input()
+    await asyncio.wait_for(anext(aiter(stream)), 5)
+    assert time.perf_counter() - started < 2.0  # only the first clause, not 210 words, is synthesized first
+    await stream.cancel()
+
+
+async def test_unknown_voice_format_and_speed_are_typed_errors(provider: LocalProvider) -> None:
+    with pytest.raises(errors.UnknownVoice):
+        await provider.open_stream(request(voice="rachel"))
+    with pytest.raises(errors.UnsupportedFormat):
+        await provider.open_stream(request(fmt="opus_48000"))
+    bad_speed = SynthesisRequest(
+        key="k", voice_id="joe", model_id="", output_format="pcm_16000", voice_settings={"speed": 9}
+    )
+    with pytest.raises(errors.InvalidRequest):
+        await provider.open_stream(bad_speed)
+
+
+async def test_text_after_end_input_is_rejected(provider: LocalProvider) -> None:
+    stream = await provider.open_stream(request())
+    await stream.send_text(SHORT)
+    await stream.end_input()
+    with pytest.raises(errors.ContextClosed):
+        await stream.send_text("more")
+    assert joined([c async for c in stream])
+
+
+async def test_close_fails_open_streams(engine: PiperEngine) -> None:
+    p = LocalProvider(threads=1)
+    await p.start()
+    stream: LocalStream = await p.open_stream(request())
+    await stream.send_text("Waiting for more text")
+    await p.close()
+    with pytest.raises(errors.UpstreamError):
+        async for _ in stream:
+            pass
+
+
+async def test_speed_changes_duration(provider: LocalProvider) -> None:
+    fast = SynthesisRequest(
+        key="k", voice_id="joe", model_id="", output_format="pcm_16000", voice_settings={"speed": 1.5}
+    )
+    stream = await provider.open_stream(fast)
+    await stream.send_text(SHORT)
+    await stream.end_input()
+    quick = len(joined([c async for c in stream]))
+    normal = len(joined(await speak(provider, SHORT, "pcm_16000")))
+    assert quick < normal * 0.8
+
+
+async def test_voices_and_status(provider: LocalProvider) -> None:
+    (voice,) = provider.voices()
+    assert (voice.voice_id, voice.name, voice.provider, voice.sample_rate) == (
+        "joe",
+        "Joe (en_US, local Piper)",
+        "local",
+        22050,
+    )
+    status = provider.status()
+    assert status["model_loaded"] is True and status["threads"] == 2 and status["active_streams"] == 0
+    stream = await provider.open_stream(request())
+    assert provider.status()["active_streams"] == 1
+    await stream.cancel()
+    assert provider.status()["active_streams"] == 0
+
+
+async def test_transcription_finds_the_words(provider: LocalProvider) -> None:
+    """Proof the output is speech, not noise of the right length: pocketsphinx hears the words."""
+    pocketsphinx = pytest.importorskip("pocketsphinx")
+    text = "Hello world, this is a test of the speech system."
+    pcm = joined(await speak(provider, text, "pcm_16000"))
+    decoder = pocketsphinx.Decoder(samprate=16000, loglevel="FATAL")
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)
+    decoder.end_utt()
+    heard = set(decoder.hyp().hypstr.lower().split()) if decoder.hyp() else set()
+    expected = {"hello", "world", "this", "is", "test", "speech", "system"}
+    assert len(heard & expected) >= 4, heard  # it hears all 7 here; noise gives none
+
+
+async def test_event_loop_stays_responsive_during_synthesis(provider: LocalProvider) -> None:
+    """Synthesis runs in threads and ONNX releases the GIL: the loop keeps ticking meanwhile.
+
+    One piece takes ~0.1-0.5 s of inference; were it run on the loop or holding the GIL, a tick
+    would wait that long.
+    """
+    worst = 0.0
+    done = False
+
+    async def tick() -> None:
+        nonlocal worst
+        while not done:
+            started = time.perf_counter()
+            await asyncio.sleep(0.002)
+            worst = max(worst, time.perf_counter() - started - 0.002)
+
+    ticker = asyncio.create_task(tick())
+    chunks = await asyncio.gather(speak(provider, LONG), speak(provider, LONG))
+    done = True
+    await ticker
+    assert all(len(joined(c)) / 48000 > 20 for c in chunks)
+    assert worst < 0.1, worst
