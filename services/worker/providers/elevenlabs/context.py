@@ -1,0 +1,255 @@
+"""One upstream context as the job sees it: a :class:`SynthesisStream` that can move between sockets.
+
+Until its first audio reaches the consumer a context keeps every text message it sent, so a socket
+failure can replay it on another socket without the listener noticing. Once audio went out it can
+only finish on its socket or fail. Its deadline timer watches the upstream, not the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shared.errors import TTSError, UpstreamTimeout
+from worker.providers.base import AudioChunk, ChunkQueue
+
+from . import messages
+from .options import AudioOut, ContextSpec
+
+if TYPE_CHECKING:
+    from .connection import UpstreamSocket
+
+
+class ContextHost(Protocol):
+    """What a context needs from the pool while it has no socket."""
+
+    def unplaced_cancelled(self, ctx: UpstreamContext) -> None:
+        """The context was cancelled while waiting to be (re)placed."""
+
+
+class UpstreamContext:
+    """A running context: push text in, iterate audio out (implements ``SynthesisStream``)."""
+
+    def __init__(self, context_id: str, spec: ContextSpec, host: ContextHost, timeout_s: float) -> None:
+        """``timeout_s`` bounds the wait for audio after a flush/end and the gap between frames after end."""
+        self.id = context_id
+        self.spec = spec
+        self.host = host
+        self.queue = ChunkQueue()
+        self.timeout_s = timeout_s
+        self.socket: UpstreamSocket | None = None
+        self.attempts = 0  # placements so far (1 = first socket)
+        self.created_at = time.monotonic()
+        self.first_text_at: float | None = None
+        self.first_audio_at: float | None = None
+        self.ended = False
+        self.cancelled = False
+        self.outcome: str | None = None  # final | failed | cancelled: what the consumer saw
+        self.holds_permit = False  # counted against the account-wide concurrency limit
+        self.no_retry = False  # its own deadline expired: fail, do not move
+        self.upstream_closed = False  # close_context queued on the current socket
+        self.audio_received = False  # upstream audio arrived (on any socket)
+        self.audio_sent = False  # a chunk reached the consumer: never replay from here on
+        self.history: list[str] | None = []  # text messages after init, kept until audio_sent
+        self.last_sent = 0.0
+        self._has_text = False
+        self._flushed = False
+        self._out = AudioOut(spec.output, spec.key.output_format)
+        self._pending_alignment: dict[str, Any] | None = None
+        self._pending_ms = 0.0
+        self._armed = False
+        self._last_progress = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- SynthesisStream --------------------------------------------------------------------------------
+    async def send_text(self, text: str, flush: bool = False) -> None:
+        """Append text; ``flush`` forces generation of everything buffered."""
+        if self.outcome is not None or self.ended or (not text and not flush):
+            return
+        if text:
+            self._has_text = True
+            if self.first_text_at is None:
+                self.first_text_at = time.monotonic()
+            msg = messages.send_text(self.id, text, flush)
+        else:
+            msg = messages.flush(self.id)
+        if self.history is not None:
+            self.history.append(msg)
+        if self.socket is not None:
+            self.socket.enqueue(self, msg)
+        if flush and self._has_text:
+            self._flushed = True
+            if not self.audio_received:
+                self._arm()
+
+    async def end_input(self) -> None:
+        """No more text: synthesize the rest, then finish."""
+        if self.outcome is not None or self.ended:
+            return
+        self.ended = True
+        if self.socket is not None:
+            self.socket.end_context(self)
+        self._arm()
+
+    async def cancel(self) -> None:
+        """Stop now: drop queued and late audio, close the upstream context; the slot frees at its final."""
+        self.abort()
+
+    def abort(self) -> None:
+        """:meth:`cancel` without awaiting (used from callbacks)."""
+        if self.cancelled:
+            return
+        self.cancelled = True
+        if self.outcome is None:
+            self.outcome = "cancelled"
+        self.queue.abort()
+        self.history = None
+        if self.socket is not None:
+            self.socket.close_context(self)
+        else:
+            self.host.unplaced_cancelled(self)
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk]:
+        """Audio chunks in order."""
+        return self.queue
+
+    # -- driven by the socket and the pool ------------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        """True while the consumer still waits for audio or its end."""
+        return self.outcome is None
+
+    def replay(self) -> list[str]:
+        """Every message to send on a fresh socket: init, the text so far, and the end if it came."""
+        out = [messages.init_context(self.id, self.spec.voice_settings, self.spec.generation_config)]
+        out.extend(self.history or ())
+        if self.ended:
+            out += [messages.flush(self.id), messages.close_context(self.id)]
+        return out
+
+    def prepare_retry(self) -> None:
+        """Start over on another socket: forget upstream audio that never reached the consumer."""
+        if self.audio_received and not self.audio_sent:
+            self._out = AudioOut(self.spec.output, self.spec.key.output_format)
+            self._pending_alignment = None
+            self._pending_ms = 0.0
+            self.audio_received = False
+
+    def attach(self, sock: UpstreamSocket) -> None:
+        """Placed on ``sock``: its deadline (if any) restarts there."""
+        self.socket = sock
+        self.attempts += 1
+        self.upstream_closed = self.ended or self.cancelled
+        self._disarm()
+        if self.ended or self.cancelled or (self._flushed and not self.audio_received):
+            self._arm()  # a fresh deadline on the new socket
+
+    def detach(self) -> None:
+        """The socket is gone or the context's final arrived."""
+        self.socket = None
+        self._disarm()
+
+    def on_audio(self, audio: bytes, alignment: dict[str, Any] | None) -> None:
+        """Upstream audio for this context (already base64-decoded)."""
+        now = time.monotonic()
+        self._last_progress = now
+        if not self.audio_received:
+            self.audio_received = True
+            self.first_audio_at = now
+            if not self.ended and not self.cancelled:
+                self._disarm()  # waiting for more text is not a stall
+        if self.outcome is not None:
+            return  # cancelled or failed: late audio is dropped here
+        out = self._out.feed(audio)
+        alignment = self._merge_alignment(alignment, audio)
+        if out:
+            self._emit(out, alignment)
+        else:
+            self._pending_alignment = alignment
+
+    def on_final(self) -> None:
+        """The upstream finished this context (its slot is free again)."""
+        self.detach()
+        if self.outcome is None:
+            tail = self._out.finish()
+            if tail or self._pending_alignment:
+                self._emit(tail, self._pending_alignment)
+            self.outcome = "final"
+            self.queue.finish()
+
+    def fail(self, error: TTSError) -> None:
+        """End the consumer's iteration with ``error`` and close the upstream context if it is still open."""
+        if self.outcome is None:
+            self.outcome = "failed"
+            self.history = None
+            self.queue.fail(error)
+        if self.socket is not None:
+            self.socket.close_context(self)
+
+    def note_closed(self) -> None:
+        """close_context was queued: from now on only its final (or the deadline) is awaited."""
+        self.upstream_closed = True
+        self._arm()
+
+    def _emit(self, audio: bytes, alignment: dict[str, Any] | None) -> None:
+        self._pending_alignment = None
+        self._pending_ms = 0.0
+        self.queue.put(AudioChunk(audio, alignment))
+        self.audio_sent = True
+        self.history = None
+
+    def _merge_alignment(self, new: dict[str, Any] | None, audio: bytes) -> dict[str, Any] | None:
+        # A converter may hold a whole upstream chunk back (MP3 frames): keep its alignment for the next
+        # chunk that does go out, shifting times by the held audio's duration.
+        held, offset = self._pending_alignment, self._pending_ms
+        if self._out.converting:
+            self._pending_ms += self._out.upstream_ms(audio)
+        if held is None:
+            return new
+        if new is None:
+            return held
+        return {
+            "chars": held["chars"] + new["chars"],
+            "charStartTimesMs": held["charStartTimesMs"] + [t + offset for t in new["charStartTimesMs"]],
+            "charDurationsMs": held["charDurationsMs"] + new["charDurationsMs"],
+        }
+
+    # -- deadline ------------------------------------------------------------------------------------------
+    def _arm(self) -> None:
+        if self._armed:
+            return
+        self._armed = True
+        self._last_progress = time.monotonic()
+        self._schedule()
+
+    def _disarm(self) -> None:
+        self._armed = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _schedule(self) -> None:
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + self._remaining(), self._on_timer)
+
+    def _remaining(self) -> float:
+        return max(0.0, self._last_progress + self.timeout_s - time.monotonic())
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._armed or self.socket is None:
+            return
+        if self._remaining() > 0.001:
+            self._schedule()
+            return
+        self._armed = False
+        self.socket.context_timed_out(self)
+
+    def timeout_error(self) -> UpstreamTimeout:
+        """The error for a context whose upstream went quiet past its deadline."""
+        what = "first audio" if not self.audio_received else "the rest of the audio"
+        return UpstreamTimeout(f"no {what} from upstream within {self.timeout_s:g}s",
+                               audio_sent=self.audio_sent)

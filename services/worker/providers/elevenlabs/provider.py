@@ -1,0 +1,108 @@
+"""The ElevenLabs :class:`~worker.providers.base.Provider`: validates requests, places them in the pool.
+
+The API key travels only in the ``xi-api-key`` header (never in a URL or a log line).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from shared.logging import get_logger
+from shared.settings import Settings
+from worker.providers.base import SynthesisRequest, SynthesisStream, Voice
+
+from .context import UpstreamContext
+from .options import build_spec
+from .pool import SocketPool
+
+log = get_logger(__name__)
+
+_VOICES_TIMEOUT_S = 5.0
+
+
+def _ws_base(http_base: str) -> str:
+    if http_base.startswith("https://"):
+        return "wss://" + http_base[len("https://"):]
+    if http_base.startswith("http://"):
+        return "ws://" + http_base[len("http://"):]
+    return http_base
+
+
+class ElevenLabsProvider:
+    """ElevenLabs over a pool of multi-context WebSockets (one context per job attempt)."""
+
+    name = "elevenlabs"
+
+    def __init__(self, settings: Settings, *, base_url: str | None = None, api_key: str | None = None) -> None:
+        """``base_url``/``api_key`` override the settings (tests point them at the emulator)."""
+        self.settings = settings
+        base = (base_url or settings.elevenlabs_base_url).rstrip("/")
+        self._http_base = base.removesuffix("/v1")
+        self._api_key = api_key if api_key is not None else settings.elevenlabs_api_key
+        headers = {"xi-api-key": self._api_key} if self._api_key else {}
+        self._headers = headers
+        self.pool = SocketPool(settings, ws_base=_ws_base(self._http_base), headers=headers, provider=self.name)
+        self._session: aiohttp.ClientSession | None = None
+        self._names: dict[str, Voice] = {}
+
+    async def start(self) -> None:
+        """Prewarm the pool; list the account's voices when a key is set (a failure only logs)."""
+        self._session = aiohttp.ClientSession()
+        await self.pool.start(self._session)
+        if self._api_key:
+            await self._fetch_voices()
+
+    async def close(self) -> None:
+        """Fail in-flight streams and close every socket and the HTTP session."""
+        await self.pool.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def open_stream(self, request: SynthesisRequest) -> SynthesisStream:
+        """Validate ``request`` and place its context; may wait, then raise UpstreamBusy."""
+        spec = build_spec(request.voice_id, request.model_id, request.output_format, request.voice_settings,
+                          request.options, self.settings)
+        ctx = UpstreamContext(request.key, spec, self.pool, self.settings.upstream_first_audio_timeout_s)
+        await self.pool.acquire(ctx)
+        return ctx
+
+    def voices(self) -> list[Voice]:
+        """The configured voice ids (named from the account's list when it was fetched)."""
+        ids = list(self.settings.elevenlabs_voices)
+        if not ids:
+            ids = list(self._names)
+        if self.settings.default_voice and self.settings.default_voice not in ids:
+            ids.insert(0, self.settings.default_voice)
+        model = self.settings.elevenlabs_model
+        return [self._names.get(v) or Voice(v, v, self.name, default_model=model) for v in ids]
+
+    def status(self) -> dict[str, Any]:
+        """Pool state (sockets by state, live and waiting contexts, limits)."""
+        return {"provider": self.name, "voices": len(self.voices()), **self.pool.status()}
+
+    async def _fetch_voices(self) -> None:
+        assert self._session is not None
+        try:
+            async with self._session.get(f"{self._http_base}/v1/voices", headers=self._headers,
+                                         timeout=aiohttp.ClientTimeout(total=_VOICES_TIMEOUT_S)) as resp:
+                if resp.status != 200:
+                    log.warning("elevenlabs_voices_unavailable", status=resp.status)
+                    return
+                body = await resp.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            log.warning("elevenlabs_voices_unavailable", error=type(e).__name__)
+            return
+        model = self.settings.elevenlabs_model
+        for item in body.get("voices", []) if isinstance(body, dict) else []:
+            if not isinstance(item, dict) or not isinstance(item.get("voice_id"), str):
+                continue
+            raw_labels = item.get("labels")
+            labels: dict[str, Any] = raw_labels if isinstance(raw_labels, dict) else {}
+            self._names[item["voice_id"]] = Voice(
+                voice_id=item["voice_id"], name=str(item.get("name") or item["voice_id"]), provider=self.name,
+                language=str(labels.get("language") or "en"), description=str(item.get("description") or ""),
+                default_model=model, labels={str(k): str(v) for k, v in labels.items()})
+        log.info("elevenlabs_voices_listed", count=len(self._names))
