@@ -61,6 +61,7 @@ async def _read_commands(ws: web.WebSocketResponse, session: SynthesisSession, r
             if len(msg.data) > settings.max_message_bytes:
                 await _close(ws, MessageTooLarge(f"messages are limited to {settings.max_message_bytes} bytes"))
                 return
+            cmd: m.Command | None = None
             try:
                 cmd = m.parse(msg.data)
                 await _apply(ws, session, cmd, request)
@@ -68,7 +69,7 @@ async def _read_commands(ws: web.WebSocketResponse, session: SynthesisSession, r
                 if e.ws_close is not None:
                     await _close(ws, e)
                     return
-                await _send_error(ws, e.details.get("context_id"), e)
+                await _send_error(ws, e.details.get("context_id") or getattr(cmd, "context_id", None), e)
         elif msg.type == WSMsgType.BINARY:
             await _close(ws, BinaryNotAccepted("send JSON text frames; audio flows only from the server"))
             return
