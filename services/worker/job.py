@@ -168,7 +168,8 @@ class _JobRun:
                                              self.audio_bytes, self.characters, self.ttfb_ms))
             self._summary("cancelled")
             return "cancelled"
-        self._publish_error(from_code(reason, f"context aborted: {reason}"))
+        # Aborted on purpose (admin reset, gateway deadline): the gateway must not retry it.
+        self._publish_error(from_code(reason, f"context aborted: {reason}"), retryable=False)
         self._summary("cancelled", code=reason)
         return "cancelled"
 
@@ -177,9 +178,10 @@ class _JobRun:
         fut.add_done_callback(_retrieve)
         return fut
 
-    def _publish_error(self, e: TTSError) -> None:
+    def _publish_error(self, e: TTSError, retryable: bool | None = None) -> None:
+        retry = e.retryable if retryable is None else retryable
         self._publish(protocol.Error(self.spec.job_id, self.spec.context_id, e.code, e.message,
-                                     e.retryable and self.chunks == 0, self.chunks))
+                                     retry and self.chunks == 0, self.chunks))
 
     def _summary(self, outcome: str, code: str | None = None) -> None:
         log.info("job_summary", outcome=outcome, code=code, provider=self.spec.provider,
