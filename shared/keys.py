@@ -52,8 +52,13 @@ CLIENT_KEY_INDEX = PREFIX + "keys"
 
 
 def client_key(key_hash: str) -> str:
-    """Hash of one client key's record, addressed by the key's SHA-256."""
+    """The id of the client key whose SHA-256 is ``key_hash`` (deleted when the key is revoked)."""
     return CLIENT_KEY_PREFIX + key_hash
+
+
+def key_record(key_id: str) -> str:
+    """Hash of one client key's record (name, limits, revoked_at), addressed by its id."""
+    return f"{PREFIX}keyrec:{key_id}"
 
 
 def key_usage(key_id: str, day: str) -> str:

@@ -65,6 +65,19 @@ class Settings:
     # Dev mode serves clients without keys: only for the embedded `make run`; logged loudly when on.
     auth_disabled: bool = env_field("AUTH_DISABLED", False)
     token_secret: str | None = env_field("TOKEN_SECRET", None, secret=True)
+    token_ttl_s: float = env_field("TOKEN_TTL_S", 300.0, check=_positive)
+    # Limits of keys created without explicit ones; a key's quota is characters per UTC day.
+    default_key_quota_chars: int | None = env_field("DEFAULT_KEY_QUOTA_CHARS", 1_000_000, check=_non_negative)
+    default_key_max_contexts: int | None = env_field("DEFAULT_KEY_MAX_CONTEXTS", 20, check=_positive)
+    default_key_rate_per_minute: int | None = env_field("DEFAULT_KEY_RATE_PER_MINUTE", 600, check=_positive)
+    # A key's concurrent-context slot is a lease refreshed while the context lives, so a crashed
+    # gateway's slots free themselves after this long.
+    context_lease_s: float = env_field("CONTEXT_LEASE_S", 30.0, check=lambda v: v >= 3)
+    # Phrase cache of whole utterances.
+    cache_enabled: bool = env_field("CACHE_ENABLED", True)
+    cache_ttl_s: float = env_field("CACHE_TTL_S", 86400.0, check=_positive)
+    cache_max_bytes: int = env_field("CACHE_MAX_BYTES", 256 << 20, check=_positive)
+    cache_max_entry_bytes: int = env_field("CACHE_MAX_ENTRY_BYTES", 4 << 20, check=_positive)
     allowed_origins: tuple[str, ...] = env_field("ALLOWED_ORIGINS", (), hint="comma-separated origins or *")
     session_queue_frames: int = env_field("SESSION_QUEUE_FRAMES", 512, check=_positive)
     max_message_bytes: int = env_field("MAX_MESSAGE_BYTES", 65536, check=_positive)

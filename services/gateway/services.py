@@ -11,6 +11,7 @@ from shared.pubsub import PubSubHub
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from gateway.auth.tokens import TokenSigner
     from gateway.catalog import Catalog
     from gateway.dispatch import Dispatcher
     from gateway.session import SynthesisSession
@@ -47,3 +48,5 @@ class GatewayServices:
     catalog: Catalog
     registry: Registry = field(default_factory=Registry)
     draining: bool = False
+    # Tenancy (gateway/tenancy.py fills these in): None means "not enforced" / "no cache".
+    tokens: TokenSigner | None = None
