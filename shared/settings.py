@@ -119,6 +119,13 @@ class Settings:
     # local voice
     local_voice_threads: int = env_field("LOCAL_VOICE_THREADS", 2, check=_positive)
 
+    # ElevenLabs/OpenAI-compatible endpoints: unlike ElevenLabs (5, then the socket dies) a client socket
+    # may run this many contexts; the next one alone gets an error frame.
+    compat_max_contexts_per_socket: int = env_field("COMPAT_MAX_CONTEXTS_PER_SOCKET", 32, check=_positive)
+    # TLS on the gateway's own port (the ElevenLabs SDK's WebSocket helper always dials wss://).
+    tls_cert_file: str | None = env_field("TLS_CERT_FILE", None, hint="PEM certificate chain")
+    tls_key_file: str | None = env_field("TLS_KEY_FILE", None, hint="PEM private key")
+
     # logging
     log_level: str = env_field("LOG_LEVEL", "info")
     log_format: str = env_field("LOG_FORMAT", "auto", check=lambda v: v in ("auto", "json", "console"))
@@ -149,6 +156,8 @@ class Settings:
                 raise SettingsError(f"{f.metadata['env']}: value {value!r} is out of range")
         if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
             raise SettingsError("HEARTBEAT_TTL_S must be larger than HEARTBEAT_INTERVAL_S")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise SettingsError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
         if self.pool_min_sockets > self.pool_max_sockets:
             raise SettingsError("POOL_MIN_SOCKETS must not exceed POOL_MAX_SOCKETS")
         for p in self.providers:
