@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 from aiohttp import web
 
 from gateway.app import create_app
@@ -9,6 +11,15 @@ from shared.logging import configure, get_logger
 from shared.settings import Settings
 
 log = get_logger("gateway")
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """A server TLS context from TLS_CERT_FILE/TLS_KEY_FILE, or None to serve plain HTTP/ws."""
+    if not settings.tls_cert_file or not settings.tls_key_file:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return ctx
 
 
 def main() -> None:
@@ -25,8 +36,10 @@ def main() -> None:
     loop = loop_factory() if loop_factory else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     app = create_app(settings)
-    print(f"gateway listening on http://{settings.gateway_host}:{settings.gateway_port}", flush=True)
-    web.run_app(app, host=settings.gateway_host, port=settings.gateway_port, print=None,
+    tls = ssl_context(settings)
+    scheme = "https" if tls else "http"
+    print(f"gateway listening on {scheme}://{settings.gateway_host}:{settings.gateway_port}", flush=True)
+    web.run_app(app, host=settings.gateway_host, port=settings.gateway_port, print=None, ssl_context=tls,
                 shutdown_timeout=settings.drain_grace_s + 5, access_log=None, loop=loop,
                 handler_cancellation=True)
 
