@@ -164,6 +164,13 @@ class RateLimited(TTSError):
     retryable = True
 
 
+class NotFound(TTSError):
+    """An admin or account resource (such as a key id) does not exist."""
+
+    code = "not_found"
+    http_status = 404
+
+
 class QuotaExceeded(TTSError):
     """The key has no character quota left for this request."""
 
