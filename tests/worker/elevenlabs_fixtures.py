@@ -12,10 +12,11 @@ from typing import Any
 from emulator.config import EmulatorConfig
 from emulator.runner import DEFAULT_VOICE_ID, RunningEmulator, run_emulator
 from emulator.synth import decode_text
-from shared.errors import TTSError
-from shared.settings import Settings
 from worker.providers.base import AudioChunk, SynthesisRequest, SynthesisStream
 from worker.providers.elevenlabs import ElevenLabsProvider
+
+from shared.errors import TTSError
+from shared.settings import Settings
 
 VOICE = DEFAULT_VOICE_ID
 _keys = itertools.count(1)
@@ -23,11 +24,12 @@ _keys = itertools.count(1)
 
 def el_settings(**overrides: Any) -> Settings:
     """Settings for a provider under test: default voice prewarmed, short deadlines."""
-    base: dict[str, Any] = dict(
-        default_voice=VOICE, elevenlabs_model="eleven_flash_v2_5", pool_min_sockets=1, pool_max_sockets=4,
-        pool_contexts_per_socket=5, pool_keepalive_s=5.0, upstream_concurrency=50, upstream_slot_wait_s=5.0,
-        upstream_first_audio_timeout_s=3.0, upstream_inactivity_timeout_s=20, log_format="json",
-    )
+    base: dict[str, Any] = {
+        "default_voice": VOICE, "elevenlabs_model": "eleven_flash_v2_5", "pool_min_sockets": 1,
+        "pool_max_sockets": 4, "pool_contexts_per_socket": 5, "pool_keepalive_s": 5.0,
+        "upstream_concurrency": 50, "upstream_slot_wait_s": 5.0, "upstream_first_audio_timeout_s": 3.0,
+        "upstream_inactivity_timeout_s": 20, "log_format": "json",
+    }
     base.update(overrides)
     return Settings.from_env({}, **base)
 

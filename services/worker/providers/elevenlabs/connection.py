@@ -18,7 +18,7 @@ from typing import Protocol
 
 import aiohttp
 
-from shared.errors import UpstreamError
+from shared.errors import UpstreamDisconnected, UpstreamError
 from shared.logging import get_logger
 from shared.metrics import UPSTREAM_CONNECT
 
@@ -153,6 +153,12 @@ class UpstreamSocket:
     def context_timed_out(self, ctx: UpstreamContext) -> None:
         """``ctx`` waited past its deadline: the socket stalled, or just this context did."""
         if self.state is SocketState.CLOSED:
+            return
+        if self.state is SocketState.CONNECTING:
+            # Still dialling (or backing off): the context gives up; its queued init and close still go
+            # out if the handshake succeeds, and its slot frees at that final like any other.
+            ctx.fail(UpstreamDisconnected(f"could not connect upstream within {ctx.timeout_s:g}s",
+                                          audio_sent=ctx.audio_sent))
             return
         if time.monotonic() - self.last_received >= ctx.timeout_s * 0.99:
             ctx.no_retry = True  # it had its time; the others on the socket move elsewhere

@@ -99,8 +99,9 @@ class SocketPool:
                 log.info("upstream_prewarm_skipped", why="DEFAULT_VOICE not set")
             return
         self._ensure_min()
+        first = list(self._sockets.get(self.default_key, ()))
         deadline = time.monotonic() + self._connect_timeout_s
-        while any(s.state is SocketState.CONNECTING for s in self._sockets.get(self.default_key, ())):
+        while any(s.state is SocketState.CONNECTING for s in first):
             self._changed.clear()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -400,6 +401,11 @@ class SocketPool:
                         continue
             if sock.load == 0 and (sock.draining or (sock.replacing and self._replaced(sock))):
                 self._retire(sock, "drained")
+            elif sock.draining and not any(c.live for c in sock.contexts.values()) \
+                    and now - sock.last_received >= self.settings.upstream_first_audio_timeout_s:
+                # Only abandoned contexts whose finals never came: closing the socket is the only way
+                # to get their slots back.
+                self._retire(sock, "stuck")
         self._ensure_min()
         self._pump()
 

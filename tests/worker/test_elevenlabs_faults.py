@@ -1,0 +1,242 @@
+"""Injected upstream failures: each one hits only the contexts on the failing socket, with a typed error.
+
+Contexts that have produced no audio move to another socket with their buffered text and finish
+as if nothing happened; contexts that already played audio end with a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import structlog
+from worker.providers.elevenlabs.context import UpstreamContext
+
+from shared.errors import UpstreamDisconnected, UpstreamError, UpstreamRejected, UpstreamTimeout
+from tests.worker.elevenlabs_fixtures import Outcome, collect, emulator, provider, request, speak
+
+LONG = "This sentence is long enough to stream for a while. "
+
+
+async def _until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.005)
+
+
+def _sid(stream: object) -> int:
+    assert isinstance(stream, UpstreamContext) and stream.socket is not None
+    return stream.socket.sid
+
+
+@pytest.mark.parametrize("fault", ["drop_after_chunks", "close_1008_after_chunks"])
+async def test_socket_failure_mid_stream_hits_only_its_own_contexts(fault: str) -> None:
+    async with emulator(ttfb_ms=200, realtime_factor=4.0, chunk_ms=120) as emu, \
+            provider(emu, pool_min_sockets=1, pool_max_sockets=4, pool_contexts_per_socket=3) as p:
+        speaking = await p.open_stream(request())
+        quiet = await p.open_stream(request())
+        late = await p.open_stream(request())
+        other = await p.open_stream(request())
+        assert _sid(speaking) == _sid(quiet) == _sid(late) != _sid(other)
+        failed_sid = _sid(speaking)
+        emu.set_config(None, **{fault: 3, "fault_sockets": 1})
+
+        await speaking.send_text(LONG, flush=True)
+        await speaking.end_input()
+        await quiet.send_text("quiet words ")  # buffered upstream, nothing generated yet
+        await other.send_text("ok ", flush=True)  # two chunks: its socket never reaches the fault
+        await other.end_input()
+        spoken = Outcome()
+
+        async def listen() -> None:
+            try:
+                async for chunk in speaking:
+                    spoken.chunks.append(chunk)
+            except UpstreamError as e:
+                spoken.error = e
+
+        listener = asyncio.create_task(listen())
+        await _until(lambda: len(spoken.chunks) >= 1)
+        await late.send_text("late words ", flush=True)  # ended, but its audio is 200 ms away
+        await late.end_input()
+        await listener
+
+        assert isinstance(spoken.error, UpstreamDisconnected)
+        assert spoken.error.details["audio_sent"] is True
+        assert 1 <= len(spoken.chunks) <= 3
+        assert LONG.startswith(spoken.text())
+
+        late_out = await collect(late)
+        assert late_out.error is None and late_out.text() == "late words "
+        await quiet.send_text("and more ", flush=True)
+        await quiet.end_input()
+        quiet_out = await collect(quiet)
+        assert quiet_out.error is None and quiet_out.text() == "quiet words and more "
+        other_out = await collect(other)
+        assert other_out.error is None and other_out.text() == "ok "
+        assert isinstance(quiet, UpstreamContext) and isinstance(late, UpstreamContext)
+        assert quiet.attempts == 2 and late.attempts == 2
+        assert failed_sid not in [s["id"] for s in p.status()["socket_list"]]
+        for s in (speaking, quiet, late, other):
+            await s.cancel()
+        assert emu.stats.faults_fired[fault.removesuffix("_after_chunks")] == 1
+
+
+async def test_stall_before_first_audio_times_out_inside_the_deadline() -> None:
+    async with emulator(stall_after_chunks=0, fault_sockets=1) as emu, \
+            provider(emu, upstream_first_audio_timeout_s=0.5) as p:
+        t0 = time.monotonic()
+        out = await speak(p, "never voiced ")
+        elapsed = time.monotonic() - t0
+        assert isinstance(out.error, UpstreamTimeout) and not out.chunks
+        assert 0.45 <= elapsed < 1.0
+        after = await speak(p, "fine ")  # the stalled socket was replaced
+        assert after.error is None and after.text() == "fine "
+        assert emu.stats.faults_fired["stall"] == 1
+
+
+async def test_stall_mid_stream_times_out_and_moves_the_silent_bystander() -> None:
+    async with emulator(stall_after_chunks=2, fault_sockets=1, realtime_factor=4.0, chunk_ms=120) as emu, \
+            provider(emu, upstream_first_audio_timeout_s=0.5) as p:
+        speaking = await p.open_stream(request())
+        bystander = await p.open_stream(request())
+        assert _sid(speaking) == _sid(bystander)
+        await bystander.send_text("bystander ")
+        await speaking.send_text(LONG, flush=True)
+        await speaking.end_input()
+        t0 = time.monotonic()
+        out = await collect(speaking)
+        assert isinstance(out.error, UpstreamTimeout) and len(out.chunks) == 2
+        assert out.first_audio_at is not None
+        assert time.monotonic() - t0 < 1.2
+        await bystander.end_input()
+        moved = await collect(bystander)
+        assert moved.error is None and moved.text() == "bystander "
+        await speaking.cancel()
+        await bystander.cancel()
+
+
+async def test_cancelled_context_late_audio_never_reaches_the_consumer() -> None:
+    async with emulator(realtime_factor=3.0, chunk_ms=120) as emu, provider(emu) as p:
+        stream = await p.open_stream(request())
+        await stream.send_text(LONG, flush=True)
+        await stream.end_input()
+        got: list[bytes] = []
+
+        async def consume() -> None:
+            async for chunk in stream:
+                got.append(chunk.audio)
+
+        consumer = asyncio.create_task(consume())
+        await _until(lambda: len(got) >= 2)
+        await stream.cancel()
+        seen = len(got)
+        await asyncio.wait_for(consumer, 0.1)  # iteration stops promptly
+        assert p.status()["live_contexts"] == 1  # the slot waits for the upstream final
+        assert emu.stats.messages_received["close_context"] == 1
+        await _until(lambda: p.status()["live_contexts"] == 0)
+        assert emu.stats.audio_chunks_sent > seen  # late audio did arrive upstream-side...
+        assert len(got) == seen  # ...and none of it reached the consumer
+        nxt = await speak(p, "Next turn. ")
+        assert nxt.error is None and nxt.text() == "Next turn. "  # nothing stale leaks into it
+
+
+async def test_invalid_voice_rejects_only_that_context() -> None:
+    async with emulator(reject_voice_ids=["badVoice"], realtime_factor=8.0) as emu, provider(emu) as p:
+        good = asyncio.create_task(speak(p, "good voice speaking "))
+        bad = await speak(p, "bad ", req=request(voice="badVoice"))
+        assert isinstance(bad.error, UpstreamRejected) and bad.error.code == "upstream_rejected"
+        good_out = await good
+        assert good_out.error is None and good_out.text() == "good voice speaking "
+        await asyncio.sleep(0.3)
+        assert emu.stats.ws_connections_opened == 2  # prewarmed + the one rejected: no reconnect loop
+        assert emu.stats.errors_sent["voice_not_found"] == 1
+
+
+async def test_garbage_frame_replaces_the_socket() -> None:
+    async with emulator(garbage_after_chunks=1, fault_sockets=1, realtime_factor=4.0, chunk_ms=120) as emu, \
+            provider(emu) as p:
+        speaking = await p.open_stream(request())
+        quiet = await p.open_stream(request())
+        await quiet.send_text("still here ")
+        await speaking.send_text(LONG, flush=True)
+        await speaking.end_input()
+        out = await collect(speaking)
+        assert type(out.error) is UpstreamError and out.error.details["audio_sent"] is True
+        assert len(out.chunks) == 1
+        await quiet.end_input()
+        moved = await collect(quiet)
+        assert moved.error is None and moved.text() == "still here "
+        after = await speak(p, "after garbage ")
+        assert after.error is None and after.text() == "after garbage "
+        assert emu.stats.faults_fired["garbage"] == 1
+        await speaking.cancel()
+        await quiet.cancel()
+
+
+async def test_unreachable_upstream_fails_contexts_clearly_and_start_survives() -> None:
+    async with emulator() as emu:
+        url = emu.http_url
+    # The port is closed now: start() must not raise, and a context must fail with a typed error.
+    from worker.providers.elevenlabs import ElevenLabsProvider
+
+    from tests.worker.elevenlabs_fixtures import el_settings
+    p = ElevenLabsProvider(el_settings(upstream_first_audio_timeout_s=1.0), base_url=url)
+    await p.start()
+    try:
+        t0 = time.monotonic()
+        out = await speak(p, "nobody home ")
+        assert isinstance(out.error, UpstreamDisconnected) and out.error.details["audio_sent"] is False
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        await p.close()
+
+
+async def test_api_key_goes_in_the_header_and_never_into_logs() -> None:
+    secret = "sk_test_0123456789abcdef"
+    async with emulator(api_key=secret) as emu:
+        with structlog.testing.capture_logs() as logs:
+            from worker.providers.elevenlabs import ElevenLabsProvider
+
+            from tests.worker.elevenlabs_fixtures import el_settings
+            good = ElevenLabsProvider(el_settings(), base_url=emu.http_url, api_key=secret)
+            await good.start()
+            try:
+                out = await speak(good, "keyed ")
+                assert out.error is None and out.text() == "keyed "
+                assert [v.voice_id for v in good.voices()]  # GET /v1/voices with the key worked
+            finally:
+                await good.close()
+            bad = ElevenLabsProvider(el_settings(), base_url=emu.http_url, api_key="wrong")
+            await bad.start()
+            try:
+                out = await speak(bad, "unkeyed ")
+                assert isinstance(out.error, UpstreamRejected)
+            finally:
+                await bad.close()
+        assert secret not in repr(logs) and "wrong" not in repr(logs)
+
+
+async def test_close_fails_in_flight_streams_and_leaves_nothing_running() -> None:
+    async with emulator(realtime_factor=2.0, chunk_ms=120) as emu:
+        async with provider(emu) as p:
+            stream = await p.open_stream(request())
+            await stream.send_text(LONG, flush=True)
+            await stream.end_input()
+            got: list[bytes] = []
+
+            async def consume() -> UpstreamError | None:
+                try:
+                    async for chunk in stream:
+                        got.append(chunk.audio)
+                except UpstreamError as e:
+                    return e
+                return None
+
+            consumer = asyncio.create_task(consume())
+            await _until(lambda: len(got) >= 1)
+        error = await asyncio.wait_for(consumer, 1.0)
+        assert isinstance(error, UpstreamDisconnected) and error.details["audio_sent"] is True
+        await emu.wait_until(lambda s: s.ws_connections_active == 0)
