@@ -1,0 +1,146 @@
+"""Child processes for the run command: foreman-style prefixed output, process groups, clean stops.
+
+Each child runs in its own session (process group), so the terminal's Ctrl-C reaches only the run
+command, which then stops the children in order; on Linux each child also gets SIGTERM if the run
+command itself dies without cleaning up (``PR_SET_PDEATHSIG``), so a killed ``make run`` leaves no
+orphans behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO
+
+_COLORS = ("36", "35", "33", "32", "34", "91", "96", "95")
+_PR_SET_PDEATHSIG = 1
+
+
+class Output:
+    """Writes lines prefixed by the name of the process they came from, one whole line at a time."""
+
+    def __init__(self, stream: IO[str] | None = None, color: bool | None = None, width: int = 9) -> None:
+        self.stream = stream or sys.stdout
+        if color is None:
+            color = self.stream.isatty() and not os.environ.get("NO_COLOR")
+        self.color = color
+        self.width = width
+        self._lock = threading.Lock()
+        self._codes: dict[str, str] = {}
+
+    def line(self, name: str, text: str) -> None:
+        """One line under ``name``'s prefix."""
+        prefix = f"{name:<{self.width}}|"
+        if self.color:
+            code = self._codes.setdefault(name, "1" if name == "stack" else _COLORS[len(self._codes) % len(_COLORS)])
+            prefix = f"\x1b[{code}m{prefix}\x1b[0m"
+        with self._lock:
+            try:
+                self.stream.write(f"{prefix} {text}\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # our own stdout went away (closed pipe): keep stopping the children regardless
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: SIGTERM it when the run command's thread dies.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class Child:
+    """One long-running child process with its output pumped, prefixed, to an :class:`Output`."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], output: Output,
+                 cwd: str | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.cwd = cwd
+        self.output = output
+        self.tail: collections.deque[str] = collections.deque(maxlen=30)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._pump: threading.Thread | None = None
+
+    def start(self) -> Child:
+        """Spawn in a new session with stdout and stderr merged into one prefixed stream."""
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        self._pump = threading.Thread(target=self._read, name=f"pump-{self.name}", daemon=True)
+        self._pump.start()
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The child's pid (also its process group id)."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        """Exit code, or None while running."""
+        return None if self.proc is None else self.proc.poll()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in iter(self.proc.stdout.readline, b""):
+            text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            self.tail.append(text)
+            self.output.line(self.name, text)
+        self.proc.stdout.close()
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the child's whole process group (it and anything it spawned)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True when the child has exited."""
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def finish(self) -> None:
+        """Reap the child and let the pump drain its last lines."""
+        if self.proc is not None:
+            self.proc.wait()
+        if self._pump is not None:
+            self._pump.join(2.0)
+
+
+def stop_all(children: Sequence[Child], grace_s: float, log: Callable[[str], None],
+             hurry: threading.Event | None = None) -> None:
+    """SIGTERM every running child, wait up to ``grace_s``, then SIGKILL the stragglers' groups.
+
+    ``hurry`` (set by a second Ctrl-C) cuts the wait short.
+    """
+    running = [c for c in children if c.poll() is None]
+    for c in running:
+        c.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while running and time.monotonic() < deadline and not (hurry is not None and hurry.is_set()):
+        running = [c for c in running if not c.wait(0.05)]
+    for c in running:
+        log(f"{c.name} (pid {c.pid}) did not stop within {grace_s:.0f}s: SIGKILL")
+        c.signal_group(signal.SIGKILL)
+    for c in children:
+        c.finish()
