@@ -14,7 +14,7 @@ import msgpack
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway import health, monitor, voices
+from gateway import demo, health, monitor, voices
 from gateway.appkeys import BACKGROUND, SERVICES, SETTINGS
 from gateway.catalog import Catalog
 from gateway.dispatch import Dispatcher
@@ -39,6 +39,7 @@ def create_app(settings: Settings) -> web.Application:
     health.add_routes(app)
     app.router.add_get("/v1/ws", native_ws)
     app.router.add_get("/v1/catalog", voices.list_voices)
+    demo.add_routes(app)
     return app
 
 
