@@ -84,8 +84,9 @@ class SocketPool:
         self.default_key: SocketKey | None = default_key(settings) if settings.default_voice else None
         timeout = settings.upstream_inactivity_timeout_s
         self.keepalive_s = min(settings.pool_keepalive_s, timeout / 2)
-        self.refresh_after_s = timeout - min(2 * self.keepalive_s, timeout / 2)
         self._tick_s = max(0.01, min(self.keepalive_s / 4, 1.0))
+        # Refresh early enough for a replacement handshake (a few seconds) plus tick jitter.
+        self.refresh_after_s = timeout - min(timeout / 2, max(3.0, 4 * self._tick_s))
         self._connect_timeout_s = min(10.0, max(settings.upstream_first_audio_timeout_s, 1.0))
         self._heartbeat_s = max(settings.pool_keepalive_s, 1.0)
 
