@@ -4,7 +4,11 @@ arq finds jobs only by polling a sorted set, and refills a freed slot only at th
 keep a slow poll as a safety net and wake the loop (a) when a gateway publishes on the wake
 channel after an enqueue and (b) when one of our own jobs completes. Measured on these machines
 this takes enqueue→start from ~255 ms p50 (0.5 s poll) to a few ms at ~2 Redis commands/s idle.
-This overrides ``Worker.main`` and ``_release_sem_dec_counter_on_complete``, hence arq is pinned.
+This overrides ``Worker.main``, ``start_jobs`` and ``_release_sem_dec_counter_on_complete``, hence arq
+is pinned.
+
+arq's own loop dies with the first Redis error (a restarted Redis killed every worker): here a failed
+poll is logged and retried with backoff, so a worker rides out a Redis restart by itself.
 """
 
 from __future__ import annotations
@@ -15,6 +19,13 @@ from typing import Any
 
 from arq.connections import create_pool
 from arq.worker import Worker
+from redis.exceptions import RedisError
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+# Longest pause between polls while Redis is unreachable.
+MAX_POLL_BACKOFF_S = 1.0
 
 
 class WakeableWorker(Worker):
@@ -44,9 +55,32 @@ class WakeableWorker(Worker):
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
+        backoff = 0.0
         while True:
             # Cleared before polling so a wake that lands during the poll is not lost.
             self._wake_event.clear()
-            await self._poll_iteration()
+            try:
+                await self._poll_iteration()
+            except (RedisError, OSError) as e:
+                backoff = min(max(backoff * 2, 0.05), MAX_POLL_BACKOFF_S)
+                log.warning("worker_poll_failed", error=type(e).__name__, retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                continue
+            if backoff:
+                log.info("worker_poll_recovered")
+                backoff = 0.0
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake_event.wait(), self.poll_delay_s)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # arq takes a slot (counter + semaphore) before its claim round trip and leaks it when that
+        # round trip raises: give it back, or every Redis outage would shrink the worker for good.
+        for job_id in job_ids:
+            taken = self.job_counter
+            try:
+                await super().start_jobs([job_id])
+            except (RedisError, OSError):
+                if self.job_counter > taken and job_id.decode() not in self.tasks:
+                    self.job_counter -= 1
+                    self.sem.release()
+                raise
