@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 from shared import keys, protocol
-from shared.errors import InternalError, ShuttingDown, TTSError, UnknownVoice, from_code
+from shared.errors import InternalError, ServiceUnavailable, ShuttingDown, TTSError, UnknownVoice, from_code
 from shared.logging import get_logger
 from shared.metrics import JOB_DURATION, JOBS, UPSTREAM_TTFB, WORKER_ACTIVE_JOBS
 from worker.inputs import JobInput
@@ -59,6 +59,7 @@ class _JobRun:
         self.first_text_at: float | None = time.monotonic() if spec.text.strip() else None
         self.ttfb_ms: float | None = None
         self.session_gone = False
+        self.frames_lost = False
 
     async def execute(self) -> str:
         spec, state = self.spec, self.state
@@ -125,6 +126,10 @@ class _JobRun:
         async for chunk in stream:
             if self.cancel_reason is not None:
                 break
+            if self.frames_lost:
+                # A frame never reached Redis: the listener has a gap it cannot play over (its gateway
+                # fails the context), so stop paying upstream for audio nobody can use.
+                raise ServiceUnavailable("lost the connection to Redis mid-context")
             if last is not None and last.done() and not last.cancelled() and last.exception() is None \
                     and last.result() == 0:
                 # Nobody listens any more (gateway gone without a cancel): stop paying upstream.
@@ -175,8 +180,12 @@ class _JobRun:
 
     def _publish(self, msg: protocol.Message) -> asyncio.Future[int]:
         fut = self.state.publisher.publish(self.channel, protocol.encode(msg))
-        fut.add_done_callback(_retrieve)
+        fut.add_done_callback(self._published)
         return fut
+
+    def _published(self, fut: asyncio.Future[int]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            self.frames_lost = True
 
     def _publish_error(self, e: TTSError, retryable: bool | None = None) -> None:
         retry = e.retryable if retryable is None else retryable
@@ -188,8 +197,3 @@ class _JobRun:
                  format=self.spec.output_format, chunks=self.chunks, audio_bytes=self.audio_bytes,
                  characters=self.characters, upstream_ttfb_ms=round(self.ttfb_ms, 2) if self.ttfb_ms else None,
                  attempt=self.spec.attempt)
-
-
-def _retrieve(fut: asyncio.Future[int]) -> None:
-    if not fut.cancelled():
-        fut.exception()
