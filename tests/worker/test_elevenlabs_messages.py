@@ -79,6 +79,10 @@ def test_bad_frames() -> None:
     (1008, "We are sorry, something went wrong. You are not charged for this request.", None,
      "server_error", UpstreamDisconnected, True),
     (1000, "", None, "closed", UpstreamDisconnected, True),
+    (1008, "You must be authorized to use this endpoint: pass xi-api-key.", "invalid_api_key", "auth",
+     UpstreamRejected, False),
+    (1008, "The model is busy right now", None, "server_error", UpstreamDisconnected, True),
+    (1008, "too_many_concurrent_requests", None, "busy", UpstreamBusy, True),
 ])
 def test_close_classification(code: int | None, reason: str, error: str | None, label: str,
                               cls: type[UpstreamError], retry: bool) -> None:

@@ -181,14 +181,16 @@ def classify_close(code: int | None, reason: str, error: str | None = None,
         return Failure("dropped", UpstreamDisconnected("upstream connection lost", **detail), True)
     if _has(text, "max_active_conversations", "maximum simultaneous contexts"):
         return Failure("context_cap", UpstreamDisconnected("upstream context limit hit", **detail), True)
-    if _has(text, "voice_not_found", "invalid voice", "voice not found", "voice_id", "does not exist"):
+    if _has(text, "voice_not_found", "invalid_voice", "invalid voice", "voice not found") \
+            or ("voice" in text and "does not exist" in text):
         return Failure("invalid_voice", UpstreamRejected("upstream rejected the voice", **detail), False)
     if _has(text, "quota"):
         return Failure("quota", UpstreamRejected("upstream quota exhausted", **detail), False)
-    if _has(text, "api_key", "api key", "unauthorized", "authorization", "invalid_auth"):
+    if _has(text, "api_key", "api key", "api-key", "unauthorized", "authorized", "invalid_auth"):
         return Failure("auth", UpstreamRejected("upstream refused the API key", **detail), False)
     if _has(text, "voice_settings", "invalid_output_format", "unsupported_output_format", "output format",
-            "model", "language_code", "generation_config", "chunk_length_schedule"):
+            "model_id", "model_not_found", "invalid model", "language_code", "generation_config",
+            "chunk_length_schedule", "invalid_request"):
         return Failure("bad_settings", UpstreamRejected("upstream rejected the settings", **detail), False)
     if _has(text, "too_many_concurrent", "system_busy", "concurrent"):
         return Failure("busy", UpstreamBusy("upstream is at its concurrency limit", **detail), True)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -38,6 +36,7 @@ from shared.metrics import (
 )
 from shared.settings import Settings
 
+from .admission import Admission, Waiter
 from .connection import SocketState, UpstreamSocket
 from .context import UpstreamContext
 from .messages import Failure
@@ -49,16 +48,6 @@ MAX_ATTEMPTS = 3  # placements per context: the first one plus two transparent r
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_MAX_S = 5.0
 _BENIGN = frozenset({"inactivity", "closed"})  # an idle socket closed by the server is not an outage
-
-
-@dataclass(eq=False)
-class _Waiter:
-    ctx: UpstreamContext
-    fut: asyncio.Future[None] | None  # None for a retry: nobody awaits its placement
-    needs_permit: bool
-    since: float
-    failure: Failure | None = None  # a retry's original failure, reported if the wait runs out
-    timer: asyncio.TimerHandle | None = None
 
 
 class SocketPool:
@@ -75,8 +64,7 @@ class SocketPool:
         self._sockets: dict[SocketKey, list[UpstreamSocket]] = {}
         self._every: set[UpstreamSocket] = set()  # until each socket's task has finished
         self._closers: set[asyncio.Task[None]] = set()
-        self._waiters: deque[_Waiter] = deque()
-        self._live = 0
+        self._admission = Admission(settings.upstream_concurrency)
         self._failures: dict[SocketKey, int] = {}
         self._changed = asyncio.Event()
         self._maint: asyncio.Task[None] | None = None
@@ -126,16 +114,13 @@ class SocketPool:
             self._maint.cancel()
             await asyncio.wait([self._maint])
         shutdown = UpstreamDisconnected("provider shut down")
-        while self._waiters:
-            w = self._waiters.popleft()
-            if w.timer is not None:
-                w.timer.cancel()
+        for w in self._admission.drain():
             if w.fut is not None and not w.fut.done():
                 w.fut.set_exception(UpstreamError("provider shut down"))
                 w.fut.exception()  # retrieved here; acquire() re-raises it
             if w.fut is None:
                 w.ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=w.ctx.audio_sent))
-                self._release(w.ctx)
+                self._admission.release(w.ctx)
         for sock in self._all():
             for ctx in list(sock.contexts.values()):
                 ctx.fail(type(shutdown)(shutdown.message, audio_sent=ctx.audio_sent))
@@ -151,9 +136,9 @@ class SocketPool:
         if self._closed or self._session is None:
             raise UpstreamError("the ElevenLabs provider is not running")
         t0 = time.monotonic()
-        w = _Waiter(ctx, asyncio.get_running_loop().create_future(), True, t0)
+        w = Waiter(ctx, asyncio.get_running_loop().create_future(), True, t0)
         assert w.fut is not None
-        self._waiters.append(w)
+        self._admission.append(w)
         self._pump()
         try:
             if not w.fut.done():
@@ -167,43 +152,25 @@ class SocketPool:
             w.fut.result()
             return
         self._abandon(w)
-        limit = "concurrency" if self._live >= self.settings.upstream_concurrency else "sockets"
+        limit = "concurrency" if self._admission.exhausted else "sockets"
         UPSTREAM_ERRORS.labels(self.provider, "busy").inc()
-        log.info("upstream_busy", limit=limit, waited_ms=round(waited * 1000, 1), waiting=len(self._waiters))
+        log.info("upstream_busy", limit=limit, waited_ms=round(waited * 1000, 1), waiting=len(self._admission))
         raise UpstreamBusy(f"all upstream {limit} slots stayed busy for {waited:.1f}s", limit=limit,
                            waited_s=round(waited, 3))
 
-    def _abandon(self, w: _Waiter) -> None:
-        if w in self._waiters:
-            self._waiters.remove(w)
+    def _abandon(self, w: Waiter) -> None:
+        self._admission.remove(w)
         if w.fut is not None and w.fut.done() and not w.fut.cancelled():
             w.ctx.abort()  # placed just as the caller gave up: close it upstream, release at its final
         elif w.fut is not None:
             w.fut.cancel()
 
     def _pump(self) -> None:
-        """Serve waiters in order; a waiter blocked only by its key's sockets lets later keys pass."""
+        """Serve waiters in order (see :class:`Admission`), growing the pool where a key needs it."""
         if self._closed:
             return
-        for w in list(self._waiters):
-            if w.fut is not None and w.fut.done():
-                self._waiters.remove(w)
-                continue
-            if w.needs_permit and self._live >= self.settings.upstream_concurrency:
-                break
-            key = w.ctx.spec.key
-            sock = self._find_slot(key) or self._grow(key)
-            if sock is None:
-                continue
-            self._waiters.remove(w)
-            if w.timer is not None:
-                w.timer.cancel()
-            if w.needs_permit:
-                self._live += 1
-                w.ctx.holds_permit = True
-            self._place(sock, w.ctx)
-            if w.fut is not None:
-                w.fut.set_result(None)
+        self._admission.serve(lambda ctx: self._find_slot(ctx.spec.key) or self._grow(ctx.spec.key),
+                              self._place)
         self._gauges()
 
     def _find_slot(self, key: SocketKey) -> UpstreamSocket | None:
@@ -243,7 +210,7 @@ class SocketPool:
         free = sum(cap - s.load for s in self._sockets.get(sock.key, ())
                    if not s.draining and s.state is not SocketState.CLOSED)
         if free == 0 and self._count() < self.settings.pool_max_sockets \
-                and self._live < self.settings.upstream_concurrency:
+                and not self._admission.exhausted:
             self._open(sock.key)  # headroom: the next context of this key should not wait for a handshake
 
     def _open(self, key: SocketKey) -> UpstreamSocket:
@@ -279,29 +246,21 @@ class SocketPool:
             if not socks:
                 del self._sockets[sock.key]
 
-    def _release(self, ctx: UpstreamContext) -> None:
-        if ctx.holds_permit:
-            ctx.holds_permit = False
-            self._live -= 1
-
     def _requeue(self, ctx: UpstreamContext, failure: Failure) -> None:
         ctx.prepare_retry()
         POOL_CONTEXT_RETRIES.labels(self.provider).inc()
         log.info("upstream_context_retry", context_id=ctx.id, attempt=ctx.attempts + 1, reason=failure.reason)
-        w = _Waiter(ctx, None, not ctx.holds_permit, time.monotonic(), failure)
+        w = Waiter(ctx, None, not ctx.holds_permit, time.monotonic(), failure)
         wait = max(self.settings.upstream_slot_wait_s, ctx.timeout_s)
         w.timer = asyncio.get_running_loop().call_later(wait, self._retry_expired, w)
-        # Behind earlier retries, ahead of every first-time request.
-        index = next((i for i, x in enumerate(self._waiters) if x.failure is None), len(self._waiters))
-        self._waiters.insert(index, w)
+        self._admission.insert_retry(w)
 
-    def _retry_expired(self, w: _Waiter) -> None:
-        if w not in self._waiters:
+    def _retry_expired(self, w: Waiter) -> None:
+        if not self._admission.remove(w):
             return
-        self._waiters.remove(w)
         assert w.failure is not None
         w.ctx.fail(w.failure.for_context(w.ctx.audio_sent))
-        self._release(w.ctx)
+        self._admission.release(w.ctx)
         self._pump()
 
     # -- SocketListener / ContextHost ---------------------------------------------------------------------
@@ -337,17 +296,17 @@ class SocketPool:
         if failure is None or self._closed or not ctx.live:
             if ctx.live:
                 ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=ctx.audio_sent))
-            self._release(ctx)
+            self._admission.release(ctx)
             return
         if failure.retry and not ctx.no_retry and not ctx.audio_sent and ctx.attempts < MAX_ATTEMPTS:
             self._requeue(ctx, failure)
             return
         ctx.fail(ctx.timeout_error() if ctx.no_retry else failure.for_context(ctx.audio_sent))
-        self._release(ctx)
+        self._admission.release(ctx)
 
     def context_freed(self, sock: UpstreamSocket, ctx: UpstreamContext) -> None:
         """A final arrived: the permit returns and the slot serves the next waiter."""
-        self._release(ctx)
+        self._admission.release(ctx)
         if sock.load == 0 and (sock.draining or (sock.replacing and self._replaced(sock))):
             self._retire(sock, "drained")
         self._pump()
@@ -365,13 +324,10 @@ class SocketPool:
 
     def unplaced_cancelled(self, ctx: UpstreamContext) -> None:
         """A context cancelled while waiting for a retry placement gives its permit back."""
-        for w in self._waiters:
-            if w.ctx is ctx:
-                self._waiters.remove(w)
-                if w.timer is not None:
-                    w.timer.cancel()
-                break
-        self._release(ctx)
+        w = self._admission.find(ctx)
+        if w is not None:
+            self._admission.remove(w)
+        self._admission.release(ctx)
         self._pump()
 
     # -- maintenance --------------------------------------------------------------------------------------
@@ -455,15 +411,15 @@ class SocketPool:
     def _gauges(self) -> None:
         for state, n in self._state_counts().items():
             POOL_SOCKETS.labels(self.provider, state).set(n)
-        POOL_CONTEXTS.labels(self.provider).set(self._live)
+        POOL_CONTEXTS.labels(self.provider).set(self._admission.live)
 
     def status(self) -> dict[str, Any]:
         """Pool state for /admin/status: sockets by state, live and waiting contexts, limits."""
         now = time.monotonic()
         return {
             "sockets": self._state_counts(),
-            "live_contexts": self._live,
-            "waiting": len(self._waiters),
+            "live_contexts": self._admission.live,
+            "waiting": len(self._admission),
             "keys": len(self._sockets),
             "limits": {
                 "min_sockets": self.settings.pool_min_sockets,
