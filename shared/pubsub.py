@@ -72,9 +72,10 @@ class PubSubHub:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(key, []).append(fut)
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
-            await self._pubsub.execute_command("SUBSCRIBE", key)
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+                await self._pubsub.execute_command("SUBSCRIBE", key)
+                await fut
         except BaseException:
             self._handlers.pop(key, None)
             waiters = self._pending.get(key, [])

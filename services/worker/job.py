@@ -65,18 +65,24 @@ class _JobRun:
         spec, state = self.spec, self.state
         wait_ms = max(0.0, (time.time() - spec.enqueued_at) * 1000) if spec.enqueued_at else 0.0
         started = protocol.JobStarted(spec.job_id, spec.context_id, state.worker_id, wait_ms)
+        # Announcing the start and opening the input stream are independent round trips: overlap them.
+        announce = state.publisher.publish(self.channel, protocol.encode(started))
+        opening = asyncio.ensure_future(state.inputs.open(spec.job_id))
         try:
-            receivers = await state.publisher.publish(self.channel, protocol.encode(started))
+            receivers = await announce
+            inputs = await opening
         except Exception as e:
-            log.warning("job_start_publish_failed", error=type(e).__name__)
+            opening.cancel()
+            with contextlib.suppress(BaseException):
+                await opening
+            await state.inputs.close(spec.job_id)
+            log.warning("job_start_failed", error=type(e).__name__)
             return "failed"
         if receivers == 0:
             # The session ended before we started: nobody to speak to, nothing to report.
             log.debug("job_orphaned")
-            with contextlib.suppress(Exception):
-                await state.redis.delete(keys.input_list(spec.job_id))
+            await state.inputs.close(spec.job_id)
             return "orphaned"
-        inputs = await state.inputs.open(spec.job_id)
         stream: SynthesisStream | None = None
         feeder: asyncio.Task[None] | None = None
         try:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from signal import Signals
 from typing import Any
 
 from arq.connections import create_pool
@@ -34,6 +36,8 @@ class WakeableWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wake_event = asyncio.Event()
+        # Called once when SIGTERM/SIGINT starts the drain (arq stops picking jobs, running ones finish).
+        self.on_drain: Callable[[], None] | None = None
 
     def wake(self) -> None:
         """Poll the queue now."""
@@ -42,6 +46,13 @@ class WakeableWorker(Worker):
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
         self._wake_event.set()
+
+    def handle_sig_wait_for_completion(self, signum: Signals) -> None:
+        """Tell the world we are draining (heartbeat, /readyz) before arq stops taking jobs."""
+        if self.on_drain is not None:
+            cb, self.on_drain = self.on_drain, None
+            cb()
+        super().handle_sig_wait_for_completion(signum)
 
     async def main(self) -> None:
         if self._pool is None:
@@ -69,8 +80,11 @@ class WakeableWorker(Worker):
             if backoff:
                 log.info("worker_poll_recovered")
                 backoff = 0.0
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake_event.wait(), self.poll_delay_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that races the
+            # event being set, and the worker then never stops.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_delay_s):
+                    await self._wake_event.wait()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         # arq takes a slot (counter + semaphore) before its claim round trip and leaks it when that
