@@ -40,6 +40,7 @@ class PubSubHub:
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._closing = False
+        self._health_interval = 0
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
 
@@ -101,11 +102,20 @@ class PubSubHub:
             await self._pubsub.execute_command("SUBSCRIBE", *channels)
         else:
             await self._pubsub.connect()
+        # The reader task owns every read on this connection. redis-py's idle health check (a PING
+        # whose reply it reads itself, sent before a command while no channel is subscribed) would
+        # read concurrently and fail with "read() called while another coroutine is already waiting";
+        # a dead connection shows up as the reader's error instead.
+        conn = self._pubsub.connection
+        self._health_interval = conn.health_check_interval
+        conn.health_check_interval = 0
         self._connected.set()
 
     async def _drop_connection(self) -> None:
         self._connected.clear()
         if self._pubsub is not None:
+            if self._pubsub.connection is not None:  # it goes back to the shared pool: restore its checks
+                self._pubsub.connection.health_check_interval = self._health_interval
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
             self._pubsub = None
