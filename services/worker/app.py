@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import uuid
@@ -59,16 +60,18 @@ def build_worker(settings: Settings, providers: dict[str, Provider] | None = Non
         await asyncio.gather(*(p.start() for p in provs.values()))
         publisher.start()
         await hub.start(keys.WAKE_CHANNEL, handler=lambda _data: worker.wake())
+        state.ready = True
         ctx["heartbeat_task"] = asyncio.create_task(heartbeat.beat_forever(state), name="heartbeat")
         log.info("worker_started", worker_id=wid, providers=sorted(provs), max_jobs=settings.worker_max_jobs)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         state: WorkerState | None = ctx.get(STATE_KEY)
-        task = ctx.get("heartbeat_task")
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for name in ("drain_beat", "heartbeat_task"):
+            task = ctx.get(name)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if state is None:
             return
         await heartbeat.clear(state)
@@ -91,10 +94,24 @@ def build_worker(settings: Settings, providers: dict[str, Provider] | None = Non
         retry_jobs=False,
         poll_delay=settings.worker_poll_s,
         handle_signals=handle_signals,
-        job_completion_wait=int(settings.drain_grace_s) if handle_signals else 0,
+        # arq takes whole seconds (round up, never truncate 0.5 s to "cancel at once"); 0 cancels at once.
+        job_completion_wait=math.ceil(settings.drain_grace_s) if handle_signals else 0,
         health_check_interval=5,
         job_serializer=job_serializer,
         job_deserializer=job_deserializer,
         log_results=False,
     )
+    worker.on_drain = lambda: _start_drain(worker)
     return worker
+
+
+def _start_drain(worker: WakeableWorker) -> None:
+    """SIGTERM: advertise ``draining`` at once so gateways' /readyz and catalogue stop counting us."""
+    state: WorkerState | None = worker.ctx.get(STATE_KEY)
+    if state is None:
+        return
+    state.draining = True
+    log.info("worker_draining", worker_id=state.worker_id, active_jobs=len(state.active_jobs),
+             grace_s=state.settings.drain_grace_s)
+    worker.ctx["drain_beat"] = asyncio.get_running_loop().create_task(heartbeat.beat_once(state),
+                                                                     name="drain-heartbeat")

@@ -18,7 +18,7 @@ def create_health_app(worker: WakeableWorker) -> web.Application:
 
     async def readyz(_: web.Request) -> web.Response:
         state: WorkerState | None = worker.ctx.get(STATE_KEY)
-        if state is None:
+        if state is None or not state.ready:
             return web.json_response({"status": "starting"}, status=503)
         if state.draining:
             return web.json_response({"status": "draining"}, status=503)

@@ -40,14 +40,18 @@ def heartbeat_payload(state: WorkerState) -> bytes:
 
 async def beat_forever(state: WorkerState) -> None:
     """Refresh the heartbeat key until cancelled; survive Redis outages."""
-    key = keys.worker_heartbeat(state.worker_id)
-    ttl_ms = int(state.settings.heartbeat_ttl_s * 1000)
     while True:
-        try:
-            await state.redis.set(key, heartbeat_payload(state), px=ttl_ms)
-        except (RedisError, OSError) as e:
-            log.warning("heartbeat_failed", error=type(e).__name__)
+        await beat_once(state)
         await asyncio.sleep(state.settings.heartbeat_interval_s)
+
+
+async def beat_once(state: WorkerState) -> None:
+    """Write the heartbeat now (also on entering drain, so gateways stop counting us at once)."""
+    ttl_ms = int(state.settings.heartbeat_ttl_s * 1000)
+    try:
+        await state.redis.set(keys.worker_heartbeat(state.worker_id), heartbeat_payload(state), px=ttl_ms)
+    except (RedisError, OSError) as e:
+        log.warning("heartbeat_failed", error=type(e).__name__)
 
 
 async def clear(state: WorkerState) -> None:

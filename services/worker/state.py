@@ -29,5 +29,7 @@ class WorkerState:
     providers: dict[str, Provider]
     started_at: float = field(default_factory=time.time)
     active_jobs: set[str] = field(default_factory=set)
+    # Providers started (models loaded, pools warmed): /readyz answers 200 only from then on.
+    ready: bool = False
     draining: bool = False
     jobs_done: int = 0
