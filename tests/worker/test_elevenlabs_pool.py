@@ -187,3 +187,24 @@ async def test_voices_and_status() -> None:
         status = p.status()
         assert status["sockets"] == {"connecting": 0, "open": 1, "draining": 0}
         assert status["limits"]["contexts_per_socket"] == 5
+
+
+async def test_pool_metrics_follow_the_pool() -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"provider": "elevenlabs", **labels}) or 0.0
+
+    before_new = sample("tts_pool_socket_uses_total", socket="new")
+    before_reused = sample("tts_pool_socket_uses_total", socket="reused")
+    before_connect = sample("tts_upstream_connect_seconds_count")
+    before_wait = sample("tts_pool_slot_wait_seconds_count")
+    async with emulator() as emu, provider(emu) as p:
+        for text in ("one ", "two ", "three "):
+            assert (await speak(p, text)).error is None
+        assert sample("tts_pool_sockets", state="open") == 1
+        assert sample("tts_pool_live_contexts") == 0
+    assert sample("tts_pool_socket_uses_total", socket="new") - before_new == 1
+    assert sample("tts_pool_socket_uses_total", socket="reused") - before_reused == 2
+    assert sample("tts_upstream_connect_seconds_count") - before_connect == 1
+    assert sample("tts_pool_slot_wait_seconds_count") - before_wait == 3

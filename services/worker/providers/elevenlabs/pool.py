@@ -96,7 +96,8 @@ class SocketPool:
             if remaining <= 0:
                 break
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: it can swallow a racing cancel on 3.11
+                    await self._changed.wait()
             except TimeoutError:
                 break
         opened = self._count_open(self.default_key)
