@@ -83,7 +83,10 @@ def key_rate(key_id: str, window: int) -> str:
 
 # Phrase cache.
 CACHE_PREFIX = PREFIX + "cache:"
+# Digests scored by last use (LRU order), by expiry time, their sizes, and the sum of the sizes.
 CACHE_INDEX = PREFIX + "cache-index"
+CACHE_EXPIRY = PREFIX + "cache-expiry"
+CACHE_SIZES = PREFIX + "cache-sizes"
 CACHE_BYTES = PREFIX + "cache-bytes"
 
 

@@ -37,6 +37,8 @@ FANOUT_DROPPED = Counter("tts_fanout_dropped_total", "Frames for sessions not on
 REDIS_RECONNECTS = Counter("tts_redis_reconnects_total", "Reconnections to Redis", ["service", "role"])
 CACHE_REQUESTS = Counter("tts_cache_requests_total", "Phrase-cache lookups", ["result"])
 CACHE_BYTES = Counter("tts_cache_bytes_total", "Audio bytes served from or stored in the cache", ["op"])
+CACHE_EVICTIONS = Counter("tts_cache_evictions_total", "Phrase-cache entries evicted to stay under the cap")
+ADMISSION_REJECTIONS = Counter("tts_admission_rejections_total", "Contexts refused by a key's limits", ["code"])
 
 # ---- worker ------------------------------------------------------------------------------------------
 JOBS = Counter("tts_jobs_total", "Jobs finished by a worker, by outcome", ["provider", "outcome"])

@@ -39,6 +39,8 @@ def fast_settings(redis_url: str, **overrides: object) -> Settings:
         heartbeat_interval_s=0.2, heartbeat_ttl_s=0.8, job_start_timeout_s=5.0, first_audio_timeout_s=8.0,
         inter_chunk_timeout_s=8.0, drain_grace_s=5.0, auth_disabled=True, log_format="json",
         pool_min_sockets=0,
+        # The phrase cache would turn a test's repeated sentence into a hit; its own tests turn it on.
+        cache_enabled=False,
     )
     base.update(overrides)
     return Settings.from_env({}, **base)

@@ -11,7 +11,9 @@ from shared.pubsub import PubSubHub
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from gateway.admission import KeyAdmission
     from gateway.auth.tokens import TokenSigner
+    from gateway.cache import PhraseCache
     from gateway.catalog import Catalog
     from gateway.dispatch import Dispatcher
     from gateway.session import SynthesisSession
@@ -50,3 +52,5 @@ class GatewayServices:
     draining: bool = False
     # Tenancy (gateway/tenancy.py fills these in): None means "not enforced" / "no cache".
     tokens: TokenSigner | None = None
+    admission: KeyAdmission | None = None
+    cache: PhraseCache | None = None

@@ -13,6 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -93,10 +94,15 @@ class SynthesisSession:
             raise TextTooLong(f"a context holds at most {self.settings.max_context_chars} characters",
                               context_id=cid)
         ctx = ContextState(request=request, session_id=self.id, tenant=self.tenant)
+        if self.services.admission is not None:
+            await self.services.admission.admit(self, request)  # key limits; raises before anything exists
         self.contexts[cid] = ctx
         self._ended.pop(cid, None)
         self._jobs[ctx.job_id] = ctx
         metrics.ACTIVE_CONTEXTS.inc()
+        if self.services.cache is not None and (hit := await self.services.cache.lookup(ctx)) is not None:
+            self._replay(ctx, hit)  # no job: the cached frames are the answer
+            return ctx
         try:
             await self.services.dispatcher.enqueue(ctx.job_spec())
         except (RedisError, OSError) as e:
@@ -112,6 +118,8 @@ class SynthesisSession:
         if ctx.characters + len(text) > self.settings.max_context_chars:
             raise TextTooLong(f"a context holds at most {self.settings.max_context_chars} characters",
                               context_id=context_id)
+        if self.services.admission is not None:
+            await self.services.admission.reserve_text(self, ctx, len(text))
         now = time.monotonic()
         ctx.text_parts.append(text)
         ctx.characters += len(text)
@@ -202,6 +210,8 @@ class SynthesisSession:
             pass  # the job's worker will find nobody listening and stop by itself
 
     def _end(self, ctx: ContextState, outcome: str, code: str | None = None) -> None:
+        if self.services.admission is not None:
+            self.services.admission.release(self, ctx, outcome)  # settles in the background
         ctx.state = DONE
         self._jobs.pop(ctx.job_id, None)
         self._ended[ctx.context_id] = None
@@ -240,6 +250,8 @@ class SynthesisSession:
             return None
         if isinstance(msg, protocol.Final):
             self._end(ctx, "completed")
+            if ctx.cache_recorder is not None:
+                ctx.cache_recorder.finish(ctx)
             return FinalEvent(ctx.context_id, "completed", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
                               _ms(ctx.first_audio_at, ctx.ttfa_origin), _ms(time.monotonic(), ctx.created_at),
                               ctx.cached)
@@ -284,7 +296,24 @@ class SynthesisSession:
         ctx.audio_bytes += len(msg.audio)
         metrics.AUDIO_BYTES.labels(fmt.name).inc(len(msg.audio))
         metrics.AUDIO_SECONDS.labels(fmt.name).inc(seconds)
+        if ctx.cache_recorder is not None:
+            ctx.cache_recorder.add(msg.audio, msg.alignment)
         return AudioEvent(ctx.context_id, seq, msg.audio, msg.alignment)
+
+    def _replay(self, ctx: ContextState, chunks: list[tuple[bytes, dict[str, Any] | None]]) -> None:
+        """Serve a phrase-cache hit as the same audio events a miss produced, then a cached final."""
+        ctx.cached = True
+        for audio, alignment in chunks:
+            if not ctx.live:
+                return  # the session closed under us
+            event = self._on_audio(ctx, protocol.Audio(ctx.job_id, ctx.context_id, ctx.worker_seq, audio,
+                                                       alignment))
+            if event is not None:
+                self._post(event)
+        self._end(ctx, "completed")
+        self._post(FinalEvent(ctx.context_id, "completed", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
+                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _ms(time.monotonic(), ctx.created_at),
+                              True))
 
     async def retry(self, ctx: ContextState, reason: str) -> bool:
         """Re-enqueue a context that produced no audio yet; False when out of retries."""

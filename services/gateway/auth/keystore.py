@@ -103,7 +103,7 @@ class KeyStore:
 
     async def get(self, key_id: str) -> KeyRecord | None:
         """The record of ``key_id`` (revoked or not), None if it never existed."""
-        raw = await self._redis.hgetall(keys.key_record(key_id))
+        raw = await self._redis.hgetall(keys.key_record(key_id))  # type: ignore[misc]
         return KeyRecord.from_hash(key_id, raw) if raw else None
 
     async def by_secret(self, plaintext: str) -> KeyRecord | None:
@@ -130,17 +130,18 @@ class KeyStore:
         if bad:
             raise ValueError(f"unknown limits: {sorted(bad)}")
         if limits:
-            await self._redis.hset(keys.key_record(key_id), mapping={k: _field(v) for k, v in limits.items()})
+            await self._redis.hset(keys.key_record(key_id),  # type: ignore[misc]
+                                  mapping={k: _field(v) for k, v in limits.items()})
         return await self.get(key_id)
 
     async def revoke(self, key_id: str) -> KeyRecord | None:
         """Revoke at once: the key (and every token minted for it) fails its next use; None if unknown."""
-        raw = await self._redis.hgetall(keys.key_record(key_id))
+        raw = await self._redis.hgetall(keys.key_record(key_id))  # type: ignore[misc]
         if not raw:
             return None
         pipe = self._redis.pipeline(transaction=True)
         if not raw.get(F_REVOKED.encode()):
-            pipe.hset(keys.key_record(key_id), F_REVOKED, round(time.time(), 3))
+            pipe.hset(keys.key_record(key_id), F_REVOKED, str(round(time.time(), 3)))
         pipe.delete(keys.client_key(raw.get(b"hash", b"").decode()))
         await pipe.execute()
         return await self.get(key_id)

@@ -9,7 +9,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from gateway.appkeys import SERVICES
+from gateway.auth import authenticate
 from gateway.events import AudioEvent, ErrorEvent, FinalEvent, SessionClosing
+from gateway.http_errors import error_response
 from gateway.native import messages as m
 from gateway.native.frames import encode_audio_frame
 from gateway.requests import build_request
@@ -29,10 +31,14 @@ async def native_ws(request: web.Request) -> web.StreamResponse:
     settings = services.settings
     if services.draining:
         raise web.HTTPServiceUnavailable(text='{"code":"shutting_down"}', content_type="application/json")
+    try:
+        principal = await authenticate(request)
+    except TTSError as e:  # before the upgrade: a plain HTTP answer any client library can read
+        return error_response(e)
     # aiohttp's own limit is a backstop above ours, so that we can answer oversize messages in words.
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=settings.max_message_bytes * 4, compress=False)
     await ws.prepare(request)
-    session = SynthesisSession(services, api="native", tenant=request.get("tenant", ""))
+    session = SynthesisSession(services, api="native", tenant=principal.key_id)
     session.on_overflow = lambda: asyncio.get_running_loop().create_task(
         _close(ws, SlowConsumer("client is not reading audio fast enough")))
     try:
