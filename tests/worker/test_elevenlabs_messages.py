@@ -113,6 +113,9 @@ def test_socket_key_holds_everything_the_url_fixes() -> None:
     assert spec.generation_config == {"chunk_length_schedule": [50, 80]}
     plain = build_spec("", "", "", {}, {}, settings)
     assert plain.key == default_key(settings) and plain.key != spec.key
+    explicit_defaults = build_spec("", "", "pcm_24000", {}, {"apply_text_normalization": "auto",
+                                                             "sync_alignment": False, "alignment": True}, settings)
+    assert explicit_defaults.key == plain.key  # same URL, so the prewarmed sockets serve it
 
 
 def test_request_validation() -> None:

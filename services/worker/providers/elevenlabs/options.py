@@ -144,7 +144,7 @@ def _opt_normalization(options: dict[str, Any]) -> str | None:
         return None
     if value not in _NORMALIZATION:
         raise InvalidRequest("apply_text_normalization must be one of auto, on, off")
-    return str(value)
+    return None if value == "auto" else str(value)  # the default: same URL, same sockets
 
 
 def _opt_seed(options: dict[str, Any]) -> int | None:
