@@ -74,7 +74,7 @@ return want
 # KEYS: usage hash, active-context zset. ARGV: reserved, charged, lease member, outcome, cached chars.
 # Turns the reservation into usage (the unused rest is refunded) and frees the context's slot.
 SETTLE = """
-redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(ARGV[1]))
+redis.call('HINCRBY', KEYS[1], 'reserved', 0 - tonumber(ARGV[1]))  -- not -x: Lua's -0 is no integer
 redis.call('HINCRBY', KEYS[1], 'used', tonumber(ARGV[2]))
 redis.call('HINCRBY', KEYS[1], ARGV[4], 1)
 if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[1], 'cached_chars', tonumber(ARGV[5])) end
