@@ -56,7 +56,8 @@ def configure(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (
     # Route stdlib loggers (aiohttp, arq, redis) through the same renderer.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _scrub_secrets, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, _scrub_secrets, renderer],
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
     ))
     root = logging.getLogger()
