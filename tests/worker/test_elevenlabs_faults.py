@@ -240,3 +240,56 @@ async def test_close_fails_in_flight_streams_and_leaves_nothing_running() -> Non
         error = await asyncio.wait_for(consumer, 1.0)
         assert isinstance(error, UpstreamDisconnected) and error.details["audio_sent"] is True
         await emu.wait_until(lambda s: s.ws_connections_active == 0)
+
+
+async def test_one_silent_context_on_a_busy_socket_fails_alone_and_the_socket_is_retired() -> None:
+    # The emulator stalls whole sockets; this tiny server ignores one context while serving another.
+    import base64
+    import json
+
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            data = json.loads(msg.data)
+            cid = data.get("context_id", "")
+            if cid.startswith("busy") and data.get("close_context"):
+                for _ in range(8):
+                    await ws.send_json({"audio": base64.b64encode(b"\x00\x01" * 240).decode(), "contextId": cid})
+                    await asyncio.sleep(0.06)
+                await ws.send_json({"audio": None, "isFinal": True, "contextId": cid})
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/text-to-speech/{voice}/multi-stream-input", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    from worker.providers.elevenlabs import ElevenLabsProvider
+
+    from tests.worker.elevenlabs_fixtures import el_settings
+    p = ElevenLabsProvider(el_settings(upstream_first_audio_timeout_s=0.3), base_url=f"http://127.0.0.1:{port}")
+    await p.start()
+    try:
+        slow = await p.open_stream(request(key="slow-1"))
+        busy = await p.open_stream(request(key="busy-1"))
+        first_sid = _sid(slow)
+        assert _sid(busy) == first_sid
+        await slow.send_text("never answered ", flush=True)
+        await busy.send_text("answered ", flush=True)
+        await busy.end_input()
+        slow_out, busy_out = await asyncio.gather(collect(slow), collect(busy))
+        assert isinstance(slow_out.error, UpstreamTimeout) and not slow_out.chunks
+        assert busy_out.error is None and len(busy_out.chunks) == 8  # the socket itself was fine
+        # The socket drained; with only the abandoned context left, it is closed to reclaim the slot.
+        await _until(lambda: first_sid not in [s["id"] for s in p.status()["socket_list"]], 3.0)
+        await _until(lambda: p.status()["live_contexts"] == 0 and p.status()["sockets"]["open"] == 1, 3.0)
+        for s in (slow, busy):
+            await s.cancel()
+    finally:
+        await p.close()
+        await runner.cleanup()
