@@ -41,21 +41,30 @@ class Output:
         if self.color:
             code = self._codes.setdefault(name, "1" if name == "stack" else _COLORS[len(self._codes) % len(_COLORS)])
             prefix = f"\x1b[{code}m{prefix}\x1b[0m"
+        body = "".join(f"{prefix} {part}\n" for part in text.split("\n"))
         with self._lock:
             try:
-                self.stream.write(f"{prefix} {text}\n")
+                self.stream.write(body)
                 self.stream.flush()
             except (OSError, ValueError):
                 pass  # our own stdout went away (closed pipe): keep stopping the children regardless
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+# Resolved in the parent: between fork and exec the child must not load libraries or import modules.
+_PRCTL = _load_prctl() if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec: SIGTERM it when the run command's thread dies.
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 class Child:
@@ -77,7 +86,8 @@ class Child:
         self.proc = subprocess.Popen(
             self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            # Only a pre-resolved prctl call runs in the forked child, so the threads are no hazard.
+            preexec_fn=_die_with_parent if _PRCTL is not None else None)  # noqa: PLW1509
         self._pump = threading.Thread(target=self._read, name=f"pump-{self.name}", daemon=True)
         self._pump.start()
         return self

@@ -163,9 +163,9 @@ class Stack:
             code = child.poll()
             if code is not None:
                 child.finish()
-                tail = "\n".join(f"    {line}" for line in list(child.tail)[-15:])
-                raise StartupError(f"{child.name} (pid {child.pid}) exited with code {code} during start-up; "
-                                   f"its last output:\n{tail or '    (none)'}")
+                last = next((line.strip() for line in reversed(child.tail) if line.strip()), "(no output)")
+                raise StartupError(f"{child.name} (pid {child.pid}) exited with code {code} during start-up: "
+                                   f"{last}  (its full output is above)")
         if self.redis is not None and self.redis.proc is not None and self.redis.proc.poll() is not None:
             raise StartupError("redis-server exited during start-up")
 
