@@ -187,7 +187,7 @@
     const rec = {
       id: id, rate: 24000, sentAt: now, textAt: text ? now : null, t0: end ? now : null,
       firstAudio: null, chunks: 0, samples: 0, bytes: 0, done: false, cancelled: false, pending: [],
-      serverTtfa: null, provider: "", outcome: "",
+      serverTtfa: null, provider: "", outcome: "", typed: false,
     };
     st.contexts.set(id, rec);
     st.order.push(id);
@@ -289,7 +289,10 @@
   // ---------------------------------------------------------------- stream as I type
 
   function typingContext() {
-    if (!st.typing) st.typing = { rec: newContext("", false), buffer: "" };
+    if (!st.typing) {
+      st.typing = { rec: newContext("", false), buffer: "" };
+      st.typing.rec.typed = true;   // the server counts from the first keystroke, this page from the sentence end
+    }
     return st.typing;
   }
 
@@ -350,7 +353,8 @@
     const rec = st.shown;
     if (!rec) return;
     el.ttfa.textContent = fmtMs(ttfaOf(rec));
-    el.ttfaServer.textContent = rec.serverTtfa != null ? "server " + fmtMs(rec.serverTtfa) : "measured in this page";
+    const from = rec.typed ? "after the first sentence end" : "measured in this page";
+    el.ttfaServer.textContent = rec.serverTtfa != null && !rec.typed ? "server " + fmtMs(rec.serverTtfa) : from;
     el.chunks.textContent = String(rec.chunks);
     el.chunkSize.textContent = rec.chunks ? Math.round(rec.bytes / rec.chunks / 1024 * 10) / 10 + " KB avg" : "\u00a0";
     el.seconds.textContent = (rec.samples / rec.rate).toFixed(2);
@@ -394,7 +398,8 @@
       g.moveTo(0, mid); g.lineTo(w - 26 * dpr, mid);
     }
     g.stroke();
-    el.level.style.height = Math.min(100, Math.round(rms * 300)) + "%";
+    const db = rms > 0 ? 20 * Math.log10(rms) : -100;   // -60 dBFS .. 0 dBFS fills the meter
+    el.level.style.height = Math.max(0, Math.min(100, Math.round((db + 60) / 60 * 100))) + "%";
     const s = liveState();
     if (el.state.dataset.state !== s) { el.state.dataset.state = s; el.state.textContent = s; }
     el.stop.disabled = s === "idle" || s === "error";
