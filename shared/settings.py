@@ -113,7 +113,7 @@ class Settings:
     upstream_concurrency: int = env_field("UPSTREAM_CONCURRENCY", 10, check=_positive)
     upstream_slot_wait_s: float = env_field("UPSTREAM_SLOT_WAIT_S", 5.0, check=_non_negative)
     upstream_first_audio_timeout_s: float = env_field("UPSTREAM_FIRST_AUDIO_TIMEOUT_S", 8.0, check=_positive)
-    upstream_inactivity_timeout_s: int = env_field("UPSTREAM_INACTIVITY_TIMEOUT_S", 20,
+    upstream_inactivity_timeout_s: int = env_field("UPSTREAM_INACTIVITY_TIMEOUT_S", 180,
                                                    check=lambda v: 1 <= v <= 180)
 
     # local voice
