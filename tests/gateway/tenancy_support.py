@@ -19,8 +19,8 @@ TOKEN_SECRET = "token-secret-for-tests"
 
 def tenancy_settings(redis_url: str, **overrides: Any) -> Settings:
     """Keys enforced, an admin token and a fixed token secret."""
-    base: dict[str, Any] = dict(auth_disabled=False, admin_token=ADMIN, token_secret=TOKEN_SECRET,
-                                providers=("local",))
+    base: dict[str, Any] = {"auth_disabled": False, "admin_token": ADMIN, "token_secret": TOKEN_SECRET,
+                            "providers": ("local",)}
     base.update(overrides)
     return fast_settings(redis_url, **base)
 

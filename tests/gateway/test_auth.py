@@ -11,9 +11,9 @@ import time
 
 import aiohttp
 import pytest
-
 from gateway.auth.keystore import hash_key
 from gateway.auth.tokens import TokenSigner
+
 from shared import keys
 from shared.errors import WS_UNAUTHORIZED
 from tests.gateway.tenancy_support import ADMIN, TOKEN_SECRET, tenancy_stack
@@ -116,10 +116,10 @@ async def test_admin_routes_reject_client_keys_and_wrong_tokens(redis_url: str) 
 
 
 async def test_admin_api_is_closed_without_admin_token(redis_url: str) -> None:
-    async with tenancy_stack(redis_url, worker=False, admin_token=None) as s:
-        async with s.http.get(s.base + "/admin/keys", headers={"Authorization": "Bearer "}) as r:
-            assert r.status == 403
-            assert (await r.json())["code"] == "forbidden"
+    async with tenancy_stack(redis_url, worker=False, admin_token=None) as s, \
+            s.http.get(s.base + "/admin/keys", headers={"Authorization": "Bearer "}) as r:
+        assert r.status == 403
+        assert (await r.json())["code"] == "forbidden"
 
 
 async def test_revoked_key_stops_at_once_for_new_contexts(redis_url: str) -> None:
@@ -160,7 +160,7 @@ def test_keys_cli_create_list_revoke(redis_url: str) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "gateway.keys_cli", *args], env=env, capture_output=True,
-                              text=True, timeout=30)
+                              text=True, timeout=30, check=False)
 
     out = cli("create", "--name", "cli-co", "--quota-chars", "1000", "--max-contexts", "2",
               "--rate-per-minute", "30", "--json")

@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
-
 from gateway.admission.limiter import utc_day
+
 from shared import keys
 from tests.gateway.tenancy_support import Stack, tenancy_settings, tenancy_stack
 from tests.support.stack import NativeClient, running_gateway, running_worker
@@ -43,19 +43,18 @@ async def test_fifty_concurrent_contexts_never_overspend_a_quota_for_ten(redis_u
     async with tenancy_stack(redis_url) as s:
         created = await s.create_key("tight", quota_chars=100, max_contexts=None, rate_per_minute=None)
         headers = {"xi-api-key": created["key"]}
-        async with running_gateway(s.settings) as second:
-            async with contextlib.AsyncExitStack() as stack:
-                clients = [await stack.enter_async_context(
-                    NativeClient.connect(s.base if i % 2 else second, s.http, headers=headers)) for i in range(50)]
+        async with running_gateway(s.settings) as second, contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(
+                NativeClient.connect(s.base if i % 2 else second, s.http, headers=headers)) for i in range(50)]
 
-                async def one(i: int, c: NativeClient) -> dict[str, Any]:
-                    cid = f"c{i}"
-                    await c.send(type="start", context_id=cid, text=TEN, end=True, format="pcm_16000")
-                    await c.pump_until(lambda c: c.ended(cid), timeout=90)
-                    r = c.result(cid)
-                    return {"started": r.started is not None, "final": r.final, "error": r.error}
+            async def one(i: int, c: NativeClient) -> dict[str, Any]:
+                cid = f"c{i}"
+                await c.send(type="start", context_id=cid, text=TEN, end=True, format="pcm_16000")
+                await c.pump_until(lambda c: c.ended(cid), timeout=90)
+                r = c.result(cid)
+                return {"started": r.started is not None, "final": r.final, "error": r.error}
 
-                results = await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
+            results = await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
         accepted = [r for r in results if r["started"]]
         refused = [r for r in results if not r["started"]]
         assert len(accepted) == 10, [r["error"] for r in results if r["error"]][:3]
@@ -84,7 +83,7 @@ async def test_streamed_text_reserves_per_message_and_refunds_the_rest(redis_url
             for _ in range(40):  # 40 x 10 characters > 300: the quota stops it part-way
                 await c.send(type="text", context_id="s", text=TEN)
                 await c.send(type="ping", id=sent)
-                await c.pump_until(lambda c: bool(c.other) and c.other[-1].get("id") == sent
+                await c.pump_until(lambda c, n=sent: bool(c.other) and c.other[-1].get("id") == n
                                    or c.result("s").error is not None, timeout=10)
                 if c.result("s").error is not None:
                     break

@@ -1,0 +1,111 @@
+"""The cache's Redis bookkeeping: keying, size cap with LRU eviction under concurrency, TTL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+from gateway.cache import PhraseCache, digest, normalize
+from gateway.contexts import ContextRequest, ContextState
+
+from shared import keys
+from shared.audio.formats import parse_format
+from tests.conftest import fast_settings
+
+
+def _req(text: str = "Hello there.", *, provider: str = "local", voice: str = "joe", fmt: str = "pcm_16000",
+         **kw: object) -> ContextRequest:
+    return ContextRequest(context_id="c", voice_id=voice, provider=provider, model_id="", fmt=parse_format(fmt),
+                          text=text, input_closed=True, **kw)  # type: ignore[arg-type]
+
+
+def test_normalization_collapses_whitespace_and_keeps_case() -> None:
+    assert normalize("  Hello \n\t there.  ") == "Hello there."
+    shared: frozenset[str] = frozenset()
+    assert digest(_req("Hello   there."), "a", shared) == digest(_req(" Hello there. "), "b", shared)
+    assert digest(_req("hello there."), "a", shared) != digest(_req("Hello there."), "a", shared)
+    for other in (_req(voice="amy"), _req(fmt="pcm_24000"), _req(voice_settings={"speed": 1.1}),
+                  _req(options={"seed": 3}), _req(provider="elevenlabs")):
+        assert digest(other, "a", shared) != digest(_req(), "a", shared)
+
+
+def test_custom_voices_are_namespaced_by_tenant_and_catalogue_voices_are_shared() -> None:
+    custom = _req(provider="elevenlabs", voice="my-clone")
+    assert digest(custom, "tenant-a", frozenset()) != digest(custom, "tenant-b", frozenset())
+    listed = frozenset({"my-clone"})
+    assert digest(custom, "tenant-a", listed) == digest(custom, "tenant-b", listed)
+    assert digest(_req(), "tenant-a", frozenset()) == digest(_req(), "tenant-b", frozenset())
+
+
+def _ctx(text: str) -> ContextState:
+    return ContextState(request=_req(text), session_id="s")
+
+
+async def _books(r: aioredis.Redis) -> tuple[int, int, int, list[bytes]]:
+    sizes = {k: int(v) for k, v in (await r.hgetall(keys.CACHE_SIZES)).items()}
+    present = [d for d in await r.zrange(keys.CACHE_INDEX, 0, -1) if await r.exists(keys.cache_entry(d.decode()))]
+    return int(await r.get(keys.CACHE_BYTES) or 0), sum(sizes.values()), len(sizes), present
+
+
+async def test_eviction_keeps_the_total_under_the_cap_and_drops_the_least_recently_used(redis_url: str) -> None:
+    cap = 45_000  # five entries of ~8 KB
+    settings = fast_settings(redis_url, cache_enabled=True, cache_max_bytes=cap, cache_max_entry_bytes=cap)
+    r = aioredis.Redis.from_url(redis_url)
+    cache = PhraseCache(r, settings)
+    try:
+        chunk = [(b"\x01" * 4000, None), (b"\x02" * 4000, {"chars": ["a"], "charStartTimesMs": [0],
+                                                            "charDurationsMs": [5]})]
+        ctxs = [_ctx(f"Phrase number {i}.") for i in range(4)]
+        for ctx in ctxs:
+            assert await cache.store(cache.key_of(ctx), chunk, "pcm_16000")
+            await asyncio.sleep(0.002)  # distinct last-use scores
+        # Touch the oldest: it becomes the most recently used and survives the next evictions.
+        assert await cache.lookup(ctxs[0]) == chunk
+        for i in range(4, 7):  # the fifth fits; the sixth and seventh each evict one
+            ctx = _ctx(f"Phrase number {i}.")
+            assert await cache.store(cache.key_of(ctx), chunk, "pcm_16000")
+            await asyncio.sleep(0.002)
+        total, summed, count, present = await _books(r)
+        assert total == summed <= cap and count == len(present)
+        assert cache.key_of(ctxs[0]).encode() in present
+        assert cache.key_of(ctxs[1]).encode() not in present  # least recently used went first
+        assert await cache.lookup(ctxs[1]) is None
+
+        # Many gateways storing at once: still under the cap, books still balanced.
+        many = [_ctx(f"Concurrent phrase {i}.") for i in range(60)]
+        await asyncio.gather(*(cache.store(cache.key_of(c), chunk, "pcm_16000") for c in many))
+        total, summed, count, present = await _books(r)
+        assert total == summed <= cap and count == len(present) > 0
+        # An utterance bigger than the whole cache is simply not stored.
+        huge = _ctx("Too big.")
+        assert not await cache.store(cache.key_of(huge), [(b"\x00" * (cap + 1), None)], "pcm_16000")
+    finally:
+        await r.aclose()
+
+
+async def test_entries_expire_and_leave_the_books(redis_url: str) -> None:
+    settings = fast_settings(redis_url, cache_enabled=True, cache_ttl_s=0.3)
+    r = aioredis.Redis.from_url(redis_url)
+    cache = PhraseCache(r, settings)
+    try:
+        old = _ctx("Soon gone.")
+        assert await cache.store(cache.key_of(old), [(b"\x01" * 100, None)], "pcm_16000")
+        assert await cache.lookup(old) is not None
+        await asyncio.sleep(0.4)
+        assert await cache.lookup(old) is None and old.cache_recorder is not None  # a miss arms a recorder
+        new = _ctx("Fresh.")
+        assert await cache.store(cache.key_of(new), [(b"\x02" * 50, None)], "pcm_16000")
+        total, summed, count, present = await _books(r)
+        assert (count, total) == (1, summed) and present == [cache.key_of(new).encode()]
+    finally:
+        await r.aclose()
+
+
+@pytest.mark.parametrize("text,cacheable", [("Whole.", True), ("   ", False)])
+def test_only_whole_non_empty_opted_in_utterances_are_cacheable(text: str, cacheable: bool) -> None:
+    assert PhraseCache.cacheable(_ctx(text)) is cacheable
+    assert not PhraseCache.cacheable(ContextState(request=_req(text, use_cache=False), session_id="s"))
+    streamed = ContextRequest(context_id="c", voice_id="joe", provider="local", model_id="",
+                              fmt=parse_format("pcm_16000"), text=text, input_closed=False)
+    assert not PhraseCache.cacheable(ContextState(request=streamed, session_id="s"))
