@@ -35,6 +35,8 @@ RETRIES = Counter("tts_context_retries_total", "Contexts re-enqueued before firs
 SLOW_CONSUMERS = Counter("tts_slow_consumer_closes_total", "Sessions closed because the client stopped reading")
 FANOUT_DROPPED = Counter("tts_fanout_dropped_total", "Frames for sessions not on this gateway (gone)")
 REDIS_RECONNECTS = Counter("tts_redis_reconnects_total", "Reconnections to Redis", ["service", "role"])
+QUEUE_DEPTH = Gauge("tts_queue_depth", "Jobs enqueued and not yet started by a worker (same value on every "
+                    "gateway: take the max), refreshed every second")
 CACHE_REQUESTS = Counter("tts_cache_requests_total", "Phrase-cache lookups", ["result"])
 CACHE_BYTES = Counter("tts_cache_bytes_total", "Audio bytes served from or stored in the cache", ["op"])
 CACHE_EVICTIONS = Counter("tts_cache_evictions_total", "Phrase-cache entries evicted to stay under the cap")

@@ -86,7 +86,11 @@ class EndInput(Message):
 @_register
 @dataclass(frozen=True, slots=True)
 class Cancel(Message):
-    """Stop the job now (barge-in, client gone, admin reset); ``reason`` is an error code or ``cancelled``."""
+    """Stop the job now (barge-in, client gone, admin reset); ``reason`` is an error code or ``cancelled``.
+
+    A worker acts on a cancel as soon as it arrives, not in ``seq`` order: senders outside the
+    context's numbering (the admin reset) send ``seq`` 0.
+    """
 
     TYPE: ClassVar[str] = "cancel"
     seq: int

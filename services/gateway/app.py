@@ -14,7 +14,7 @@ import msgpack
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway import demo, health, monitor, tenancy, voices
+from gateway import admin, demo, health, monitor, tenancy, voices
 from gateway.appkeys import BACKGROUND, SERVICES, SETTINGS
 from gateway.catalog import Catalog
 from gateway.dispatch import Dispatcher
@@ -36,6 +36,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_services_ctx)
     tenancy.install(app)  # keys, tokens, quotas, phrase cache (after the core services)
+    admin.add_routes(app)  # /admin/reset-queues, /admin/status, tts_queue_depth (after the core services)
     app.on_shutdown.append(_drain)
     health.add_routes(app)
     app.router.add_get("/v1/ws", native_ws)

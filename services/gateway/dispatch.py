@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import redis.asyncio as aioredis
 
 from shared import keys, protocol
@@ -34,11 +36,16 @@ class Dispatcher:
 
     async def push_input(self, job_id: str, msg: protocol.Message) -> None:
         """Append to the job's input list and publish it live, atomically (see worker/inputs.py)."""
-        data = protocol.encode(msg)
+        await self.push_inputs([(job_id, msg)])
+
+    async def push_inputs(self, items: Iterable[tuple[str, protocol.Message]]) -> None:
+        """:meth:`push_input` for several jobs in one MULTI (an operator cancelling every running job)."""
         pipe = self._redis.pipeline(transaction=True)
-        pipe.rpush(keys.input_list(job_id), data)
-        pipe.expire(keys.input_list(job_id), INPUT_TTL_S)
-        pipe.publish(keys.input_channel(job_id), data)
+        for job_id, msg in items:
+            data = protocol.encode(msg)
+            pipe.rpush(keys.input_list(job_id), data)
+            pipe.expire(keys.input_list(job_id), INPUT_TTL_S)
+            pipe.publish(keys.input_channel(job_id), data)
         await pipe.execute()
 
     async def forget(self, job_id: str) -> None:

@@ -3,7 +3,9 @@
 The gateway RPUSHes every input to the job's list and PUBLISHes it on the job's channel in one
 MULTI. A worker subscribes first, then reads the list: anything sent before it listened is in the
 list, anything after reaches it live, and per-job sequence numbers drop the duplicates and restore
-order. So text sent before the worker picked the job up is never lost.
+order. So text sent before the worker picked the job up is never lost. A Cancel is the exception:
+it is delivered the moment it arrives, whatever its seq, because nothing after a cancel matters and
+an operator's out-of-band cancel (admin reset, seq 0) has no place in the gateway's numbering.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ log = get_logger(__name__)
 
 
 class JobInput:
-    """One job's input stream: ``await get()`` returns TextInput/EndInput/Cancel in seq order."""
+    """One job's input stream: ``await get()`` returns TextInput/EndInput in seq order, a Cancel at once."""
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         self._queue: asyncio.Queue[protocol.Message] = asyncio.Queue()
         self._next = 1
         self._held: dict[int, protocol.Message] = {}
+        self._cancelled = False
 
     def offer_raw(self, data: bytes) -> None:
         """Accept one encoded input message (from the list or the channel)."""
@@ -35,6 +38,11 @@ class JobInput:
             msg = protocol.decode(data)
         except ProtocolError as e:
             log.warning("bad_input_frame", job_id=self.job_id, error=e.message)
+            return
+        if isinstance(msg, protocol.Cancel):
+            if not self._cancelled:  # the list replay and the channel both carry it: act once
+                self._cancelled = True
+                self._queue.put_nowait(msg)
             return
         seq = getattr(msg, "seq", None)
         if not isinstance(seq, int) or seq < self._next or seq in self._held:
