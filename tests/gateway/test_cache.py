@@ -133,3 +133,36 @@ async def test_cache_hits_cost_no_quota_and_custom_voices_stay_with_their_tenant
                 usage = await resp.json()
         assert usage["days"][0]["characters"] == 0 and usage["days"][0]["cached_chars"] == len(PHRASE)
         assert usage["remaining_today"] == len(PHRASE)
+
+
+async def test_measure_cache_hit_ttfa_against_a_miss_local_voice(redis_url: str) -> None:
+    """Client-side ``start`` → first audio frame through the native WS with the local Piper voice."""
+    import statistics
+
+    settings = fast_settings(redis_url, providers=("local",), cache_enabled=True)
+    async with running_worker(settings), running_gateway(settings) as base, aiohttp.ClientSession() as http:
+
+        async def ttfa(text: str, **start: Any) -> tuple[float, bool]:
+            async with NativeClient.connect(base, http) as c:
+                t0 = time.perf_counter()
+                await c.send(type="start", context_id="t", text=text, end=True, format="pcm_16000", **start)
+                await c.pump_until(lambda c: bool(c.result("t").frames) or c.ended("t"), timeout=60)
+                first = (time.perf_counter() - t0) * 1000
+                await c.pump_until(lambda c: c.ended("t"), timeout=60)
+                return first, bool(c.result("t").final["cached"])
+
+        await ttfa("Warm up the voice.", cache=False)
+        misses, hits = [], []
+        for i in range(8):
+            text = f"Order number {i} has shipped."
+            ms, cached = await ttfa(text)
+            assert not cached
+            misses.append(ms)
+            await asyncio.sleep(0.2)
+            ms, cached = await ttfa(text)
+            assert cached
+            hits.append(ms)
+    print(f"\ncache TTFA (local Piper voice, native WS, n={len(hits)}): miss p50 {statistics.median(misses):.2f} ms "
+          f"(min {min(misses):.2f}, max {max(misses):.2f}); hit p50 {statistics.median(hits):.2f} ms "
+          f"(min {min(hits):.2f}, max {max(hits):.2f})")
+    assert statistics.median(hits) < statistics.median(misses)
