@@ -70,7 +70,10 @@ async def test_demo_page_speaks_and_stops(redis_url: str) -> None:
             playing = await _figures(page)
             assert playing["audioState"] == "running", playing
             assert playing["state"] in ("streaming", "playing"), playing
-            await page.wait_for_timeout(700)  # let the scope show a waveform
+            # The output really sounds: Web Audio's analyser sees signal (and the scope shows a waveform).
+            await page.wait_for_function("() => window.ttsDemo.figures().level > 0.02", timeout=10000)
+            await page.wait_for_function("() => document.querySelector('#level').offsetHeight > 8",
+                                         timeout=10000)
             await page.screenshot(path=str(ARTIFACTS / "demo_playing.png"), full_page=True)
 
             # Stop: the context is cancelled (or already complete), playback ends at once.
@@ -82,6 +85,7 @@ async def test_demo_page_speaks_and_stops(redis_url: str) -> None:
             after = await _figures(page)
             assert after["chunks"] == stopped["chunks"], "audio kept arriving for a stopped context"
             assert after["outcome"] in ("cancelled", "completed"), after
+            await page.click("details.events summary")  # show the event log in this screenshot
             await page.screenshot(path=str(ARTIFACTS / "demo_stopped.png"), full_page=True)
 
             # Stream as I type: a context starts on the first keystroke, sentences flush, Enter ends it.

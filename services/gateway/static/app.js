@@ -359,7 +359,8 @@
     el.chunkSize.textContent = rec.chunks ? Math.round(rec.bytes / rec.chunks / 1024 * 10) / 10 + " KB avg" : "\u00a0";
     el.seconds.textContent = (rec.samples / rec.rate).toFixed(2);
     el.rate.textContent = (rec.rate / 1000) + " kHz · 16-bit";
-    el.voiceInfo.textContent = rec.provider ? el.voice.value + " · " + rec.provider : "\u00a0";
+    const parts = [rec.provider ? el.voice.value + " · " + rec.provider : "", rec.outcome].filter(Boolean);
+    el.voiceInfo.textContent = parts.length ? parts.join(" · ") : "\u00a0";
   }
 
   function liveState() {
@@ -394,6 +395,7 @@
         if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
       }
       rms = Math.sqrt(rms / data.length);
+      st.peakLevel = Math.max(st.peakLevel || 0, rms);
     } else {
       g.moveTo(0, mid); g.lineTo(w - 26 * dpr, mid);
     }
@@ -497,7 +499,8 @@
       const r = st.shown;
       return r ? { contextId: r.id, chunks: r.chunks, seconds: r.samples / r.rate, ttfaMs: ttfaOf(r),
         serverTtfaMs: r.serverTtfa, outcome: r.outcome, state: liveState(),
-        audioState: st.audio ? st.audio.state : "none", scheduled: st.sources.size } : null;
+        audioState: st.audio ? st.audio.state : "none", scheduled: st.sources.size,
+        level: st.peakLevel || 0 } : null;
     },
   };
 })();
