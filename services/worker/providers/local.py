@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import structlog
 from shared import errors
 from shared.audio.encoder import OutputEncoder
 from shared.audio.formats import AudioFormat, UnsupportedFormat, parse_format
-from shared.metrics import UPSTREAM_ERRORS, UPSTREAM_TTFB
+from shared.metrics import UPSTREAM_ERRORS
 from worker.providers.base import AudioChunk, ChunkQueue, SynthesisRequest, Voice
 from worker.providers.piper_engine import PiperEngine, SpokenPart, default_paths, get_engine
 from worker.text_split import DEFAULT_FIRST_MAX_WORDS, DEFAULT_MAX_WORDS, TextSplitter
@@ -178,8 +177,6 @@ class LocalStream:
         self._chunks = ChunkQueue()
         self._stop = threading.Event()  # read by the synthesis thread between pieces of audio
         self._ended = False
-        self._started_at: float | None = None
-        self._first_audio = False
         self._spoken = 0  # pieces handed to the engine; touched only by the (one at a time) pool thread
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="local-voice-stream")
@@ -231,8 +228,6 @@ class LocalStream:
         carry: list[tuple[str, int, int]] = []  # chars whose audio the encoder has not released yet
         try:
             while (piece := await self._pieces.get()) is not None:
-                if self._started_at is None:
-                    self._started_at = time.perf_counter()
                 await self._loop.run_in_executor(self._executor, self._speak, piece, carry)
             tail = self._encoder.finish()
             if tail or carry:
@@ -278,9 +273,6 @@ class LocalStream:
         """Queue one chunk (on the loop); dropped if the stream was cancelled meanwhile."""
         if self._chunks.closed:
             return
-        if not self._first_audio and self._started_at is not None:
-            self._first_audio = True
-            UPSTREAM_TTFB.labels(PROVIDER, MODEL_ID).observe(time.perf_counter() - self._started_at)
         alignment = None
         if chars:
             ms = 1000 / self._engine.sample_rate
