@@ -4,8 +4,8 @@ arq finds jobs only by polling a sorted set, and refills a freed slot only at th
 keep a slow poll as a safety net and wake the loop (a) when a gateway publishes on the wake
 channel after an enqueue and (b) when one of our own jobs completes. Measured on these machines
 this takes enqueue→start from ~255 ms p50 (0.5 s poll) to a few ms at ~2 Redis commands/s idle.
-This overrides ``Worker.main``, ``start_jobs`` and ``_release_sem_dec_counter_on_complete``, hence arq
-is pinned.
+This overrides ``Worker.main``, ``start_jobs``, ``_release_sem_dec_counter_on_complete``,
+``handle_sig_wait_for_completion`` (to announce a drain) and ``close``, hence arq is pinned.
 
 arq's own loop dies with the first Redis error (a restarted Redis killed every worker): here a failed
 poll is logged and retried with backoff, so a worker rides out a Redis restart by itself.
@@ -98,3 +98,24 @@ class WakeableWorker(Worker):
                     self.job_counter -= 1
                     self.sem.release()
                 raise
+
+    async def close(self) -> None:
+        """arq's close, except that Redis being down at shutdown does not skip our own shutdown.
+
+        arq deletes its health-check key first and lets the error escape, so a worker stopped during
+        a Redis outage crashed with a traceback before closing its providers and connections. The
+        key expires by itself; everything else must still be closed.
+        """
+        if not self._handle_signals:
+            self.handle_sig(Signals.SIGUSR1)
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values())
+        try:
+            await self.pool.delete(self.health_check_key)
+        except (RedisError, OSError) as e:
+            log.warning("worker_health_key_not_deleted", error=type(e).__name__)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.aclose(close_connection_pool=True)
+        self._pool = None
