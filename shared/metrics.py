@@ -33,7 +33,8 @@ CLIENT_ERRORS = Counter("tts_errors_total", "Errors reported to clients, by code
 CONTEXTS = Counter("tts_contexts_total", "Contexts finished, by outcome", ["outcome"])
 RETRIES = Counter("tts_context_retries_total", "Contexts re-enqueued before first audio", ["reason"])
 SLOW_CONSUMERS = Counter("tts_slow_consumer_closes_total", "Sessions closed because the client stopped reading")
-FANOUT_DROPPED = Counter("tts_fanout_dropped_total", "Frames for sessions not on this gateway (gone)")
+FANOUT_DROPPED = Counter("tts_fanout_dropped_total",
+                         "Pub/sub messages for a channel this process no longer routes (session or job gone)")
 REDIS_RECONNECTS = Counter("tts_redis_reconnects_total", "Reconnections to Redis", ["service", "role"])
 QUEUE_DEPTH = Gauge("tts_queue_depth", "Jobs enqueued and not yet started by a worker (same value on every "
                     "gateway: take the max), refreshed every second")

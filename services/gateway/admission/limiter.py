@@ -102,6 +102,7 @@ class KeyAdmission:
         code = code.decode() if isinstance(code, bytes) else code
         if code != "ok":
             metrics.ADMISSION_REJECTIONS.labels(code).inc()
+            log.info("context_refused", key_id=key_id, code=code, session_id=session.id, context_id=cid)
             raise _rejection(code, int(detail), now, cid)
         lease = Lease(key_id, member, day, chars, 0)
         if session.closed:  # the client left while we were asking: give the slot straight back
