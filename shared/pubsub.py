@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.logging import get_logger
-from shared.metrics import REDIS_RECONNECTS
+from shared.metrics import FANOUT_DROPPED, REDIS_RECONNECTS
 
 log = get_logger(__name__)
 Handler = Callable[[bytes], None]
@@ -156,11 +156,13 @@ class PubSubHub:
             kind = resp[0]
             if kind == b"message":
                 handler = self._handlers.get(resp[1])
-                if handler is not None:
-                    try:
-                        handler(resp[2])
-                    except Exception:
-                        log.exception("pubsub_handler_failed", service=self._service)
+                if handler is None:
+                    FANOUT_DROPPED.inc()  # its session (or job) left this process: nobody to hand it to
+                    continue
+                try:
+                    handler(resp[2])
+                except Exception:
+                    log.exception("pubsub_handler_failed", service=self._service)
             elif kind == b"subscribe":
                 for fut in self._pending.pop(resp[1], []):
                     if not fut.done():
