@@ -28,6 +28,8 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 # Ended contexts remembered per session so late messages get ``context_closed``, not ``unknown_context``.
 _ENDED_MEMORY = 256
+# Session closes under way (see SynthesisSession.close).
+_CLOSING: set[asyncio.Task[None]] = set()
 
 
 class SynthesisSession:
@@ -61,10 +63,21 @@ class SynthesisSession:
         metrics.ACTIVE_SESSIONS.labels(self.api).inc()
 
     async def close(self) -> None:
-        """Cancel every live context (their upstream contexts close) and unsubscribe."""
+        """Cancel every live context (their upstream contexts close) and unsubscribe.
+
+        Runs to completion even when the caller is cancelled: aiohttp cancels the handler of a connection
+        that closed, often while it is in this very cleanup, and an interrupted close left the session
+        registered and its contexts streaming upstream for nobody.
+        """
         if self.closed:
             return
         self.closed = True
+        task = asyncio.get_running_loop().create_task(self._close(), name=f"session-close-{self.id}")
+        _CLOSING.add(task)  # shield() keeps no strong reference of its own
+        task.add_done_callback(_CLOSING.discard)
+        await asyncio.shield(task)
+
+    async def _close(self) -> None:
         for ctx in list(self.contexts.values()):
             if ctx.live:
                 await self._cancel_job(ctx, "cancelled")
