@@ -23,6 +23,9 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 PROTOCOL_VERSION = 1
+# A client whose bounded buffer overflowed gets this long to take its error and close frame; then its
+# connection is cut. Its pipe may be full for good, and nothing may wait on it for ever.
+SHED_GRACE_S = 2.0
 
 
 async def native_ws(request: web.Request) -> web.StreamResponse:
@@ -39,8 +42,7 @@ async def native_ws(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=settings.max_message_bytes * 4, compress=False)
     await ws.prepare(request)
     session = SynthesisSession(services, api="native", tenant=principal.key_id)
-    session.on_overflow = lambda: asyncio.get_running_loop().create_task(
-        _close(ws, SlowConsumer("client is not reading audio fast enough")))
+    session.on_overflow = lambda: asyncio.get_running_loop().create_task(_shed(ws, request))
     try:
         await session.open()
     except TTSError as e:
@@ -135,7 +137,7 @@ async def _write_events(ws: web.WebSocketResponse, session: SynthesisSession) ->
             elif isinstance(event, SessionClosing):
                 await _close(ws, event.error)
                 return
-    except (ConnectionResetError, RuntimeError) as e:
+    except (ConnectionError, RuntimeError) as e:  # aiohttp raises a bare ConnectionError on a lost peer
         log.debug("ws_writer_stopped", session_id=session.id, error=type(e).__name__)
 
 
@@ -155,7 +157,7 @@ async def _send_error(ws: web.WebSocketResponse, context_id: str | None, error: 
     if count:  # context failures were counted when the session ended the context
         metrics.CLIENT_ERRORS.labels(error.code).inc()
     if not ws.closed:
-        with contextlib.suppress(ConnectionResetError, RuntimeError):
+        with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_json(body)
 
 
@@ -163,6 +165,23 @@ async def _close(ws: web.WebSocketResponse, error: TTSError, code: int | None = 
     """Tell the client why, then close with the error's code."""
     await _send_error(ws, error.details.get("context_id"), error)
     close_code = code or error.ws_close or WS_GOING_AWAY
-    with contextlib.suppress(ConnectionResetError, RuntimeError):
+    with contextlib.suppress(ConnectionError, RuntimeError):
         await ws.close(code=close_code, message=error.code.encode())
+
+
+async def _shed(ws: web.WebSocketResponse, request: web.Request) -> None:
+    """Close a client that stopped reading with 4408, but never wait on its full pipe for long.
+
+    Sending the error and the close frame both wait for the client to drain what is already queued;
+    a client that reads nothing would hold the session (and its upstream contexts) open for ever.
+    After the grace the transport is aborted, which ends the session and cancels its contexts.
+    """
+    closing = asyncio.ensure_future(_close(ws, SlowConsumer("client is not reading audio fast enough")))
+    done, _ = await asyncio.wait({closing}, timeout=SHED_GRACE_S)
+    if not done:
+        closing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
+            await closing
+        if request.transport is not None:
+            request.transport.abort()
 
