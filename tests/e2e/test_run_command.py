@@ -28,6 +28,7 @@ from shared.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTENCE = "The quick brown fox jumps over the lazy dog."
+RACHEL = "21m00Tcm4TlvDq8ikWAM"  # one of the ElevenLabs emulator's voices
 # What the predecessor's logs showed before it fell over; any of these in any process's output fails the run.
 BAD_LOG_LINES = ("was never awaited", "no running event loop", "Task exception was never retrieved",
                  "Unclosed client session", "Unclosed connection", "ResourceWarning", "Traceback")
@@ -138,7 +139,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def synthesize(base: str, text: str, fmt: str) -> tuple[dict, dict, bytes, float]:
+async def synthesize(base: str, text: str, fmt: str, voice: str = "joe") -> tuple[dict, dict, bytes, float]:
     """(started, final, audio, client-side ms to first audio) for one whole-utterance context."""
     frames: list[tuple[int, bytes]] = []
     started: dict = {}
@@ -148,7 +149,7 @@ async def synthesize(base: str, text: str, fmt: str) -> tuple[dict, dict, bytes,
         assert hello["type"] == "session", hello
         t0 = time.perf_counter()
         first = 0.0
-        await ws.send_str(json.dumps({"type": "start", "context_id": "c1", "voice": "joe", "format": fmt,
+        await ws.send_str(json.dumps({"type": "start", "context_id": "c1", "voice": voice, "format": fmt,
                                       "text": text, "end": True}))
         async with asyncio.timeout(60):
             while not final:
@@ -214,6 +215,39 @@ async def test_run_command_speaks_and_stops_cleanly() -> None:
     assert not bad, bad
     print(f"\nrun command: ready in {ready_s:.1f}s, first audio {ttfa_ms:.0f} ms (server {final['ttfa_ms']} ms), "
           f"{seconds:.2f}s of speech, RMS {rms:.0f}")
+
+
+async def test_run_command_with_an_elevenlabs_key_also_serves_elevenlabs_voices() -> None:
+    # The ElevenLabs emulator stands in for api.elevenlabs.io: same command, one variable more.
+    emulator = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", "0", "--api-key", "test-key",
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    run: Run | None = None
+    code = None
+    try:
+        assert emulator.stdout is not None
+        ready = (await asyncio.wait_for(emulator.stdout.readline(), 30)).decode()
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", ready)
+        assert m, ready
+        run = Run(clean_env(GATEWAY_PORT=str(free_port()), ELEVENLABS_API_KEY="test-key",
+                            ELEVENLABS_BASE_URL=m.group(1), LOG_FORMAT="json"))
+        base = run.wait_for(r"open (http://\S+)", timeout=240).group(1)
+        assert "providers local,elevenlabs" in run.text
+        async with aiohttp.ClientSession() as http, http.get(base + "/v1/catalog") as resp:
+            voices = {v["voice_id"]: v["provider"] for v in (await resp.json())["voices"]}
+        assert voices.get("joe") == "local" and voices.get(RACHEL) == "elevenlabs", voices
+        _, final, audio, _ = await synthesize(base, "Hello from the other provider.", "pcm_16000", voice=RACHEL)
+        assert final["type"] == "final" and final["reason"] == "completed", final
+        assert len(audio) > 16000, len(audio)
+    finally:
+        if run is not None:
+            run.proc.send_signal(signal.SIGINT)
+            code = await asyncio.to_thread(run.wait, 60)
+        emulator.terminate()
+        await asyncio.wait_for(emulator.wait(), 10)
+    assert run is not None and code == 0, run and run.text
+    bad = [line for line in run.lines if any(s in line for s in BAD_LOG_LINES)]
+    assert not bad, bad
 
 
 def test_run_command_names_a_bad_variable() -> None:
