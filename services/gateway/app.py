@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from gateway import admin, demo, health, monitor, tenancy, voices
 from gateway.appkeys import BACKGROUND, SERVICES, SETTINGS
 from gateway.catalog import Catalog
+from gateway.compat.routes import add_routes as add_compat_routes
 from gateway.dispatch import Dispatcher
 from gateway.native.handler import native_ws
 from gateway.services import GatewayServices
@@ -41,6 +42,7 @@ def create_app(settings: Settings) -> web.Application:
     health.add_routes(app)
     app.router.add_get("/v1/ws", native_ws)
     app.router.add_get("/v1/catalog", voices.list_voices)
+    add_compat_routes(app)  # ElevenLabs- and OpenAI-compatible endpoints (gateway/compat)
     demo.add_routes(app)
     return app
 

@@ -1,0 +1,125 @@
+"""ElevenLabs' HTTP text-to-speech: ``POST /v1/text-to-speech/{voice_id}[/stream][/with-timestamps]``.
+
+Query ``output_format`` (default mp3_44100_128; every format of shared.audio, ``wav_*`` included),
+``enable_logging`` and ``optimize_streaming_latency`` (accepted, no effect). JSON body: ``text``
+(required), ``model_id`` (unknown ids mean the voice's default), ``voice_settings`` (null = defaults),
+``language_code``, ``seed``, ``apply_text_normalization``; the other documented fields are accepted
+and ignored. ``/stream`` and the plain endpoint both stream raw audio as it is synthesized;
+``/stream/with-timestamps`` is NDJSON, one object per chunk with absolute-second alignment;
+``/with-timestamps`` is one JSON object (it must hold the whole clip). Errors:
+``{"detail":{"status","message"}}`` with the typed error's HTTP status.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.appkeys import SERVICES
+from gateway.compat import el_messages as m
+from gateway.compat.audio_edge import (
+    CONTEXT_ID,
+    Timeline,
+    Utterance,
+    absolute_alignment,
+    collect,
+    stream_body,
+)
+from gateway.compat.auth_edge import principal_of
+from gateway.compat.http_errors import el_error
+from gateway.contexts import ContextRequest
+from gateway.events import AudioEvent
+from gateway.requests import build_request
+from shared.errors import InvalidJSON, InvalidRequest, ShuttingDown, TTSError
+
+_PASSED_OPTIONS = ("language_code", "seed", "apply_text_normalization")
+
+
+async def tts_audio(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/text-to-speech/{voice_id}`` and ``.../stream``: audio bytes, chunked."""
+    try:
+        tenant, req = await _parse(request)
+        async with Utterance(request.app[SERVICES], api="el_http", tenant=tenant) as utt:
+            await utt.start(req)
+            return await stream_body(request, utt, req.fmt, content_type=req.fmt.content_type,
+                                     render=lambda ev: ev.audio)
+    except TTSError as e:
+        return el_error(e)
+
+
+async def tts_stream_with_timestamps(request: web.Request) -> web.StreamResponse:
+    """``POST .../stream/with-timestamps``: one JSON line per chunk, alignment in absolute seconds."""
+    try:
+        tenant, req = await _parse(request)
+        timeline = Timeline(req.fmt)
+
+        def line(ev: AudioEvent) -> bytes:
+            start = timeline.advance(ev.audio)
+            al = absolute_alignment(ev.alignment, start)
+            obj = {"audio_base64": base64.b64encode(ev.audio).decode("ascii"), "alignment": al,
+                   "normalized_alignment": al}
+            return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+        async with Utterance(request.app[SERVICES], api="el_http", tenant=tenant) as utt:
+            await utt.start(req)
+            return await stream_body(request, utt, req.fmt, content_type="application/json", render=line)
+    except TTSError as e:
+        return el_error(e)
+
+
+async def tts_with_timestamps(request: web.Request) -> web.StreamResponse:
+    """``POST .../with-timestamps``: the whole clip and its alignment as one JSON object."""
+    try:
+        tenant, req = await _parse(request)
+        timeline = Timeline(req.fmt)
+        audio = bytearray()
+        chars: list[str] = []
+        starts: list[float] = []
+        ends: list[float] = []
+        async with Utterance(request.app[SERVICES], api="el_http", tenant=tenant) as utt:
+            await utt.start(req)
+            async for ev in collect(utt, req.fmt):
+                al = absolute_alignment(ev.alignment, timeline.advance(ev.audio))
+                audio += ev.audio
+                if al:
+                    chars += al["characters"]
+                    starts += al["character_start_times_seconds"]
+                    ends += al["character_end_times_seconds"]
+    except TTSError as e:
+        return el_error(e)
+    alignment = ({"characters": chars, "character_start_times_seconds": starts,
+                  "character_end_times_seconds": ends} if chars else None)
+    return web.json_response({"audio_base64": base64.b64encode(bytes(audio)).decode("ascii"),
+                              "alignment": alignment, "normalized_alignment": alignment})
+
+
+async def _parse(request: web.Request) -> tuple[str, ContextRequest]:
+    services = request.app[SERVICES]
+    if services.draining:
+        raise ShuttingDown("gateway is restarting; retry")
+    principal = await principal_of(request)
+    fmt = m.parse_output_format(request.query.get("output_format"))
+    for name in ("enable_logging",):
+        m.query_bool(request.query, name)
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidJSON("the request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise InvalidJSON("the request body must be a JSON object")
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest("text is required and must be a non-empty string", field="text")
+    options: dict[str, Any] = {k: body[k] for k in _PASSED_OPTIONS if body.get(k) is not None}
+    req = await build_request(services.catalog, context_id=CONTEXT_ID, voice=request.match_info["voice_id"],
+                              model=m.normalize_model(_str(body.get("model_id"))), fmt=fmt.name,
+                              voice_settings=m.clean_voice_settings(body.get("voice_settings")),
+                              options=options, text=text, input_closed=True)
+    return principal.key_id, req
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

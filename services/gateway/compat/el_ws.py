@@ -1,0 +1,415 @@
+"""One ElevenLabs-compatible client WebSocket over one :class:`SynthesisSession`.
+
+Shared by ``stream-input`` (one context, the socket ends after it) and ``multi-stream-input``.
+Client context ids are the client's; each incarnation of one runs in the session under a fresh
+internal id, so audio of an earlier incarnation can never be labelled with a later one.
+
+Rules (where ElevenLabs is unsettled, the choice is the one that keeps real clients working):
+
+- A context starts at the first message that names it with text or ``flush`` (the init ``" "``
+  included) and is enqueued at once, so the worker's upstream context is ready before the text.
+- A keep-alive (``text: ""`` without flush/close) never creates a context: it only resets timers
+  (pipecat's id-less keep-alive and a keep-alive racing a context's init cost nothing).
+- ``voice_settings`` are fixed by a context's first message; later ones are ignored, not fatal.
+- ``close_context`` ends input: buffered text is still spoken, then ``isFinal``. A close for an id
+  that never ran still gets an ``isFinal``; every closed context gets exactly one.
+- Text for an id whose earlier incarnation is still draining starts a new context under that id;
+  the draining one is cancelled and its remaining output dropped (it would be indistinguishable).
+- More than ``COMPAT_MAX_CONTEXTS_PER_SOCKET`` live contexts: only the new one gets an error frame
+  (``too_many_contexts``) and later its ``isFinal``; the socket and the other contexts go on.
+- A failed context gets an error frame naming it, then its ``isFinal`` (pipecat ignores errors).
+- Inactivity: a context without messages for ``inactivity_timeout`` has its input ended (its
+  audio finishes normally); a socket with no live context and no message for that long is closed
+  with 1008 and ElevenLabs' text. On ``stream-input`` the socket closes when its context idles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from gateway.appkeys import SERVICES
+from gateway.auth import Principal
+from gateway.compat import el_messages as m
+from gateway.compat.auth_edge import principal_of
+from gateway.compat.http_errors import el_error
+from gateway.events import AudioEvent, ErrorEvent, FinalEvent, SessionClosing
+from gateway.requests import build_request
+from gateway.services import GatewayServices
+from gateway.session import SynthesisSession
+from shared import metrics
+from shared.errors import (
+    WS_GOING_AWAY,
+    WS_INTERNAL_ERROR,
+    WS_MESSAGE_TOO_BIG,
+    WS_NORMAL,
+    WS_POLICY_VIOLATION,
+    BinaryNotAccepted,
+    ContextClosed,
+    InternalError,
+    MessageTooLarge,
+    ServiceUnavailable,
+    ShuttingDown,
+    SlowConsumer,
+    Timeout,
+    TTSError,
+    Unauthorized,
+)
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+_RECENT_ENDED = 256
+
+
+def close_code_for(error: TTSError) -> int:
+    """ElevenLabs closes on errors with 1008; restarts, overload and internal failures say so."""
+    if isinstance(error, ShuttingDown):
+        return WS_GOING_AWAY
+    if isinstance(error, MessageTooLarge):
+        return WS_MESSAGE_TOO_BIG
+    if isinstance(error, ServiceUnavailable | InternalError):
+        return WS_INTERNAL_ERROR
+    return WS_POLICY_VIOLATION
+
+
+@dataclass
+class ClientContext:
+    """One incarnation of a client's context id."""
+
+    client_id: str | None  # None: the multi-stream default context (messages without context_id)
+    internal_id: str
+    voice_settings: dict[str, Any]
+    last_activity: float = field(default_factory=time.monotonic)
+    input_closed: bool = False
+    muted: bool = False  # superseded by a newer incarnation, or failed here: the session's output is dropped
+    ended: bool = False  # its isFinal went out
+    rejected: bool = False  # never ran (limit, bad request): its messages are dropped until close
+
+
+class ElSocket:
+    """Client messages in, ElevenLabs frames out, for one socket."""
+
+    def __init__(self, ws: web.WebSocketResponse, services: GatewayServices, *, voice_id: str,
+                 query: m.WsQuery, multi: bool, tenant: str) -> None:
+        self.ws = ws
+        self.services = services
+        self.voice_id = voice_id
+        self.query = query
+        self.multi = multi
+        self.session = SynthesisSession(services, api="el_multi" if multi else "el_single", tenant=tenant,
+                                        max_contexts=services.settings.compat_max_contexts_per_socket)
+        self.session.on_overflow = self._on_overflow
+        self.contexts: dict[str | None, ClientContext] = {}
+        self.by_internal: dict[str, ClientContext] = {}
+        self.recent_ended: OrderedDict[str | None, None] = OrderedDict()
+        self.last_message_at = time.monotonic()
+        self.closing = False  # close_socket (or stream-input's end): finish, then close 1000
+        self.done = asyncio.Event()  # the socket must end (closed, or about to be)
+        self._serial = 0
+        self._send_lock = asyncio.Lock()
+
+    # ---- output ------------------------------------------------------------------------------------
+    async def send(self, text: str) -> None:
+        """Send one frame; a socket already gone is not an error here."""
+        if self.ws.closed:
+            return
+        async with self._send_lock:
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await self.ws.send_str(text)
+
+    async def close(self, code: int = WS_NORMAL, reason: str = "") -> None:
+        """Close the socket once (later calls do nothing)."""
+        self.done.set()
+        if not self.ws.closed:
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await self.ws.close(code=code, message=m.close_reason(reason))
+
+    async def fail(self, error: TTSError) -> None:
+        """Socket-level failure: ElevenLabs' error frame, then its close code."""
+        code = close_code_for(error)
+        metrics.CLIENT_ERRORS.labels(error.code).inc()
+        await self.send(m.error_frame(error.code, error.message, close_code=code))
+        await self.close(code, error.code)
+
+    def _on_overflow(self) -> None:
+        asyncio.get_running_loop().create_task(self.fail(SlowConsumer("client is not reading audio fast enough")))
+
+    async def write_events(self) -> None:
+        """Turn session events into frames until the socket ends."""
+        width = self.query.fmt.bytes_per_sample or 1
+        while not self.ws.closed:
+            event = await self.session.next_event()
+            if isinstance(event, SessionClosing):
+                await self.fail(event.error)
+                return
+            ctx = self.by_internal.get(event.context_id or "")
+            if ctx is None:
+                continue
+            if isinstance(event, AudioEvent):
+                if not ctx.muted:
+                    for frame in m.audio_frames(event.audio, event.alignment, self._wire_id(ctx), width):
+                        await self.send(frame)
+                continue
+            self._forget(ctx)
+            if ctx.muted:
+                continue
+            if isinstance(event, ErrorEvent):
+                if not self.multi:
+                    await self.fail(event.error)
+                    return
+                await self.send(m.error_frame(event.code, event.error.message, context_id=self._wire_id(ctx)))
+            await self.send_final(ctx)
+            if (isinstance(event, FinalEvent) and not self.multi) or self.done.is_set():
+                await self.close(WS_NORMAL)
+                return
+
+    def _wire_id(self, ctx: ClientContext) -> str | None:
+        return ctx.client_id if self.multi else None
+
+    async def send_final(self, ctx: ClientContext) -> None:
+        """The context's one isFinal."""
+        ctx.ended = True
+        self._remember_ended(ctx.client_id)
+        await self.send(m.final_frame(self._wire_id(ctx)))
+        if self.closing and not self._live():
+            await self.close(WS_NORMAL)
+
+    async def send_unknown_final(self, client_id: str | None) -> None:
+        """isFinal for a context closed without ever running here."""
+        self._remember_ended(client_id)
+        await self.send(m.final_frame(client_id if self.multi else None))
+
+    def _remember_ended(self, client_id: str | None) -> None:
+        self.recent_ended[client_id] = None
+        self.recent_ended.move_to_end(client_id)
+        while len(self.recent_ended) > _RECENT_ENDED:
+            self.recent_ended.popitem(last=False)
+
+    def _forget(self, ctx: ClientContext) -> None:
+        self.by_internal.pop(ctx.internal_id, None)
+
+    def _live(self) -> list[ClientContext]:
+        return [c for c in self.contexts.values() if not c.ended and not c.rejected]
+
+    # ---- input ---------------------------------------------------------------------------------------
+    async def open_context(self, client_id: str | None, msg: m.ClientMessage) -> ClientContext:
+        """Start a new incarnation of ``client_id`` (cancelling a draining one); may come back rejected."""
+        old = self.contexts.get(client_id)
+        if old is not None and not old.ended and not old.rejected:
+            old.muted = True
+            old.ended = True
+            with contextlib.suppress(TTSError):
+                await self.session.cancel(old.internal_id, "cancelled")
+        self._serial += 1
+        ctx = ClientContext(client_id, f"{self._serial}", msg.voice_settings or {})
+        self.contexts[client_id] = ctx
+        self.recent_ended.pop(client_id, None)
+        text = "" if msg.text is None or msg.text == " " else msg.text
+        options = dict(self.query.options)
+        if msg.chunk_length_schedule is not None:
+            options["chunk_length_schedule"] = msg.chunk_length_schedule
+        try:
+            req = await build_request(self.services.catalog, context_id=ctx.internal_id, voice=self.voice_id,
+                                      model=self.query.model_id, fmt=self.query.fmt.name,
+                                      voice_settings=ctx.voice_settings, options=options, text=text)
+            self.by_internal[ctx.internal_id] = ctx
+            await self.session.start(req)
+            if msg.flush:
+                await self.session.send_text(ctx.internal_id, "", flush=True)
+        except TTSError as e:
+            self.by_internal.pop(ctx.internal_id, None)
+            if self.session.contexts.get(ctx.internal_id) is not None:
+                with contextlib.suppress(TTSError):
+                    await self.session.cancel(ctx.internal_id, "cancelled")
+            if not self.multi:
+                raise
+            ctx.rejected = True
+            metrics.CLIENT_ERRORS.labels(e.code).inc()
+            await self.send(m.error_frame(e.code, e.message, context_id=client_id))
+        return ctx
+
+    async def end_context(self, ctx: ClientContext) -> None:
+        """No more text: buffered text is spoken, then the final."""
+        if ctx.input_closed or ctx.ended:
+            return
+        ctx.input_closed = True
+        with contextlib.suppress(ContextClosed, ServiceUnavailable):
+            await self.session.end_input(ctx.internal_id)
+
+    async def send_text(self, ctx: ClientContext, text: str, flush: bool) -> None:
+        """Append text to a running context."""
+        ctx.last_activity = time.monotonic()
+        if text or flush:
+            try:
+                await self.session.send_text(ctx.internal_id, text, flush)
+            except (ContextClosed, ServiceUnavailable):
+                pass  # it ended a moment ago, or the session failed it: its error/final is on its way
+            except TTSError as e:  # text_too_long: the context ends with that error
+                await self.fail_context(ctx, e)
+
+    async def fail_context(self, ctx: ClientContext, error: TTSError) -> None:
+        """End a running context here with ``error`` (then its final); on stream-input, the socket."""
+        if not self.multi:
+            raise error
+        ctx.muted = True
+        with contextlib.suppress(TTSError):
+            await self.session.cancel(ctx.internal_id, "cancelled")
+        self._forget(ctx)
+        metrics.CLIENT_ERRORS.labels(error.code).inc()
+        await self.send(m.error_frame(error.code, error.message, context_id=ctx.client_id))
+        await self.send_final(ctx)
+
+    async def begin_close(self) -> None:
+        """``close_socket``: end every context's input; close 1000 once the last final went out."""
+        self.closing = True
+        for ctx in list(self.contexts.values()):
+            if ctx.rejected and not ctx.ended:
+                await self.send_final(ctx)
+        for ctx in self._live():
+            await self.end_context(ctx)
+        if not self._live():
+            await self.close(WS_NORMAL)
+
+    async def watch_inactivity(self) -> None:
+        """Enforce ``inactivity_timeout`` (see the module docstring)."""
+        timeout = self.query.inactivity_timeout_s
+        step = min(0.25, timeout / 4)
+        while not self.done.is_set():
+            await asyncio.sleep(step)
+            now = time.monotonic()
+            live = self._live()
+            if not self.multi:
+                idle = now - self.last_message_at > timeout
+                if idle and not any(c.input_closed for c in live):
+                    await self.fail(Timeout(m.inactivity_message(timeout)))
+                    return
+                continue
+            for ctx in live:
+                if not ctx.input_closed and now - ctx.last_activity > timeout:
+                    await self.end_context(ctx)
+            if not live and now - self.last_message_at > timeout:
+                await self.fail(Timeout(m.inactivity_message(timeout)))
+                return
+
+
+Dispatch = Callable[[ElSocket, m.ClientMessage], Awaitable[None]]
+
+
+async def serve(request: web.Request, *, multi: bool, dispatch: Dispatch) -> web.StreamResponse:
+    """Run one ElevenLabs TTS WebSocket: auth, query, then messages in and frames out until it ends."""
+    services = request.app[SERVICES]
+    settings = services.settings
+    if services.draining:
+        return el_error(ShuttingDown("gateway is restarting; reconnect"))
+    principal: Principal | None = None
+    auth_error: TTSError | None = None
+    try:
+        principal = await principal_of(request)
+    except TTSError as e:  # the key may still come in the first message
+        auth_error = e
+    # aiohttp's own limit is a backstop above ours, so that an oversize message is answered in words.
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=settings.max_message_bytes * 4, compress=False)
+    await ws.prepare(request)
+    try:
+        query = m.WsQuery.parse(request.query)
+    except TTSError as e:
+        await _fail_bare(ws, e)
+        return ws
+    first: m.ClientMessage | None = None
+    if principal is None:
+        try:
+            first = await _first_message(ws, query.inactivity_timeout_s, settings.max_message_bytes)
+            if first is None or not first.api_key:
+                raise auth_error or Unauthorized("missing API key")
+            principal = await principal_of(request, first.api_key)
+        except TTSError as e:
+            await _fail_bare(ws, e)
+            return ws
+    sock = ElSocket(ws, services, voice_id=request.match_info["voice_id"], query=query, multi=multi,
+                    tenant=principal.key_id)
+    try:
+        await sock.session.open()
+    except TTSError as e:
+        await sock.fail(e)
+        return ws
+    tasks = [asyncio.create_task(sock.write_events(), name=f"el-writer-{sock.session.id}"),
+             asyncio.create_task(sock.watch_inactivity(), name=f"el-idle-{sock.session.id}")]
+    try:
+        if first is not None:
+            await _handle(sock, first, dispatch)
+        if not sock.done.is_set():
+            await _read(sock, dispatch)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await sock.session.close()
+        if not ws.closed:
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await ws.close(code=WS_NORMAL)
+    return ws
+
+
+async def _read(sock: ElSocket, dispatch: Dispatch) -> None:
+    limit = sock.services.settings.max_message_bytes
+    async for msg in sock.ws:
+        if msg.type == WSMsgType.TEXT:
+            if len(msg.data) > limit:
+                await sock.fail(MessageTooLarge(f"messages are limited to {limit} bytes"))
+                return
+            try:
+                parsed = m.parse_client_message(msg.data)
+            except TTSError as e:
+                await sock.fail(e)
+                return
+            await _handle(sock, parsed, dispatch)
+        elif msg.type == WSMsgType.BINARY:
+            await sock.fail(BinaryNotAccepted("send JSON text frames; audio flows only from the server"))
+            return
+        elif msg.type == WSMsgType.ERROR:
+            if getattr(sock.ws.exception(), "code", None) == WS_MESSAGE_TOO_BIG:
+                await sock.fail(MessageTooLarge("message exceeds the size limit"))
+            return
+        if sock.done.is_set():
+            return
+
+
+async def _handle(sock: ElSocket, msg: m.ClientMessage, dispatch: Dispatch) -> None:
+    sock.last_message_at = time.monotonic()
+    try:
+        await dispatch(sock, msg)
+    except TTSError as e:
+        if sock.multi and e.ws_close is None:
+            metrics.CLIENT_ERRORS.labels(e.code).inc()
+            await sock.send(m.error_frame(e.code, e.message, context_id=msg.context_id))
+        else:
+            await sock.fail(e)
+
+
+async def _first_message(ws: web.WebSocketResponse, timeout: float, limit: int) -> m.ClientMessage | None:
+    try:
+        msg = await ws.receive(timeout=timeout)
+    except TimeoutError:
+        raise Timeout(m.inactivity_message(timeout)) from None
+    if msg.type != WSMsgType.TEXT:
+        return None
+    if len(msg.data) > limit:
+        raise MessageTooLarge(f"messages are limited to {limit} bytes")
+    return m.parse_client_message(msg.data)
+
+
+async def _fail_bare(ws: web.WebSocketResponse, error: TTSError) -> None:
+    code = close_code_for(error)
+    metrics.CLIENT_ERRORS.labels(error.code).inc()
+    with contextlib.suppress(ConnectionResetError, RuntimeError):
+        await ws.send_str(m.error_frame(error.code, error.message, close_code=code))
+        await ws.close(code=code, message=m.close_reason(error.code))

@@ -1,0 +1,116 @@
+"""OpenAI's ``POST /v1/audio/speech``, streamed as it is synthesized.
+
+Body: ``input`` (required), ``voice`` (OpenAI's names — alloy, echo, … — mean the deployment's
+default voice unless the catalogue has a voice of that id; any other id is looked up as given),
+``model`` (tts-1, tts-1-hd, gpt-4o-mini-tts or any id: the voice's default model is used),
+``response_format`` (mp3 → mp3_44100_128, wav → a streaming 24 kHz WAV with one header, pcm → raw
+24 kHz s16le as OpenAI sends it; opus, aac and flac are refused with 400 ``unsupported_format``),
+``speed`` (0.25–4.0; the provider may allow less: the local voice 0.5–2.0, ElevenLabs 0.7–1.2),
+``instructions`` (ignored), ``stream_format`` (``audio``, the default, or ``sse``: ``speech.audio.delta``
+events then ``speech.audio.done``). Errors: ``{"error":{"message","type","param","code"}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.appkeys import SERVICES
+from gateway.compat.audio_edge import CONTEXT_ID, Utterance, stream_body
+from gateway.compat.auth_edge import principal_of
+from gateway.compat.http_errors import openai_error
+from gateway.events import AudioEvent
+from gateway.requests import build_request
+from shared.audio.formats import parse_format
+from shared.errors import InvalidJSON, InvalidRequest, ShuttingDown, TTSError, UnsupportedFormat
+
+OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer",
+                           "verse", "marin", "cedar"})
+FORMATS = {"mp3": "mp3_44100_128", "wav": "wav_24000", "pcm": "pcm_24000"}
+REFUSED = ("opus", "aac", "flac")
+
+
+async def speech(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/audio/speech``."""
+    try:
+        services = request.app[SERVICES]
+        if services.draining:
+            raise ShuttingDown("gateway is restarting; retry")
+        principal = await principal_of(request)
+        body = await _body(request)
+        text = body.get("input")
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidRequest("'input' is required and must be a non-empty string", field="input")
+        fmt = parse_format(_format(body.get("response_format")))
+        stream_format = body.get("stream_format") or "audio"
+        if stream_format not in ("audio", "sse"):
+            raise InvalidRequest("'stream_format' must be 'audio' or 'sse'", field="stream_format")
+        options: dict[str, Any] = {}
+        speed = body.get("speed")
+        if speed is not None:
+            if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0.25 <= speed <= 4.0:
+                raise InvalidRequest("'speed' must be a number from 0.25 to 4.0", field="speed")
+            if speed != 1.0:
+                options["speed"] = float(speed)
+        voice = await _voice(request, body.get("voice"))
+        req = await build_request(services.catalog, context_id=CONTEXT_ID, voice=voice, model=None,
+                                  fmt=fmt.name, options=options, text=text, input_closed=True)
+        async with Utterance(services, api="openai", tenant=principal.key_id) as utt:
+            await utt.start(req)
+            if stream_format == "sse":
+                return await stream_body(request, utt, fmt, content_type="text/event-stream", render=_sse_delta,
+                                         epilogue=_sse({"type": "speech.audio.done", "usage": {
+                                             "input_tokens": len(text), "output_tokens": 0,
+                                             "total_tokens": len(text)}}))
+            return await stream_body(request, utt, fmt, content_type=fmt.content_type,
+                                     render=lambda ev: ev.audio)
+    except TTSError as e:
+        return openai_error(e)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidJSON("the request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise InvalidJSON("the request body must be a JSON object")
+    return body
+
+
+def _format(name: Any) -> str:
+    if name is None:
+        return FORMATS["mp3"]
+    if name in REFUSED:
+        raise UnsupportedFormat(f"response_format {name!r} is not supported by this gateway; use mp3, wav or pcm",
+                                field="response_format")
+    if name not in FORMATS:
+        raise InvalidRequest(f"response_format must be one of mp3, wav, pcm (got {name!r})", field="response_format")
+    return FORMATS[name]
+
+
+async def _voice(request: web.Request, voice: Any) -> str | None:
+    """The catalogue voice for an OpenAI ``voice``; None means the deployment's default."""
+    if isinstance(voice, dict):  # newer API: {"id": "..."} for custom voices
+        voice = voice.get("id")
+    if voice is None or voice == "":
+        return None
+    if not isinstance(voice, str):
+        raise InvalidRequest("'voice' must be a string", field="voice")
+    snap = await request.app[SERVICES].catalog.snapshot()
+    if voice in snap.voices:
+        return voice
+    if voice.lower() in OPENAI_VOICES:
+        return None
+    return voice
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _sse_delta(ev: AudioEvent) -> bytes:
+    return _sse({"type": "speech.audio.delta", "audio": base64.b64encode(ev.audio).decode("ascii")})
