@@ -218,11 +218,11 @@ class Procs:
                          **(base_env or {})}
 
     def start(self, name: str, module: str, env: Mapping[str, str], port: int | None = None,
-              allow: Iterable[str] = ()) -> Proc:
-        """``python -m module`` with ``base_env`` + ``env``."""
+              allow: Iterable[str] = (), args: Iterable[str] = ()) -> Proc:
+        """``python -m module [args]`` with ``base_env`` + ``env``."""
         if any(p.name == name for p in self.started):
             raise ValueError(f"a process named {name!r} was already started in this test")
-        proc = Proc(name=name, argv=[sys.executable, "-m", module], env={**self.base_env, **env},
+        proc = Proc(name=name, argv=[sys.executable, "-m", module, *args], env={**self.base_env, **env},
                     log_dir=self.log_dir, port=port, allow=tuple(allow))
         self.started.append(proc.start())
         return proc
@@ -241,9 +241,28 @@ class Procs:
                 "POOL_MIN_SOCKETS": "0", **_strs(env)}
         return self.start(name, "worker", full, port=port)
 
+    def emulator(self, name: str = "emulator", **config: Any) -> Proc:
+        """The ElevenLabs emulator on a free port; ``config`` are EmulatorConfig fields (``ttfb_ms=150``).
+
+        Its ``/readyz`` does not exist: wait with ``await proc.wait_http("/_emulator/health")`` (``ready``
+        does that for it). Faults are injected at runtime with ``POST /_emulator/config``.
+        """
+        port = free_port()
+        args = ["--host", "127.0.0.1", "--port", str(port)]
+        for key, value in config.items():
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, bool):
+                args += [flag] if value else []
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                args += [a for v in value for a in (flag, str(v))]
+            else:
+                args += [flag, str(value)]
+        return self.start(name, "emulator", {}, port=port, args=args)
+
     async def ready(self, *procs: Proc, timeout: float = 90.0) -> None:
-        """Wait until every process answers /readyz with 200."""
-        await asyncio.gather(*(p.wait_http("/readyz", timeout) for p in procs))
+        """Wait until every process answers /readyz (the emulator: /_emulator/health) with 200."""
+        await asyncio.gather(*(p.wait_http("/_emulator/health" if p.argv[2:3] == ["emulator"] else "/readyz",
+                                           timeout) for p in procs))
 
     def finish(self, grace_s: float = 20.0) -> list[str]:
         """Stop every process still running; returns every problem found (unclean stops, bad log lines)."""
