@@ -105,6 +105,10 @@ class Stack:
         async with aiohttp.ClientSession() as http, http.get(self.emulator.base_url + "/_emulator/stats") as resp:
             return dict(await resp.json())
 
+    async def emu_idle(self) -> bool:
+        """No upstream context is open at the emulator."""
+        return (await self.emu_stats())["contexts_active"] == 0
+
 
 async def start_stack(procs: Procs, redis_url: str, *, workers: int = 1, gateways: int = 1,
                       emulator: Mapping[str, Any] | None = None, worker_env: Mapping[str, Any] | None = None,

@@ -63,17 +63,13 @@ async def test_client_that_stops_reading_is_cut_off_with_4408_and_memory_stays_b
     assert decode_text(res.audio, 16000) == GOOD
     # The stalled session's upstream context was closed, and nothing is left counted as live.
     upstream_closed = await until(lambda: _emu_closes(stack, 2), 10, "close_context sent upstream")
-    await until(lambda: _emu_idle(stack), 30, "emulator contexts back to zero")
+    await until(stack.emu_idle, 30, "emulator contexts back to zero")
     await until(lambda: _gauge_zero(stack.gateway, "tts_active_contexts"), 10, "gateway contexts back to zero")
     growth_mb = (rss_peak - rss_before) / 2**20
     assert growth_mb < 40, f"gateway RSS grew {growth_mb:.1f} MB while a client stalled"
     report("slow_consumer", stalled_to_cut_s=round(waited, 2), frames_absorbed_by_tcp=frames,
            upstream_close_after_cut_s=round(upstream_closed, 3), rss_before_mb=round(rss_before / 2**20, 1),
            rss_peak_mb=round(rss_peak / 2**20, 1), session_queue_frames=64)
-
-
-async def _emu_idle(stack: Stack) -> bool:
-    return (await stack.emu_stats())["contexts_active"] == 0
 
 
 async def _emu_closes(stack: Stack, n: int) -> bool:
@@ -110,7 +106,7 @@ async def test_client_that_vanishes_mid_stream_frees_every_upstream_context(proc
         await polite.ws.close()
     closed = await until(lambda: _emu_closes(stack, 6), 5, "close_context sent upstream for all six")
     # The emulator, like ElevenLabs, finishes a generation already under way before it frees the slot.
-    idle = await until(lambda: _emu_idle(stack), 30, "every upstream context closed")
+    idle = await until(stack.emu_idle, 30, "every upstream context closed")
     for name in ("tts_active_contexts", "tts_active_sessions"):
         await until(functools.partial(_gauge_zero, stack.gateway, name), 5, f"gateway {name} back to zero")
     await until(lambda: _gauge_zero(stack.workers[0], "tts_worker_active_jobs"), 5, "worker jobs back to zero")
