@@ -126,7 +126,8 @@ async def test_demo_page_speaks_and_stops(redis_url: str) -> None:
         assert 0.5 < typed["seconds"] < 10, typed
         await page.screenshot(path=str(ARTIFACTS / "demo_typed.png"), full_page=True)
     assert not problems, problems
-    print(f"\nbrowser: ttfa {ttfa_text}, chunks at stop {stopped['chunks']}, typed {typed['seconds']:.2f}s")
+    print(f"\nbrowser: ttfa {ttfa_text}, chunks at stop {stopped['chunks']} (gaps {stopped['gaps']}), "
+          f"typed {typed['seconds']:.2f}s (gaps {typed['gaps']})")
 
 
 async def test_demo_page_asks_for_a_key_and_uses_a_token_when_auth_is_on(redis_url: str) -> None:

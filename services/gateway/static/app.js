@@ -50,17 +50,21 @@
     return st.audio;
   }
 
-  function schedule(pcm, rate) {
+  function schedule(rec, pcm) {
     const ac = st.audio || ensureAudio();
     if (!ac || pcm.length === 0) return;
-    const buf = ac.createBuffer(1, pcm.length, rate);
+    const buf = ac.createBuffer(1, pcm.length, rec.rate);
     const ch = buf.getChannelData(0);   // copyToChannel is missing in older Safari
     for (let i = 0; i < pcm.length; i++) ch[i] = pcm[i] / 32768;
     const src = ac.createBufferSource();
     src.buffer = buf;
     src.connect(st.gain);
     const now = ac.currentTime;
-    if (st.playhead < now + 0.005) st.playhead = now + LEAD_S;   // first chunk, or we ran dry
+    if (st.playhead < now + 0.005) {   // first chunk, or playback ran dry: a gap the listener hears
+      if (st.playhead > 0 && rec.scheduled > 0) { rec.gaps += 1; rec.gapMs += (now - st.playhead) * 1000; }
+      st.playhead = now + LEAD_S;
+    }
+    rec.scheduled += 1;
     src.start(st.playhead);
     st.playhead += buf.duration;
     st.sources.add(src);
@@ -187,7 +191,7 @@
     const rec = {
       id: id, rate: 24000, sentAt: now, textAt: text ? now : null, t0: end ? now : null,
       firstAudio: null, chunks: 0, samples: 0, bytes: 0, done: false, cancelled: false, pending: [],
-      serverTtfa: null, provider: "", outcome: "", typed: false,
+      serverTtfa: null, provider: "", outcome: "", typed: false, scheduled: 0, gaps: 0, gapMs: 0,
     };
     st.contexts.set(id, rec);
     st.order.push(id);
@@ -227,14 +231,14 @@
     while (st.order.length) {
       const head = st.contexts.get(st.order[0]);
       if (head && !head.done) {
-        for (const pcm of head.pending) schedule(pcm, head.rate);
+        for (const pcm of head.pending) schedule(head, pcm);
         head.pending = [];
         return;
       }
       st.order.shift();
       const next = st.contexts.get(st.order[0]);
       if (next) {
-        for (const pcm of next.pending) schedule(pcm, next.rate);
+        for (const pcm of next.pending) schedule(next, pcm);
         next.pending = [];
       }
     }
@@ -263,7 +267,7 @@
     rec.chunks += 1;
     rec.samples += pcm.length;
     rec.bytes += buf.byteLength - off;
-    if (st.order[0] === id) schedule(pcm, rec.rate);
+    if (st.order[0] === id) schedule(rec, pcm);
     else rec.pending.push(pcm);
     render();
   }
@@ -358,7 +362,7 @@
     el.chunks.textContent = String(rec.chunks);
     el.chunkSize.textContent = rec.chunks ? Math.round(rec.bytes / rec.chunks / 1024 * 10) / 10 + " KB avg" : "\u00a0";
     el.seconds.textContent = (rec.samples / rec.rate).toFixed(2);
-    el.rate.textContent = (rec.rate / 1000) + " kHz · 16-bit";
+    el.rate.textContent = (rec.rate / 1000) + " kHz · " + (rec.gaps ? rec.gaps + (rec.gaps > 1 ? " gaps, " : " gap, ") + Math.round(rec.gapMs) + " ms" : "gapless");
     const parts = [rec.provider ? el.voice.value + " · " + rec.provider : "", rec.outcome].filter(Boolean);
     el.voiceInfo.textContent = parts.length ? parts.join(" · ") : "\u00a0";
   }
@@ -500,7 +504,7 @@
       return r ? { contextId: r.id, chunks: r.chunks, seconds: r.samples / r.rate, ttfaMs: ttfaOf(r),
         serverTtfaMs: r.serverTtfa, outcome: r.outcome, state: liveState(),
         audioState: st.audio ? st.audio.state : "none", scheduled: st.sources.size,
-        level: st.peakLevel || 0 } : null;
+        level: st.peakLevel || 0, gaps: r.gaps, gapMs: r.gapMs } : null;
     },
   };
 })();
