@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import aiohttp
 import pytest
 from emulator.config import EmulatorConfig
 from emulator.runner import DEFAULT_VOICE_ID, RunningEmulator, run_emulator
+from worker.runner import WakeableWorker
 
 from shared.settings import Settings
 from tests.conftest import fast_settings
@@ -35,6 +37,23 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
+async def idle_on_exit(worker: WakeableWorker) -> AsyncIterator[WakeableWorker]:
+    """Let the worker finish its jobs before it is stopped.
+
+    A test may end the moment its client saw a final, while the worker still wraps the job up;
+    stopping it then cancels that job and ``WakeableWorker.close`` re-raises the cancellation
+    before it stops the heartbeat and providers, leaving a zombie worker for the next test.
+    """
+    try:
+        yield worker
+    finally:
+        for _ in range(500):
+            if all(t.done() for t in worker.tasks.values()):
+                break
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
 async def el_stack(redis_url: str, emu_config: dict[str, Any] | None = None,
                    **overrides: Any) -> AsyncIterator[Stack]:
     """Emulator + worker (ElevenLabs provider pointed at it) + gateway."""
@@ -43,7 +62,7 @@ async def el_stack(redis_url: str, emu_config: dict[str, Any] | None = None,
                                  elevenlabs_api_key="test-upstream-key", default_voice=EL_VOICE,
                                  elevenlabs_voices=(EL_VOICE,), pool_min_sockets=1, pool_max_sockets=16,
                                  upstream_concurrency=200, **overrides)
-        async with running_worker(settings), running_gateway(settings) as base, \
+        async with running_worker(settings) as worker, idle_on_exit(worker), running_gateway(settings) as base, \
                 aiohttp.ClientSession() as http:
             yield Stack(base, http, settings, emu)
 
@@ -52,7 +71,8 @@ async def el_stack(redis_url: str, emu_config: dict[str, Any] | None = None,
 async def local_stack(redis_url: str, **overrides: Any) -> AsyncIterator[Stack]:
     """The local Piper voice behind a worker and a gateway."""
     settings = fast_settings(redis_url, providers=("local",), **overrides)
-    async with running_worker(settings), running_gateway(settings) as base, aiohttp.ClientSession() as http:
+    async with running_worker(settings) as worker, idle_on_exit(worker), running_gateway(settings) as base, \
+            aiohttp.ClientSession() as http:
         yield Stack(base, http, settings)
 
 
