@@ -357,7 +357,7 @@
     const rec = st.shown;
     if (!rec) return;
     el.ttfa.textContent = fmtMs(ttfaOf(rec));
-    const from = rec.typed ? "after the first sentence end" : "measured in this page";
+    const from = rec.typed ? "from sentence end" : "measured in this page";
     el.ttfaServer.textContent = rec.serverTtfa != null && !rec.typed ? "server " + fmtMs(rec.serverTtfa) : from;
     el.chunks.textContent = String(rec.chunks);
     el.chunkSize.textContent = rec.chunks ? Math.round(rec.bytes / rec.chunks / 1024 * 10) / 10 + " KB avg" : "\u00a0";
