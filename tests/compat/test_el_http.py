@@ -97,12 +97,11 @@ async def test_stream_with_timestamps_is_ndjson_with_absolute_seconds(el) -> Non
 
 async def test_error_after_audio_started_truncates_the_body(redis_url: str) -> None:
     emu = {"chunk_ms": 100, "drop_after_chunks": 2, "fault_sockets": 100}
-    async with el_stack(redis_url, emu_config=emu, max_retries=0) as stack:
-        async with stack.http.post(tts_url(stack, "/stream", output_format="pcm_16000"),
-                                   json={"text": TEXT * 4}) as r:
-            assert r.status == 200
-            with pytest.raises(aiohttp.ClientPayloadError):
-                await r.read()
+    async with el_stack(redis_url, emu_config=emu, max_retries=0) as stack, \
+            stack.http.post(tts_url(stack, "/stream", output_format="pcm_16000"), json={"text": TEXT * 4}) as r:
+        assert r.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await r.read()
 
 
 @pytest.mark.parametrize(("body", "query", "status", "code"), [
