@@ -47,4 +47,8 @@ def _openai_type(status: int) -> str:
 
 
 def _retry_after(error: TTSError) -> dict[str, str]:
+    # Key limits say how long to wait (next rate window, next UTC day for a quota); others a second.
+    wait = error.details.get("retry_after_s")
+    if wait is not None:
+        return {"Retry-After": str(int(wait))}
     return {"Retry-After": "1"} if error.retryable and error.http_status in (429, 503) else {}
