@@ -4,7 +4,7 @@ arq finds jobs only by polling a sorted set, and refills a freed slot only at th
 keep a slow poll as a safety net and wake the loop (a) when a gateway publishes on the wake
 channel after an enqueue and (b) when one of our own jobs completes. Measured on these machines
 this takes enqueue→start from ~255 ms p50 (0.5 s poll) to a few ms at ~2 Redis commands/s idle.
-This overrides ``Worker.main``, ``start_jobs``, ``_release_sem_dec_counter_on_complete``,
+This overrides ``Worker.main``, ``start_jobs`` (one claim round trip per poll, see there), ``_release_sem_dec_counter_on_complete``,
 ``handle_sig_wait_for_completion`` (to announce a drain) and ``close``, hence arq is pinned.
 
 arq's own loop dies with the first Redis error (a restarted Redis killed every worker): here a failed
@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from signal import Signals
 from typing import Any
 
 from arq.connections import create_pool
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
@@ -28,6 +31,29 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 # Longest pause between polls while Redis is unreachable.
 MAX_POLL_BACKOFF_S = 1.0
+# An id found running on another worker is not asked about again for this long (it stays listed
+# until it finishes; a rare re-check covers a worker that died with it locked).
+ELSEWHERE_RECHECK_S = 2.0
+# Per id: -1 locked (running somewhere), 0 not claimable now (gone or scheduled later), else its
+# score, after taking arq's in-progress lock. Atomic, like arq's WATCH/MULTI claim it replaces.
+_CLAIM_SCRIPT = """
+local out = {}
+for i = 4, #ARGV do
+  local lock = ARGV[3] .. ARGV[i]
+  if redis.call('EXISTS', lock) == 1 then
+    out[#out + 1] = -1
+  else
+    local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+    if (not score) or tonumber(score) > tonumber(ARGV[1]) then
+      out[#out + 1] = 0
+    else
+      redis.call('PSETEX', lock, ARGV[2], '1')
+      out[#out + 1] = math.floor(tonumber(score))
+    end
+  end
+end
+return out
+"""
 
 
 class WakeableWorker(Worker):
@@ -36,6 +62,7 @@ class WakeableWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wake_event = asyncio.Event()
+        self._elsewhere: dict[str, float] = {}  # job id -> when another worker was found running it
         # Called once when SIGTERM/SIGINT starts the drain (arq stops picking jobs, running ones finish).
         self.on_drain: Callable[[], None] | None = None
 
@@ -87,17 +114,48 @@ class WakeableWorker(Worker):
                     await self._wake_event.wait()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        # arq takes a slot (counter + semaphore) before its claim round trip and leaks it when that
-        # round trip raises: give it back, or every Redis outage would shrink the worker for good.
-        for job_id in job_ids:
-            taken = self.job_counter
-            try:
-                await super().start_jobs([job_id])
-            except (RedisError, OSError):
-                if self.job_counter > taken and job_id.decode() not in self.tasks:
-                    self.job_counter -= 1
-                    self.sem.release()
-                raise
+        """Claim the new ids of a poll in one round trip; skip the ones already known to run.
+
+        A running job's id stays in the queue until it finishes, so every poll lists every running
+        job again, and arq's claim costs three round trips per listed id (WATCH, EXISTS, ZSCORE) even
+        when the id is running: O(running jobs) round trips per poll, and a poll per enqueue and per
+        completion. Here ids running on this worker are skipped locally, ids found running elsewhere
+        are skipped for ``ELSEWHERE_RECHECK_S``, and the rest are checked and locked by one atomic
+        script (the same EXISTS/ZSCORE/PSETEX arq's WATCH-MULTI does, so no job starts twice).
+        """
+        now = time.monotonic()
+        listed = [j.decode() for j in job_ids]  # in queue (score) order
+        if self._elsewhere:
+            present = set(listed)
+            for stale in [j for j in self._elsewhere if j not in present]:
+                del self._elsewhere[stale]  # finished (left the queue)
+        fresh: list[str] = []
+        for job_id in listed:
+            task = self.tasks.get(job_id)
+            if task is not None and not task.done():
+                continue
+            seen = self._elsewhere.get(job_id)
+            if seen is not None and now - seen < ELSEWHERE_RECHECK_S:
+                continue
+            fresh.append(job_id)
+        free = self.max_jobs - self.job_counter
+        if not fresh or free <= 0:
+            return
+        fresh = fresh[:free]
+        scores = await self.pool.eval(_CLAIM_SCRIPT, 1, self.queue_name, timestamp_ms(),
+                                      int(self.in_progress_timeout_s * 1000), in_progress_key_prefix, *fresh)
+        for job_id, score in zip(fresh, scores):
+            if score == -1:
+                if job_id not in self.tasks:
+                    self._elsewhere[job_id] = now
+                continue
+            if score == 0:
+                continue  # gone, or re-enqueued for later
+            await self.sem.acquire()
+            self.job_counter += 1
+            t = self.loop.create_task(self.run_job(job_id, int(score)))
+            t.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = t
 
     async def close(self) -> None:
         """arq's close, except that Redis being down at shutdown does not skip our own shutdown.
