@@ -53,6 +53,16 @@ async def idle_on_exit(worker: WakeableWorker) -> AsyncIterator[WakeableWorker]:
             await asyncio.sleep(0.01)
 
 
+async def wait_for_voice(base: str, http: aiohttp.ClientSession, voice: str) -> None:
+    """Until the gateway's catalogue lists ``voice`` (a worker is up before its first heartbeat lands)."""
+    for _ in range(300):
+        async with http.get(f"{base}/v1/voices") as r:
+            if r.status == 200 and voice in [v["voice_id"] for v in (await r.json())["voices"]]:
+                return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"no worker advertised voice {voice!r}")
+
+
 @contextlib.asynccontextmanager
 async def el_stack(redis_url: str, emu_config: dict[str, Any] | None = None,
                    **overrides: Any) -> AsyncIterator[Stack]:
@@ -64,6 +74,7 @@ async def el_stack(redis_url: str, emu_config: dict[str, Any] | None = None,
                                  upstream_concurrency=200, **overrides)
         async with running_worker(settings) as worker, idle_on_exit(worker), running_gateway(settings) as base, \
                 aiohttp.ClientSession() as http:
+            await wait_for_voice(base, http, EL_VOICE)
             yield Stack(base, http, settings, emu)
 
 
@@ -73,6 +84,7 @@ async def local_stack(redis_url: str, **overrides: Any) -> AsyncIterator[Stack]:
     settings = fast_settings(redis_url, providers=("local",), **overrides)
     async with running_worker(settings) as worker, idle_on_exit(worker), running_gateway(settings) as base, \
             aiohttp.ClientSession() as http:
+        await wait_for_voice(base, http, "joe")
         yield Stack(base, http, settings)
 
 

@@ -15,11 +15,8 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from aiohttp import web
-from elevenlabs import VoiceSettings
-from elevenlabs.client import AsyncElevenLabs, ElevenLabs
 from emulator.synth import decode_text
 from gateway.__main__ import ssl_context
 from gateway.app import create_app
@@ -30,6 +27,12 @@ from shared.settings import Settings
 from tests.compat.conftest import EL_VOICE, el_stack, idle_on_exit
 from tests.conftest import fast_settings
 from tests.support.stack import running_worker
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("elevenlabs")  # the official SDK: in the ``test`` extra
+
+from elevenlabs import VoiceSettings
+from elevenlabs.client import AsyncElevenLabs, ElevenLabs
 
 TEXT = "The official SDK only changes its base URL."
 # The SDK itself reads the deprecated ConnectionClosed.code of websockets >= 14 after every close.
