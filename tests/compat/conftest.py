@@ -53,14 +53,14 @@ async def idle_on_exit(worker: WakeableWorker) -> AsyncIterator[WakeableWorker]:
             await asyncio.sleep(0.01)
 
 
-async def wait_for_voice(base: str, http: aiohttp.ClientSession, voice: str) -> None:
-    """Until the gateway's catalogue lists ``voice`` (a worker is up before its first heartbeat lands)."""
+async def wait_ready(base: str, http: aiohttp.ClientSession) -> None:
+    """Until /readyz sees a live worker with voices (a worker is up before its first heartbeat lands)."""
     for _ in range(300):
-        async with http.get(f"{base}/v1/voices") as r:
-            if r.status == 200 and voice in [v["voice_id"] for v in (await r.json())["voices"]]:
+        async with http.get(f"{base}/readyz") as r:
+            if r.status == 200 and (await r.json()).get("voices"):
                 return
         await asyncio.sleep(0.02)
-    raise TimeoutError(f"no worker advertised voice {voice!r}")
+    raise TimeoutError("no worker became ready")
 
 
 @contextlib.asynccontextmanager
@@ -74,7 +74,7 @@ async def el_stack(redis_url: str, emu_config: dict[str, Any] | None = None,
                                  upstream_concurrency=200, **overrides)
         async with running_worker(settings) as worker, idle_on_exit(worker), running_gateway(settings) as base, \
                 aiohttp.ClientSession() as http:
-            await wait_for_voice(base, http, EL_VOICE)
+            await wait_ready(base, http)
             yield Stack(base, http, settings, emu)
 
 
@@ -84,7 +84,7 @@ async def local_stack(redis_url: str, **overrides: Any) -> AsyncIterator[Stack]:
     settings = fast_settings(redis_url, providers=("local",), **overrides)
     async with running_worker(settings) as worker, idle_on_exit(worker), running_gateway(settings) as base, \
             aiohttp.ClientSession() as http:
-        await wait_for_voice(base, http, "joe")
+        await wait_ready(base, http)
         yield Stack(base, http, settings)
 
 
