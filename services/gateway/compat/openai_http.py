@@ -2,7 +2,8 @@
 
 Body: ``input`` (required), ``voice`` (OpenAI's names — alloy, echo, … — mean the deployment's
 default voice unless the catalogue has a voice of that id; any other id is looked up as given),
-``model`` (tts-1, tts-1-hd, gpt-4o-mini-tts or any id: the voice's default model is used),
+``model`` (tts-1, tts-1-hd, gpt-4o-mini-tts and other unknown ids mean the voice's default model;
+an ElevenLabs id such as eleven_flash_v2_5 is passed on),
 ``response_format`` (mp3 → mp3_44100_128, wav → a streaming 24 kHz WAV with one header, pcm → raw
 24 kHz s16le as OpenAI sends it; opus, aac and flac are refused with 400 ``unsupported_format``),
 ``speed`` (0.25–4.0; the provider may allow less: the local voice 0.5–2.0, ElevenLabs 0.7–1.2),
@@ -21,6 +22,7 @@ from aiohttp import web
 from gateway.appkeys import SERVICES
 from gateway.compat.audio_edge import CONTEXT_ID, Utterance, stream_body
 from gateway.compat.auth_edge import principal_of
+from gateway.compat.el_messages import normalize_model
 from gateway.compat.http_errors import openai_error
 from gateway.events import AudioEvent
 from gateway.requests import build_request
@@ -56,7 +58,9 @@ async def speech(request: web.Request) -> web.StreamResponse:
             if speed != 1.0:
                 options["speed"] = float(speed)
         voice = await _voice(request, body.get("voice"))
-        req = await build_request(services.catalog, context_id=CONTEXT_ID, voice=voice, model=None,
+        model = body.get("model")
+        req = await build_request(services.catalog, context_id=CONTEXT_ID, voice=voice,
+                                  model=normalize_model(model if isinstance(model, str) else None),
                                   fmt=fmt.name, options=options, text=text, input_closed=True)
         async with Utterance(services, api="openai", tenant=principal.key_id) as utt:
             await utt.start(req)
