@@ -153,7 +153,7 @@ class Error(Message):
 
 def encode(msg: Message) -> bytes:
     """Pack a message for Redis."""
-    body = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}  # type: ignore[arg-type]
+    body = {name: getattr(msg, name) for name in _NAMES[type(msg)]}
     body["v"] = VERSION
     body["t"] = msg.TYPE
     return msgpack.packb(body, use_bin_type=True)
@@ -173,14 +173,14 @@ def decode(data: bytes) -> Message:
     if cls is None:
         raise ProtocolError(f"unknown message type {body.get('t')!r}")
     kwargs = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in body:
-            value = body[f.name]
-            if not _type_ok(value, _HINTS[cls][f.name]):
-                raise ProtocolError(f"{cls.TYPE}.{f.name} has the wrong type ({type(value).__name__})")
-            kwargs[f.name] = value
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ProtocolError(f"{cls.TYPE} is missing field {f.name!r}")
+    for name, allowed, no_bool, required in _SPECS[cls]:
+        if name in body:
+            value = body[name]
+            if not isinstance(value, allowed) or (no_bool and value.__class__ is bool):
+                raise ProtocolError(f"{cls.TYPE}.{name} has the wrong type ({type(value).__name__})")
+            kwargs[name] = value
+        elif required:
+            raise ProtocolError(f"{cls.TYPE} is missing field {name!r}")
     return cls(**kwargs)
 
 
@@ -201,3 +201,37 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     base = origin or hint
     return isinstance(value, base)
+
+
+def _compile(hint: Any) -> tuple[tuple[type, ...], bool]:
+    """``hint`` as (isinstance types, reject bool): the same verdicts as ``_type_ok``, precomputed."""
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    allowed: list[type] = []
+    numeric = bool_ok = False
+    for h in members:
+        if h is type(None):
+            allowed.append(type(None))
+        elif h is float:
+            allowed += [int, float]
+            numeric = True
+        elif h is int:
+            allowed.append(int)
+            numeric = True
+        else:
+            base = typing.get_origin(h) or h
+            allowed.append(base)
+            bool_ok = bool_ok or base is bool
+    return tuple(allowed), numeric and not bool_ok
+
+
+# Per message class, computed once (dataclasses.fields and type hints are slow on every frame):
+# field names for encode; (name, types, reject bool, required) for decode.
+_NAMES: dict[type[Message], tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _REGISTRY.values()  # type: ignore[arg-type]
+}
+_SPECS: dict[type[Message], tuple[tuple[str, tuple[type, ...], bool, bool], ...]] = {
+    cls: tuple((f.name, *_compile(_HINTS[cls][f.name]),
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+               for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    for cls in _REGISTRY.values()
+}
