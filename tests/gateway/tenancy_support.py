@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,8 +20,10 @@ TOKEN_SECRET = "token-secret-for-tests"
 
 def tenancy_settings(redis_url: str, **overrides: Any) -> Settings:
     """Keys enforced, an admin token and a fixed token secret."""
+    # A generous heartbeat TTL: these tests are about keys, not about dead workers, and a busy
+    # machine can delay a beat past fast_settings' 0.8 s.
     base: dict[str, Any] = {"auth_disabled": False, "admin_token": ADMIN, "token_secret": TOKEN_SECRET,
-                            "providers": ("local",)}
+                            "providers": ("local",), "heartbeat_ttl_s": 3.0}
     base.update(overrides)
     return fast_settings(redis_url, **base)
 
@@ -60,4 +63,17 @@ async def tenancy_stack(redis_url: str, *, worker: bool = True, **overrides: Any
             await stack.enter_async_context(running_worker(settings))
         base = await stack.enter_async_context(running_gateway(settings))
         http = await stack.enter_async_context(aiohttp.ClientSession())
+        if worker:
+            await wait_ready(base, http)
         yield Stack(base, http, settings)
+
+
+async def wait_ready(base: str, http: aiohttp.ClientSession, timeout: float = 30.0) -> None:
+    """Until the gateway's /readyz sees a live worker (a busy machine may delay its first heartbeat)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async with http.get(base + "/readyz") as r:
+            if r.status == 200:
+                return
+        assert asyncio.get_running_loop().time() < deadline, "no worker became ready"
+        await asyncio.sleep(0.05)

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from shared import keys
 from tests.conftest import fast_settings
-from tests.gateway.tenancy_support import tenancy_stack
+from tests.gateway.tenancy_support import tenancy_stack, wait_ready
 from tests.support.stack import ContextResult, NativeClient, running_gateway, running_worker
 
 PHRASE = "Thanks for calling. How can I help you today?"
@@ -39,11 +39,12 @@ async def _wait_stored(r: aioredis.Redis, n: int, timeout: float = 5.0) -> None:
 
 
 async def test_a_cached_phrase_replays_identical_audio_and_alignment_without_a_job(redis_url: str) -> None:
-    settings = fast_settings(redis_url, providers=("local",), cache_enabled=True)
+    settings = fast_settings(redis_url, providers=("local",), cache_enabled=True, heartbeat_ttl_s=3.0)
     r = aioredis.Redis.from_url(redis_url)
     try:
         async with running_worker(settings) as worker, running_gateway(settings) as base, \
                 aiohttp.ClientSession() as http:
+            await wait_ready(base, http)
             async with NativeClient.connect(base, http) as c:
                 miss = await c.speak("m", PHRASE, format="pcm_16000", timeout=60, options={"alignment": True})
             assert miss.final is not None and miss.final["cached"] is False, miss.error
@@ -79,10 +80,11 @@ async def test_a_cached_phrase_replays_identical_audio_and_alignment_without_a_j
 
 
 async def test_only_whole_completed_utterances_are_stored(redis_url: str) -> None:
-    settings = fast_settings(redis_url, providers=("local",), cache_enabled=True)
+    settings = fast_settings(redis_url, providers=("local",), cache_enabled=True, heartbeat_ttl_s=3.0)
     r = aioredis.Redis.from_url(redis_url)
     try:
         async with running_worker(settings), running_gateway(settings) as base, aiohttp.ClientSession() as http:
+            await wait_ready(base, http)
             async with NativeClient.connect(base, http) as c:
                 # Streamed: text after start. Not cacheable, however it ends.
                 await c.send(type="start", context_id="s", format="pcm_16000")
@@ -139,8 +141,9 @@ async def test_measure_cache_hit_ttfa_against_a_miss_local_voice(redis_url: str)
     """Client-side ``start`` → first audio frame through the native WS with the local Piper voice."""
     import statistics
 
-    settings = fast_settings(redis_url, providers=("local",), cache_enabled=True)
+    settings = fast_settings(redis_url, providers=("local",), cache_enabled=True, heartbeat_ttl_s=3.0)
     async with running_worker(settings), running_gateway(settings) as base, aiohttp.ClientSession() as http:
+        await wait_ready(base, http)
 
         async def ttfa(text: str, **start: Any) -> tuple[float, bool]:
             async with NativeClient.connect(base, http) as c:

@@ -14,7 +14,7 @@ import aiohttp
 from emulator.config import EmulatorConfig
 from emulator.runner import DEFAULT_VOICE_ID, RunningEmulator, run_emulator
 
-from tests.gateway.tenancy_support import Stack, tenancy_settings
+from tests.gateway.tenancy_support import Stack, tenancy_settings, wait_ready
 from tests.support.stack import NativeClient, running_gateway, running_worker
 
 PHRASE = "Your appointment is confirmed for Tuesday at ten."
@@ -31,6 +31,7 @@ async def el_cache_stack(redis_url: str, **overrides: Any) -> AsyncIterator[tupl
             elevenlabs_voices=(DEFAULT_VOICE_ID,), pool_min_sockets=1, upstream_concurrency=50,
             cache_enabled=True, **overrides)
         async with running_worker(settings), running_gateway(settings) as base, aiohttp.ClientSession() as http:
+            await wait_ready(base, http)
             yield Stack(base, http, settings), emu
 
 

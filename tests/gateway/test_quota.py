@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from gateway.admission.limiter import utc_day
 
 from shared import keys
-from tests.gateway.tenancy_support import Stack, tenancy_settings, tenancy_stack
+from tests.gateway.tenancy_support import Stack, tenancy_settings, tenancy_stack, wait_ready
 from tests.support.stack import NativeClient, running_gateway, running_worker
 
 TEN = "Hello now."  # ten characters
@@ -106,6 +106,7 @@ async def test_failed_and_cancelled_contexts_are_refunded(redis_url: str) -> Non
     settings = tenancy_settings(redis_url, job_start_timeout_s=1.0)
     async with running_worker(replace(settings, queue_name="elsewhere")), running_gateway(settings) as base, \
             aiohttp.ClientSession() as http:
+        await wait_ready(base, http)
         s = Stack(base, http, settings)
         created = await s.create_key("refund", quota_chars=1000, max_contexts=None, rate_per_minute=None)
         async with NativeClient.connect(s.base, s.http, headers={"xi-api-key": created["key"]}) as c:
