@@ -347,6 +347,10 @@ async def serve(request: web.Request, *, multi: bool, dispatch: Dispatch) -> web
         if not sock.done.is_set():
             await _read(sock, dispatch)
     finally:
+        if sock.done.is_set():
+            # The writer may be mid close handshake (waiting for the client's close frame): cancelling
+            # it now would drop the connection and the client would see 1006, not our close code.
+            await asyncio.wait(tasks, timeout=2.0)
         for t in tasks:
             t.cancel()
         for t in tasks:
