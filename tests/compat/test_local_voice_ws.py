@@ -1,0 +1,41 @@
+"""The compatible WebSocket on the local Piper voice: real speech, alignment, barge-in."""
+
+from __future__ import annotations
+
+from shared.audio.analysis import rms
+from tests.compat.elclient import ElClient
+
+
+async def test_local_voice_multi_stream_with_alignment(local) -> None:
+    text = "Hello there. This is the local voice."
+    async with ElClient.connect(local.base, local.http, output_format="pcm_22050", sync_alignment=True) as c:
+        await c.send(text=" ", context_id="a", voice_settings={})
+        await c.send(text=text, context_id="a", flush=True)
+        await c.send(context_id="a", close_context=True)
+        await c.pump_until(lambda c: c.final("a"), timeout=30)
+    rec = c.get("a")
+    seconds = len(rec.audio) / 2 / 22050
+    assert 1.0 < seconds < 6.0 and rms(rec.audio) > 0.01
+    assert " ".join(rec.chars.split()) == text  # every character, in order, timed
+    for al in rec.alignments:
+        if al:
+            assert all(s >= 0 for s in al["charStartTimesMs"]) and all(d >= 0 for d in al["charDurationsMs"])
+
+
+async def test_local_voice_barge_in_with_new_ids(local) -> None:
+    async with ElClient.connect(local.base, local.http, output_format="pcm_16000") as c:
+        for i in range(7):
+            cid = f"turn{i}"
+            await c.send(text=" ", context_id=cid)
+            await c.send(text=f"Answer number {i} goes on for a little while before it ends.", context_id=cid,
+                         flush=True)
+            if i < 6:  # the user interrupts every turn but the last one
+                await c.pump_until(lambda c, cid=cid: bool(c.get(cid).chunks), timeout=30)
+                await c.send(context_id=cid, close_context=True)
+        await c.send(context_id="turn6", close_context=True)
+        await c.pump_until(lambda c: all(c.final(f"turn{i}") for i in range(7)), timeout=60)
+        await c.quiet_for(0.3)
+    for i in range(7):
+        rec = c.get(f"turn{i}")
+        assert rec.finals == 1 and rec.frames_after_final == 0 and not rec.errors
+        assert len(rec.audio) / 32000 > 1.0
