@@ -41,6 +41,35 @@ def gateway_heartbeat(gateway_id: str) -> str:
     return GATEWAY_HEARTBEAT_PREFIX + gateway_id
 
 
+def upstream_leases(account: str) -> str:
+    """Sorted set of an upstream account's live generation permits: holder -> lease expiry (ms, Redis clock).
+
+    The braces are a cluster hash tag: every key of one account lives in one slot, so one script may
+    touch them all (the same holds for the other ``upstream_*`` keys below).
+    """
+    return f"{PREFIX}upstream:{{{account}}}:leases"
+
+
+def upstream_waiters(account: str) -> str:
+    """Sorted set of tickets waiting for an account permit, scored by arrival (FIFO order)."""
+    return f"{PREFIX}upstream:{{{account}}}:waiters"
+
+
+def upstream_waiter_deadlines(account: str) -> str:
+    """The same tickets scored by expiry: a waiter that stops polling (crashed) leaves the line."""
+    return f"{PREFIX}upstream:{{{account}}}:waiter-deadlines"
+
+
+def upstream_ticket_seq(account: str) -> str:
+    """Counter that numbers tickets in arrival order."""
+    return f"{PREFIX}upstream:{{{account}}}:seq"
+
+
+def upstream_wake(account: str, holder: str) -> str:
+    """List a releaser pushes a waiting ticket to when a permit is there for it; one per provider instance."""
+    return f"{PREFIX}upstream:{{{account}}}:wake:{holder}"
+
+
 def worker_id_from_key(key: str) -> str:
     """Inverse of :func:`worker_heartbeat`."""
     return key[len(WORKER_HEARTBEAT_PREFIX):]

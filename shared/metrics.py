@@ -55,6 +55,12 @@ UPSTREAM_CONNECT = Histogram("tts_upstream_connect_seconds", "Upstream WebSocket
 UPSTREAM_ERRORS = Counter("tts_upstream_errors_total", "Upstream failures, by reason", ["provider", "reason"])
 POOL_SOCKETS = Gauge("tts_pool_sockets", "Pooled upstream sockets, by state", ["provider", "state"])
 POOL_CONTEXTS = Gauge("tts_pool_live_contexts", "Live upstream contexts", ["provider"])
+UPSTREAM_ACCOUNT_LEASES = Gauge("tts_upstream_account_leases",
+                                "Upstream permits held account-wide (all workers), as last seen by this worker",
+                                ["provider"])
+UPSTREAM_PERMIT_FAIL_OPEN = Counter("tts_upstream_permit_fail_open_total",
+                                    "Contexts admitted on the per-worker limit alone: Redis was unreachable",
+                                    ["provider"])
 POOL_SLOT_WAIT = Histogram("tts_pool_slot_wait_seconds", "Wait for an upstream context slot",
                            ["provider"], buckets=LATENCY_BUCKETS)
 POOL_RECONNECTS = Counter("tts_pool_reconnects_total", "Upstream sockets replaced", ["provider", "reason"])

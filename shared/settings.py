@@ -112,6 +112,9 @@ class Settings:
     pool_keepalive_s: float = env_field("POOL_KEEPALIVE_S", 10.0, check=_positive)
     upstream_concurrency: int = env_field("UPSTREAM_CONCURRENCY", 10, check=_positive)
     upstream_slot_wait_s: float = env_field("UPSTREAM_SLOT_WAIT_S", 5.0, check=_non_negative)
+    # Account-wide permits are leases in Redis refreshed while their contexts live: a crashed worker's
+    # permits come back after this long.
+    upstream_lease_s: float = env_field("UPSTREAM_LEASE_S", 5.0, check=lambda v: v >= 0.5)
     upstream_first_audio_timeout_s: float = env_field("UPSTREAM_FIRST_AUDIO_TIMEOUT_S", 8.0, check=_positive)
     upstream_inactivity_timeout_s: int = env_field("UPSTREAM_INACTIVITY_TIMEOUT_S", 180,
                                                    check=lambda v: 1 <= v <= 180)

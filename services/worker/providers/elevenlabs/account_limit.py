@@ -1,0 +1,391 @@
+"""Account-wide upstream concurrency: permits shared by every worker through Redis.
+
+ElevenLabs caps an account's concurrent generations (the plan's limit, ``UPSTREAM_CONCURRENCY``).
+With N workers the cap must hold for all of them together, so the pool's per-process count is not
+enough: every context also takes one of these permits before it is placed, keeps it across
+transparent retries, and gives it back at its final, its failure or its socket's end.
+
+Leases: ``upstream_leases`` is a sorted set of holders (``<instance>:<context key>``) scored by
+lease expiry on Redis' clock (no worker's clock is trusted). A provider refreshes its leases every
+``lease_s / 3``, so a SIGKILLed worker's permits lapse within ``lease_s`` and the next script call
+anywhere purges them. A refresh re-adds leases Redis lost (a restart without persistence, a permit
+granted while Redis was unreachable), so the count converges back to the truth.
+
+Fairness: a caller that cannot take a permit at once joins a line of tickets numbered in arrival
+order, and a ticket may take a permit only while it is among the first ``free`` ones: a newcomer
+on any worker never overtakes an earlier waiter on another. A ticket expires like a lease when its
+waiter stops polling (a crashed worker's waiters leave the line).
+
+Wake-up: whoever frees permits (a release, or a purge of lapsed leases) pushes the tickets now
+entitled to them onto their owner's wake list, and one ``BLPOP`` loop per provider instance (only
+while it has waiters) hands each to its waiter, which claims with one script call. A targeted wake:
+no herd of every waiter re-polling on every release (a broadcast), no permit lying idle until the
+next poll (polling); it also needs no pub/sub connection beside the process's one. A waiter still
+re-polls at the earliest lease expiry and at least every ``lease_s / 3``, so a lost wake (or a
+crashed holder nobody releases for) costs time, never a permit.
+
+Cost: taking a free permit is one EVALSHA (the scripts are loaded at start); releases are batched
+off the caller's path.
+
+Redis unreachable: fail OPEN to the per-worker limit (the pool still counts ``UPSTREAM_CONCURRENCY``
+per process), counted in ``tts_upstream_permit_fail_open_total`` and logged once per outage. Redis
+down also stops arq handing out jobs, so only contexts of jobs already running get in this way,
+whereas failing closed would turn every Redis blip (a restart) into ``upstream_busy`` for work that
+would otherwise succeed. Such permits are registered by the next refresh once Redis answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from shared import keys
+from shared.errors import UpstreamBusy, UpstreamError
+from shared.logging import get_logger
+from shared.metrics import UPSTREAM_ACCOUNT_LEASES, UPSTREAM_PERMIT_FAIL_OPEN
+
+log = get_logger(__name__)
+
+# One script call; slower than this, Redis counts as unreachable. Generous: a loaded host's event-loop
+# stall must not pass for an outage (that would fail open). A stopped Redis refuses at once anyway.
+_OP_TIMEOUT_S = 2.0
+_DOWN_S = 1.0  # after a failure, fail open at once for this long instead of asking again
+_WAKE_BLOCK_S = 1  # BLPOP timeout of the wake loop (whole seconds: Redis 6.2 and 7 agree on those)
+
+# KEYS: leases, waiters, waiter deadlines (+ ticket counter for ACQUIRE)
+# ARGV: limit, lease ttl (ms), wake-list key prefix, then per script
+_PRELUDE = """
+local leases, waiters, deadlines = KEYS[1], KEYS[2], KEYS[3]
+local limit, ttl, wake_prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- lapsed leases belong to dead holders, lapsed tickets to waiters that stopped polling
+local function purge()
+  local n = redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+  for _, ticket in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now)) do
+    redis.call('ZREM', waiters, ticket)
+    redis.call('ZREM', deadlines, ticket)
+    n = n + 1
+  end
+  return n
+end
+
+-- tell the tickets entitled to the free permits (the first `free` in line) to come and take them
+local function wake(skip)
+  local free = limit - redis.call('ZCARD', leases)
+  if free <= 0 then return end
+  for _, ticket in ipairs(redis.call('ZRANGE', waiters, 0, free - 1)) do
+    if ticket ~= skip then
+      local key = wake_prefix .. string.match(ticket, '^[^:]*')
+      redis.call('RPUSH', key, ticket)
+      redis.call('PEXPIRE', key, ttl)
+    end
+  end
+end
+
+local function keep(key)
+  redis.call('PEXPIRE', key, 3 * ttl)
+end
+"""
+
+# ARGV[4]: holder; ARGV[5]: '1' to join the line when refused. KEYS[4]: ticket counter.
+# -> {granted 0|1, permits held account-wide, tickets ahead of the caller, ms to the earliest lease expiry}
+ACQUIRE = _PRELUDE + """
+local holder = ARGV[4]
+local purged = purge()
+if redis.call('ZSCORE', leases, holder) then  -- granted by a call whose reply was lost
+  redis.call('ZADD', leases, now + ttl, holder)
+  return {1, redis.call('ZCARD', leases), 0, -1}
+end
+local held = redis.call('ZCARD', leases)
+local rank = redis.call('ZRANK', waiters, holder)
+local ahead = rank or redis.call('ZCARD', waiters)
+if ahead < limit - held then
+  if rank then
+    redis.call('ZREM', waiters, holder)
+    redis.call('ZREM', deadlines, holder)
+  end
+  redis.call('ZADD', leases, now + ttl, holder)
+  keep(leases)
+  if purged > 0 then wake(holder) end
+  return {1, held + 1, 0, -1}
+end
+if ARGV[5] == '1' then
+  if not rank then
+    redis.call('ZADD', waiters, redis.call('INCR', KEYS[4]), holder)
+  end
+  redis.call('ZADD', deadlines, now + ttl, holder)
+  keep(waiters)
+  keep(deadlines)
+  keep(KEYS[4])
+end
+if purged > 0 then wake(holder) end
+local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+local next_expiry = -1
+if #first > 0 then next_expiry = tonumber(first[2]) - now end
+return {0, held, ahead, next_expiry}
+"""
+
+# ARGV[4..]: holders giving back a permit or leaving the line -> permits held account-wide
+RELEASE = _PRELUDE + """
+purge()
+for i = 4, #ARGV do
+  redis.call('ZREM', leases, ARGV[i])
+  redis.call('ZREM', waiters, ARGV[i])
+  redis.call('ZREM', deadlines, ARGV[i])
+end
+wake('')
+return redis.call('ZCARD', leases)
+"""
+
+# ARGV[4..]: holders whose contexts still live -> {permits held account-wide, leases re-added}
+# (A holder admitted while Redis did not answer may have left a ticket behind: it waits no more.)
+REFRESH = _PRELUDE + """
+local purged = purge()
+local added = 0
+for i = 4, #ARGV do
+  added = added + redis.call('ZADD', leases, now + ttl, ARGV[i])
+  redis.call('ZREM', waiters, ARGV[i])
+  redis.call('ZREM', deadlines, ARGV[i])
+end
+keep(leases)
+if purged > 0 then wake('') end
+return {redis.call('ZCARD', leases), added}
+"""
+
+
+class _Unreachable(Exception):
+    """A Redis call failed or took longer than ``_OP_TIMEOUT_S``."""
+
+
+def account_id(provider: str, base_url: str, api_key: str | None) -> str:
+    """Name an upstream account in Redis keys without revealing its key (a digest of URL and key)."""
+    digest = hashlib.sha256(f"{base_url}\0{api_key or ''}".encode()).hexdigest()[:16]
+    return f"{provider}:{digest}"
+
+
+class AccountLimit:
+    """One provider instance's side of the account-wide permits (see the module docstring)."""
+
+    def __init__(self, redis: aioredis.Redis, *, account: str, limit: int, lease_s: float,
+                 provider: str = "elevenlabs", wake: bool = True) -> None:
+        """``limit`` permits for ``account`` in ``redis``; ``wake=False`` waits by polling alone (benchmarks)."""
+        self.limit = limit
+        self.lease_s = lease_s
+        self.provider = provider
+        self.instance = uuid.uuid4().hex[:12]
+        self.refresh_s = lease_s / 3
+        self.account_leases = 0  # held account-wide, as last seen
+        self._redis = redis
+        self._ttl_ms = max(1, round(lease_s * 1000))
+        self._keys = [keys.upstream_leases(account), keys.upstream_waiters(account),
+                      keys.upstream_waiter_deadlines(account)]
+        self._seq_key = keys.upstream_ticket_seq(account)
+        self._wake_key = keys.upstream_wake(account, self.instance)
+        self._wake_prefix = keys.upstream_wake(account, "")
+        self._wake = wake
+        self._acquire = redis.register_script(ACQUIRE)
+        self._release = redis.register_script(RELEASE)
+        self._refresh = redis.register_script(REFRESH)
+        self._held: set[str] = set()
+        self._waiting: dict[str, asyncio.Event] = {}
+        self._leaving: set[str] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._waker: asyncio.Task[None] | None = None
+        self._down_until = 0.0
+        self._outage = False
+        self._closed = False
+
+    def holder(self, key: str) -> str:
+        """The member naming context ``key`` of this instance in Redis."""
+        return f"{self.instance}:{key}"
+
+    # -- life cycle ---------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the scripts (so the first acquire is one round trip too) and start refreshing leases."""
+        try:
+            async with asyncio.timeout(2.0):
+                for script in (ACQUIRE, RELEASE, REFRESH):
+                    await self._redis.script_load(script)
+        except (RedisError, OSError, TimeoutError) as e:
+            log.warning("upstream_permits_unavailable", error=type(e).__name__, at="start")
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="elevenlabs-permit-refresh")
+
+    async def close(self) -> None:
+        """Wake and fail waiters, stop refreshing and give back every permit still held."""
+        if self._closed:
+            return
+        self._closed = True
+        for ev in self._waiting.values():
+            ev.set()
+        for task in (self._refresher, self._waker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._flusher is not None:
+            await asyncio.wait([self._flusher])
+        self._leaving |= self._held
+        self._held.clear()
+        await self._flush()
+
+    # -- permits ------------------------------------------------------------------------------------------
+    async def acquire(self, key: str, deadline: float) -> None:
+        """Take a permit for context ``key``, in line until ``deadline`` (monotonic); else raise UpstreamBusy."""
+        if self._closed:
+            raise UpstreamError("the ElevenLabs provider is not running")
+        holder = self.holder(key)
+        if time.monotonic() < self._down_until:
+            self._fail_open(holder)
+            return
+        t0 = time.monotonic()
+        ev = asyncio.Event()
+        self._waiting[holder] = ev  # before the first call: a wake may come before its reply is read
+        ahead = 0
+        try:
+            while True:
+                may_wait = deadline - time.monotonic() > 0
+                try:
+                    granted, held, ahead, next_ms = await self._call(
+                        self._acquire, [*self._keys, self._seq_key],
+                        [self.limit, self._ttl_ms, self._wake_prefix, holder, int(may_wait)])
+                except _Unreachable:
+                    self._fail_open(holder)
+                    return
+                self._seen(held)
+                if granted:
+                    self._held.add(holder)
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._ensure_waker()
+                sleep = min(remaining, self.refresh_s)
+                if next_ms >= 0:
+                    sleep = min(sleep, next_ms / 1000 + 0.005)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(sleep):
+                        await ev.wait()
+                ev.clear()
+                if self._closed:
+                    raise UpstreamError("the ElevenLabs provider shut down")
+        except BaseException:
+            self._leave(holder)  # cancelled mid-call, a grant may have raced: give back ticket and permit
+            raise
+        finally:
+            self._waiting.pop(holder, None)
+        self._leave(holder)
+        waited = time.monotonic() - t0
+        raise UpstreamBusy(f"the upstream account's {self.limit} concurrent generations stayed busy "
+                           f"for {waited:.1f}s", limit="concurrency", scope="account",
+                           waited_s=round(waited, 3), account_limit=self.limit, waiting_ahead=int(ahead))
+
+    def release(self, key: str) -> None:
+        """Give back context ``key``'s permit (idempotent; sent in the background, batched)."""
+        holder = self.holder(key)
+        if holder in self._held:
+            self._held.discard(holder)
+            self._leave(holder)
+
+    def held(self, key: str) -> bool:
+        """Does context ``key`` hold a permit here?"""
+        return self.holder(key) in self._held
+
+    def status(self) -> dict[str, Any]:
+        """For /admin/status and the heartbeat: the limit, permits held here and account-wide, waiters."""
+        return {"scope": "account", "limit": self.limit, "held_here": len(self._held),
+                "waiting_here": len(self._waiting), "account_leases": self.account_leases,
+                "redis": "unreachable" if self._outage else "ok"}
+
+    # -- Redis --------------------------------------------------------------------------------------------
+    async def _call(self, script: AsyncScript, keys_: list[str], args: list[Any]) -> Any:
+        try:
+            async with asyncio.timeout(_OP_TIMEOUT_S):
+                result = await script(keys=keys_, args=args)
+        except (RedisError, OSError, TimeoutError) as e:
+            self._down_until = time.monotonic() + _DOWN_S
+            if not self._outage:
+                self._outage = True
+                log.warning("upstream_permits_unavailable", error=type(e).__name__,
+                            fallback="per-worker limit")
+            raise _Unreachable from e
+        if self._outage:
+            self._outage = False
+            log.info("upstream_permits_restored")
+        return result
+
+    def _fail_open(self, holder: str) -> None:
+        UPSTREAM_PERMIT_FAIL_OPEN.labels(self.provider).inc()
+        self._held.add(holder)  # registered in Redis by the next refresh that gets through
+
+    def _seen(self, held: int) -> None:
+        self.account_leases = int(held)
+        UPSTREAM_ACCOUNT_LEASES.labels(self.provider).set(self.account_leases)
+
+    def _leave(self, holder: str) -> None:
+        self._leaving.add(holder)
+        if not self._closed and (self._flusher is None or self._flusher.done()):
+            # One task drains every release made in the meantime with one script call.
+            self._flusher = asyncio.get_running_loop().create_task(self._flush(),
+                                                                   name="elevenlabs-permit-release")
+
+    async def _flush(self) -> None:
+        while self._leaving:
+            batch = list(self._leaving)
+            self._leaving.clear()
+            try:
+                held = await self._call(self._release, self._keys,
+                                        [self.limit, self._ttl_ms, self._wake_prefix, *batch])
+            except _Unreachable:
+                return  # the leases (and tickets) lapse by themselves within lease_s
+            self._seen(held)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            if not self._held:
+                continue
+            batch = list(self._held)
+            try:
+                held, added = await self._call(self._refresh, self._keys,
+                                               [self.limit, self._ttl_ms, self._wake_prefix, *batch])
+            except _Unreachable:
+                continue
+            self._seen(held)
+            if added:
+                log.warning("upstream_permits_reregistered", count=int(added), account_leases=int(held))
+            # Released while the refresh was in flight: the refresh may have re-added them.
+            stale = [h for h in batch if h not in self._held]
+            for h in stale:
+                self._leave(h)
+
+    def _ensure_waker(self) -> None:
+        if self._wake and not self._closed and (self._waker is None or self._waker.done()):
+            self._waker = asyncio.get_running_loop().create_task(self._wake_loop(),
+                                                                 name="elevenlabs-permit-wake")
+
+    async def _wake_loop(self) -> None:
+        backoff = 0.05
+        while self._waiting and not self._closed:
+            try:
+                item = await self._redis.blpop([self._wake_key], timeout=_WAKE_BLOCK_S)  # type: ignore[misc]
+            except (RedisError, OSError):
+                await asyncio.sleep(backoff)  # waiters keep polling meanwhile
+                backoff = min(backoff * 2, 1.0)
+                continue
+            backoff = 0.05
+            if item is not None:
+                ev = self._waiting.get(item[1].decode() if isinstance(item[1], bytes) else item[1])
+                if ev is not None:
+                    ev.set()
+
