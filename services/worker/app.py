@@ -53,7 +53,7 @@ def build_worker(settings: Settings, providers: dict[str, Provider] | None = Non
         publisher = Publisher(redis)
         inputs = InputRouter(redis, hub)
         hub.on_reconnect = inputs.on_reconnect
-        provs = providers if providers is not None else build_providers(settings)
+        provs = providers if providers is not None else build_providers(settings, redis=redis)
         state = WorkerState(settings=settings, worker_id=wid, redis=redis, hub=hub, publisher=publisher,
                             inputs=inputs, providers=provs)
         ctx[STATE_KEY] = state

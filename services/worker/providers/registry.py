@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shared.settings import Settings
 from worker.providers.base import Provider
 
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
-    """Instantiate every provider named in ``settings.providers``."""
+
+def build_providers(settings: Settings, *, redis: aioredis.Redis | None = None) -> dict[str, Provider]:
+    """Instantiate every provider named in ``settings.providers``; ``redis`` makes limits account-wide."""
     providers: dict[str, Provider] = {}
     for name in settings.providers:
         if name == "local":
@@ -17,5 +22,5 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
         elif name == "elevenlabs":
             from worker.providers.elevenlabs import ElevenLabsProvider
 
-            providers[name] = ElevenLabsProvider(settings)
+            providers[name] = ElevenLabsProvider(settings, redis=redis)
     return providers

@@ -4,7 +4,11 @@ Placement: a context goes to the least-loaded open socket of its :class:`SocketK
 slot (a slot frees only at the context's final), else to a new socket while the pool is under
 ``pool_max_sockets``. Every live context also holds one of ``upstream_concurrency`` permits (the
 account's concurrent-generation limit); beyond it, requests wait in FIFO order for at most
-``upstream_slot_wait_s`` and then get ``UpstreamBusy``.
+``upstream_slot_wait_s`` and then get ``UpstreamBusy``. With Redis the permit is account-wide
+(:class:`~.account_limit.AccountLimit`, shared by every worker) and taken before the context joins
+this process's line, so the line orders by arrival across workers; the per-process count stays as
+the fallback when there is no Redis, or it is unreachable. Both permits return together at the
+context's final, failure or socket end; a transparent retry keeps them.
 
 Liveness: initialised contexts get per-context keep-alives. An idle socket (no contexts) is never
 pinged, because every message without a ``context_id`` targets a server-side default context that
@@ -36,6 +40,7 @@ from shared.metrics import (
 )
 from shared.settings import Settings
 
+from .account_limit import AccountLimit
 from .admission import Admission, Waiter
 from .connection import SocketState, UpstreamSocket
 from .context import UpstreamContext
@@ -54,8 +59,8 @@ class SocketPool:
     """Every upstream socket of one provider instance, shared by all the worker's jobs."""
 
     def __init__(self, settings: Settings, *, ws_base: str, headers: dict[str, str],
-                 provider: str = "elevenlabs") -> None:
-        """Configure from ``settings``; nothing connects before :meth:`start`."""
+                 provider: str = "elevenlabs", account: AccountLimit | None = None) -> None:
+        """Configure from ``settings``; nothing connects before :meth:`start`; ``account``: shared permits."""
         self.settings = settings
         self.provider = provider
         self._ws_base = ws_base
@@ -65,6 +70,7 @@ class SocketPool:
         self._every: set[UpstreamSocket] = set()  # until each socket's task has finished
         self._closers: set[asyncio.Task[None]] = set()
         self._admission = Admission(settings.upstream_concurrency)
+        self._account = account
         self._failures: dict[SocketKey, int] = {}
         self._changed = asyncio.Event()
         self._maint: asyncio.Task[None] | None = None
@@ -82,6 +88,8 @@ class SocketPool:
     async def start(self, session: aiohttp.ClientSession) -> None:
         """Prewarm ``pool_min_sockets`` for the default key and start the maintenance loop."""
         self._session = session
+        if self._account is not None:
+            await self._account.start()
         self._maint = asyncio.create_task(self._maintain(), name="elevenlabs-pool")
         if self.default_key is None:
             if self.settings.pool_min_sockets:
@@ -121,7 +129,7 @@ class SocketPool:
                 w.fut.exception()  # retrieved here; acquire() re-raises it
             if w.fut is None:
                 w.ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=w.ctx.audio_sent))
-                self._admission.release(w.ctx)
+                self._release(w.ctx)
         for sock in self._all():
             for ctx in list(sock.contexts.values()):
                 ctx.fail(type(shutdown)(shutdown.message, audio_sent=ctx.audio_sent))
@@ -129,6 +137,8 @@ class SocketPool:
         await asyncio.gather(*(s.close() for s in list(self._every)), return_exceptions=True)
         if self._closers:
             await asyncio.wait(list(self._closers))
+        if self._account is not None:
+            await self._account.close()
         self._gauges()
 
     # -- admission ----------------------------------------------------------------------------------------
@@ -137,13 +147,25 @@ class SocketPool:
         if self._closed or self._session is None:
             raise UpstreamError("the ElevenLabs provider is not running")
         t0 = time.monotonic()
+        deadline = t0 + self.settings.upstream_slot_wait_s
+        if self._account is not None:
+            try:
+                await self._account.acquire(ctx.id, deadline)
+            except UpstreamBusy as e:
+                POOL_SLOT_WAIT.labels(self.provider).observe(time.monotonic() - t0)
+                UPSTREAM_ERRORS.labels(self.provider, "busy").inc()
+                log.info("upstream_busy", **e.details)
+                raise
+            if self._closed:
+                self._account.release(ctx.id)
+                raise UpstreamError("the ElevenLabs provider shut down")
         w = Waiter(ctx, asyncio.get_running_loop().create_future(), True, t0)
         assert w.fut is not None
         self._admission.append(w)
         self._pump()
         try:
             if not w.fut.done():
-                await asyncio.wait([w.fut], timeout=self.settings.upstream_slot_wait_s)
+                await asyncio.wait([w.fut], timeout=max(0.0, deadline - time.monotonic()))
         except asyncio.CancelledError:
             self._abandon(w)
             raise
@@ -165,6 +187,7 @@ class SocketPool:
             w.ctx.abort()  # placed just as the caller gave up: close it upstream, release at its final
         elif w.fut is not None:
             w.fut.cancel()
+            self._release(w.ctx)  # never placed: only the account permit was taken
 
     def _pump(self) -> None:
         """Serve waiters in order (see :class:`Admission`), growing the pool where a key needs it."""
@@ -261,8 +284,14 @@ class SocketPool:
             return
         assert w.failure is not None
         w.ctx.fail(w.failure.for_context(w.ctx.audio_sent))
-        self._admission.release(w.ctx)
+        self._release(w.ctx)
         self._pump()
+
+    def _release(self, ctx: UpstreamContext) -> None:
+        """``ctx`` is done upstream: its permits (this process's and the account's) return (idempotent)."""
+        self._admission.release(ctx)
+        if self._account is not None:
+            self._account.release(ctx.id)
 
     # -- SocketListener / ContextHost ---------------------------------------------------------------------
     def socket_opened(self, sock: UpstreamSocket) -> None:
@@ -297,17 +326,17 @@ class SocketPool:
         if failure is None or self._closed or not ctx.live:
             if ctx.live:
                 ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=ctx.audio_sent))
-            self._admission.release(ctx)
+            self._release(ctx)
             return
         if failure.retry and not ctx.no_retry and not ctx.audio_sent and ctx.attempts < MAX_ATTEMPTS:
             self._requeue(ctx, failure)
             return
         ctx.fail(ctx.timeout_error() if ctx.no_retry else failure.for_context(ctx.audio_sent))
-        self._admission.release(ctx)
+        self._release(ctx)
 
     def context_freed(self, sock: UpstreamSocket, ctx: UpstreamContext) -> None:
         """A final arrived: the permit returns and the slot serves the next waiter."""
-        self._admission.release(ctx)
+        self._release(ctx)
         if sock.load == 0 and (sock.draining or (sock.replacing and self._replaced(sock))):
             self._retire(sock, "drained")
         self._pump()
@@ -328,7 +357,7 @@ class SocketPool:
         w = self._admission.find(ctx)
         if w is not None:
             self._admission.remove(w)
-        self._admission.release(ctx)
+        self._release(ctx)
         self._pump()
 
     # -- maintenance --------------------------------------------------------------------------------------
@@ -428,6 +457,7 @@ class SocketPool:
                 "contexts_per_socket": self.settings.pool_contexts_per_socket,
                 "concurrency": self.settings.upstream_concurrency,
             },
+            "account": self._account.status() if self._account is not None else {"scope": "worker"},
             "socket_list": [
                 {"id": s.sid, "state": "draining" if s.draining else s.state.value, "contexts": s.load,
                  "age_s": round(now - (s.opened_at or s.created_at), 1), "voice_id": s.key.voice_id,

@@ -1,6 +1,8 @@
 """The ElevenLabs :class:`~worker.providers.base.Provider`: validates requests, places them in the pool.
 
-The API key travels only in the ``xi-api-key`` header (never in a URL or a log line).
+The API key travels only in the ``xi-api-key`` header (never in a URL or a log line). Given the
+worker's Redis client, the plan's concurrency limit holds account-wide across workers
+(:mod:`.account_limit`); without one, per process.
 """
 
 from __future__ import annotations
@@ -8,11 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 
 from shared.logging import get_logger
 from shared.settings import Settings
 from worker.providers.base import SynthesisRequest, SynthesisStream, Voice
 
+from .account_limit import AccountLimit, account_id
 from .context import UpstreamContext
 from .options import build_spec
 from .pool import SocketPool
@@ -35,15 +39,23 @@ class ElevenLabsProvider:
 
     name = "elevenlabs"
 
-    def __init__(self, settings: Settings, *, base_url: str | None = None, api_key: str | None = None) -> None:
-        """``base_url``/``api_key`` override the settings (tests point them at the emulator)."""
+    def __init__(self, settings: Settings, *, base_url: str | None = None, api_key: str | None = None,
+                 redis: aioredis.Redis | None = None) -> None:
+        """``base_url``/``api_key`` override the settings (tests point them at the emulator); ``redis``
+        makes ``UPSTREAM_CONCURRENCY`` account-wide (None: per process)."""
         self.settings = settings
         base = (base_url or settings.elevenlabs_base_url).rstrip("/")
         self._http_base = base.removesuffix("/v1")
         self._api_key = api_key if api_key is not None else settings.elevenlabs_api_key
         headers = {"xi-api-key": self._api_key} if self._api_key else {}
         self._headers = headers
-        self.pool = SocketPool(settings, ws_base=_ws_base(self._http_base), headers=headers, provider=self.name)
+        account = None
+        if redis is not None:
+            account = AccountLimit(redis, account=account_id(self.name, self._http_base, self._api_key),
+                                   limit=settings.upstream_concurrency, lease_s=settings.upstream_lease_s,
+                                   provider=self.name)
+        self.pool = SocketPool(settings, ws_base=_ws_base(self._http_base), headers=headers, provider=self.name,
+                               account=account)
         self._session: aiohttp.ClientSession | None = None
         self._names: dict[str, Voice] = {}
 

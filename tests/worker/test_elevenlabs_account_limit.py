@@ -1,0 +1,412 @@
+"""UPSTREAM_CONCURRENCY holds account-wide: two providers ("workers") share one Redis and one emulator.
+
+Real Redis (the session's private server, or a private one a test stops and restarts), real sockets,
+the emulator on a real port, and a real worker process killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+import structlog
+from emulator.runner import RunningEmulator
+from prometheus_client import REGISTRY
+from worker.providers.elevenlabs import ElevenLabsProvider
+from worker.providers.elevenlabs.account_limit import AccountLimit, account_id
+from worker.providers.elevenlabs.context import UpstreamContext
+
+from shared import keys
+from shared.errors import UpstreamBusy
+from shared.redis_client import create_redis
+from shared.redis_server import RedisServer
+from tests.worker.elevenlabs_fixtures import collect, el_settings, emulator, request
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMIT = 3
+# What the permit scripts call inside Redis (never a round trip of their own).
+SCRIPT_COMMANDS = {"time", "zremrangebyscore", "zrangebyscore", "zrem", "zscore", "zcard", "zrank", "zadd",
+                   "zrange", "incr", "pexpire", "rpush"}
+
+
+@contextlib.asynccontextmanager
+async def worker(emu: RunningEmulator, redis_url: str | None, **settings: Any) -> AsyncIterator[ElevenLabsProvider]:
+    """A provider as a worker runs it: its own Redis client (None: no account-wide limit)."""
+    client = create_redis(redis_url) if redis_url else None
+    base: dict[str, Any] = {"upstream_concurrency": LIMIT, "upstream_slot_wait_s": 10.0}
+    p = ElevenLabsProvider(el_settings(**{**base, **settings}), base_url=emu.http_url, redis=client)
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.close()
+        if client is not None:
+            await client.aclose()
+
+
+def _account(emu: RunningEmulator) -> str:
+    return account_id("elevenlabs", emu.http_url.rstrip("/").removesuffix("/v1"), None)
+
+
+async def _until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
+class PeakSampler:
+    """Samples the emulator's live-context gauge every millisecond (it runs on this event loop)."""
+
+    def __init__(self, emu: RunningEmulator) -> None:
+        self.emu = emu
+        self.peak = 0
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.emu.stats.contexts_active)
+            await asyncio.sleep(0.001)
+
+    async def stop(self) -> int:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        return self.peak
+
+
+async def _twelve_contexts(workers: list[ElevenLabsProvider]) -> tuple[list[float], list[float], float]:
+    """Twelve contexts arriving 40 ms apart, alternating workers; returns when each was placed and done."""
+    placed = [0.0] * 12
+    done = [0.0] * 12
+
+    async def job(i: int) -> None:
+        stream = await workers[i % len(workers)].open_stream(request())
+        placed[i] = time.monotonic()
+        try:
+            await stream.send_text(f"Context {i:02d} speaks. ", flush=True)
+            await stream.end_input()
+            out = await collect(stream)
+        finally:
+            await stream.cancel()
+        assert out.error is None and out.text() == f"Context {i:02d} speaks. "
+        done[i] = time.monotonic()
+
+    t0 = time.monotonic()
+    tasks = []
+    for i in range(12):
+        tasks.append(asyncio.create_task(job(i)))
+        await asyncio.sleep(0.04)
+    await asyncio.gather(*tasks)
+    return placed, done, time.monotonic() - t0
+
+
+def _in_arrival_order(times: list[float], tie_s: float = 0.02) -> bool:
+    """Nobody went after an arrival at least LIMIT places behind it.
+
+    Only the first ``free`` tickets may take permits, so tickets fewer than LIMIT apart can be granted
+    together (permits freed in the same instant) and race to return; an earlier one is overtaken by
+    nothing further back. (Strict order is proven with controlled releases below.)
+    """
+    n = len(times)
+    return all(times[i] <= times[j] + tie_s for i in range(n) for j in range(i + LIMIT, n))
+
+
+async def test_twelve_contexts_on_two_workers_never_exceed_the_account_limit(redis_url: str) -> None:
+    # Each context generates for ~0.3 s: four rounds of three, well inside the 10 s wait bound.
+    async with emulator(realtime_factor=4.0, chunk_ms=120) as emu, \
+            worker(emu, redis_url) as a, worker(emu, redis_url) as b:
+        sampler = PeakSampler(emu)
+        with structlog.testing.capture_logs() as logs:
+            placed, done, elapsed = await _twelve_contexts([a, b])
+        peak = await sampler.stop()
+        assert not [e for e in logs if e["log_level"] in ("warning", "error")]  # e.g. never failed open
+        assert peak == LIMIT  # saturated, never over: each worker alone would have allowed 3
+        assert _in_arrival_order(placed), placed  # first come, first served across both workers
+        assert _in_arrival_order(done), done
+        assert elapsed < 10.0
+        assert emu.stats.contexts_opened == 12 and not emu.stats.close_codes_sent
+        r = aioredis.Redis.from_url(redis_url)
+        acct = _account(emu)
+
+        async def drained() -> bool:
+            return await r.zcard(keys.upstream_leases(acct)) == 0 and await r.zcard(keys.upstream_waiters(acct)) == 0
+
+        await _until(drained)
+        await r.aclose()
+
+
+async def test_waiters_on_two_workers_are_served_strictly_in_arrival_order(redis_url: str) -> None:
+    # One permit frees at a time, so only the head of the line may take it: the order is exact.
+    async with emulator() as emu, worker(emu, redis_url) as a, worker(emu, redis_url) as b:
+        live = [await a.open_stream(request()), await b.open_stream(request()), await a.open_stream(request())]
+        r = aioredis.Redis.from_url(redis_url)
+        line = keys.upstream_waiters(_account(emu))
+        order: list[int] = []
+
+        async def wait_in_line(i: int) -> Any:
+            stream = await (b, a)[i % 2].open_stream(request())
+            order.append(i)
+            return stream
+
+        tasks = []
+        for i in range(8):
+            tasks.append(asyncio.create_task(wait_in_line(i)))
+
+            async def queued(n: int = i + 1) -> bool:
+                return await r.zcard(line) == n
+
+            await _until(queued)  # in line before the next one arrives
+        for k in range(8):
+            await live.pop(0).cancel()  # its permit returns at the upstream's final
+
+            async def placed(n: int = k + 1) -> bool:
+                return len(order) == n
+
+            await _until(placed)
+            live.append(tasks[order[-1]].result())
+        assert order == list(range(8))
+        for s in live:
+            await s.cancel()
+        await r.aclose()
+
+
+async def test_without_redis_each_worker_counts_alone(redis_url: str) -> None:
+    # The control for the test above: per-process limits let two workers run 2 x 3 at once.
+    async with emulator(realtime_factor=4.0, chunk_ms=120) as emu, worker(emu, None) as a, worker(emu, None) as b:
+        sampler = PeakSampler(emu)
+        await _twelve_contexts([a, b])
+        assert await sampler.stop() > LIMIT
+        assert a.status()["account"] == {"scope": "worker"}
+
+
+async def test_excess_gets_upstream_busy_after_the_bounded_wait(redis_url: str) -> None:
+    async with emulator(realtime_factor=1.0) as emu, \
+            worker(emu, redis_url, upstream_slot_wait_s=0.3) as a, \
+            worker(emu, redis_url, upstream_slot_wait_s=0.3) as b:
+        held = [await a.open_stream(request()), await a.open_stream(request()), await b.open_stream(request())]
+        assert b.status()["live_contexts"] == 1  # b's own count is far from its limit...
+        t0 = time.monotonic()
+        with pytest.raises(UpstreamBusy) as info:
+            await b.open_stream(request())  # ...but the account's is reached
+        assert 0.25 <= time.monotonic() - t0 < 1.0
+        err = info.value
+        assert err.code == "upstream_busy" and err.retryable
+        assert err.details["scope"] == "account" and err.details["account_limit"] == LIMIT
+        assert "account's 3 concurrent generations" in err.message
+        assert b.status()["account"]["account_leases"] == LIMIT
+
+        # A waiter cancelled in line leaves no ticket that would block the others.
+        waiter = asyncio.create_task(b.open_stream(request()))
+        await asyncio.sleep(0.1)
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+        r = aioredis.Redis.from_url(redis_url)
+        acct = _account(emu)
+
+        async def no_tickets() -> bool:
+            return await r.zcard(keys.upstream_waiters(acct)) == 0
+
+        await _until(no_tickets, 1.0)
+        assert await r.zcard(keys.upstream_leases(acct)) == LIMIT
+
+        # A freed permit goes straight to the next request, on the other worker.
+        await held[0].cancel()  # its permit returns at the upstream's final for the closed context
+        t1 = time.monotonic()
+        nxt = await b.open_stream(request())
+        assert time.monotonic() - t1 < 0.3
+        for s in (*held, nxt):
+            await s.cancel()
+        await r.aclose()
+
+
+async def test_a_waiter_is_woken_by_a_release_on_another_worker(redis_url: str) -> None:
+    async with emulator() as emu, worker(emu, redis_url, upstream_lease_s=30.0) as a, \
+            worker(emu, redis_url, upstream_lease_s=30.0) as b:
+        held = [await a.open_stream(request()) for _ in range(LIMIT)]
+        waiter = asyncio.create_task(b.open_stream(request()))
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        await held[0].cancel()
+        t0 = time.monotonic()
+        stream = await waiter
+        handoff = time.monotonic() - t0
+        # Polling alone would wait up to lease_s / 3 = 10 s here; the wake list answers at once.
+        assert handoff < 0.2
+        for s in (*held, stream):
+            await s.cancel()
+
+
+CHILD = """
+import asyncio, sys
+from shared.redis_client import create_redis
+from worker.providers.elevenlabs import ElevenLabsProvider
+from tests.worker.elevenlabs_fixtures import el_settings, request
+
+async def main() -> None:
+    settings = el_settings(upstream_concurrency=3, upstream_lease_s=1.5, upstream_slot_wait_s=5.0)
+    p = ElevenLabsProvider(settings, base_url=sys.argv[1], redis=create_redis(sys.argv[2]))
+    await p.start()
+    streams = [await p.open_stream(request()) for _ in range(3)]
+    print("held", len(streams), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_workers_permits_come_back_within_the_lease(redis_url: str) -> None:
+    lease_s = 1.5
+    async with emulator() as emu:
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "VIRTUAL_ENV")}
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CHILD, emu.http_url, redis_url, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            assert child.stdout is not None
+            line = b""
+            while not line.startswith(b"held"):  # the child logs to stdout too
+                line = await asyncio.wait_for(child.stdout.readline(), 20)
+                assert line, "the child exited"
+            assert line.strip() == b"held 3"
+            async with worker(emu, redis_url, upstream_lease_s=lease_s) as b:
+                waiter = asyncio.create_task(b.open_stream(request()))
+                await asyncio.sleep(2 * lease_s)  # the child refreshes its leases: b must keep waiting
+                assert not waiter.done()
+                child.send_signal(signal.SIGKILL)
+                t_kill = time.monotonic()
+                stream = await asyncio.wait_for(waiter, 3 * lease_s)
+                freed_after = time.monotonic() - t_kill
+                # Leases are refreshed every lease_s / 3, so they outlive the kill by 2/3..1 lease.
+                assert lease_s / 3 < freed_after < lease_s + 0.3
+                await stream.cancel()
+        finally:
+            if child.returncode is None:
+                child.kill()
+            await child.wait()
+        assert child.returncode == -signal.SIGKILL
+        assert child.stderr is not None
+        err = (await child.stderr.read()).decode(errors="replace")
+        for bad in ("was never awaited", "Task exception was never retrieved", "Traceback", "Unclosed"):
+            assert bad not in err
+
+
+async def test_the_free_permit_fast_path_is_one_round_trip(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    async with emulator() as emu, worker(emu, redis_url, upstream_lease_s=60.0) as a:
+        await r.config_resetstat()
+        stream = await a.open_stream(request())
+        stats = await r.info("commandstats")
+        # Redis counts the commands a script runs as calls too: the only one a client sent is the EVALSHA.
+        calls = {name.removeprefix("cmdstat_"): s["calls"] for name, s in stats.items()}
+        assert calls.pop("evalsha") == 1
+        assert set(calls) - {"config|resetstat", "info"} <= SCRIPT_COMMANDS
+        await stream.cancel()
+
+    # The round trip itself: the acquire script against a bare PING on the same client.
+    client = create_redis(redis_url)
+    acct = AccountLimit(client, account="bench:fastpath", limit=LIMIT, lease_s=60.0)
+    await acct.start()
+    ping: list[float] = []
+    take: list[float] = []
+    for i in range(300):
+        t0 = time.perf_counter()
+        await client.ping()
+        ping.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        await acct.acquire(f"k{i}", time.monotonic() + 1.0)
+        take.append(time.perf_counter() - t0)
+        acct.release(f"k{i}")
+        await asyncio.sleep(0.001)  # let the batched release go out
+    await acct.close()
+    await client.aclose()
+    await r.aclose()
+    p50_ping, p50_take = statistics.median(ping) * 1000, statistics.median(take) * 1000
+    print(f"\nPING p50 {p50_ping:.3f} ms, acquire p50 {p50_take:.3f} ms")
+    assert p50_take < p50_ping + 1.0
+
+
+async def test_redis_loss_fails_open_to_the_per_worker_limit_then_reconciles() -> None:
+    server = RedisServer().start()
+    port = server.port
+
+    def fail_open() -> float:
+        return REGISTRY.get_sample_value("tts_upstream_permit_fail_open_total", {"provider": "elevenlabs"}) or 0.0
+
+    try:
+        async with emulator(realtime_factor=1.0) as emu, \
+                worker(emu, server.url, upstream_concurrency=2, upstream_slot_wait_s=0.3,
+                       upstream_lease_s=1.5) as a:
+            r = create_redis(server.url)
+            acct = _account(emu)
+            first = await a.open_stream(request())
+            assert await r.zcard(keys.upstream_leases(acct)) == 1
+            before = fail_open()
+            with structlog.testing.capture_logs() as logs:
+                server.stop()
+                second = await a.open_stream(request())  # admitted on the worker's own count
+                assert fail_open() - before == 1
+                assert a.status()["account"]["redis"] == "unreachable"
+                with pytest.raises(UpstreamBusy) as info:  # which still holds
+                    await a.open_stream(request())
+                assert info.value.details["limit"] == "concurrency" and "scope" not in info.value.details
+                server = RedisServer(port=port).start()  # empty: the leases are gone with it
+
+                async def reregistered() -> bool:
+                    return await r.zcard(keys.upstream_leases(acct)) == 2
+
+                await _until(reregistered, 3.0)
+            events = [e["event"] for e in logs]
+            assert events.count("upstream_permits_unavailable") == 1
+            assert "upstream_permits_restored" in events and "upstream_permits_reregistered" in events
+            assert a.status()["account"]["redis"] == "ok"
+            await first.cancel()
+            await second.cancel()
+
+            async def released() -> bool:
+                return await r.zcard(keys.upstream_leases(acct)) == 0
+
+            await _until(released)
+            await r.aclose()
+    finally:
+        server.stop()
+
+
+async def test_a_context_moved_to_another_socket_keeps_its_permit(redis_url: str) -> None:
+    async with emulator(ttfb_ms=200, realtime_factor=4.0, chunk_ms=120) as emu, \
+            worker(emu, redis_url, pool_contexts_per_socket=2) as a:
+        speaking = await a.open_stream(request())
+        quiet = await a.open_stream(request())
+        assert isinstance(quiet, UpstreamContext) and isinstance(speaking, UpstreamContext)
+        assert quiet.socket is speaking.socket
+        emu.set_config(None, drop_after_chunks=1, fault_sockets=1)
+        await quiet.send_text("quiet words ")
+        await speaking.send_text("This one speaks and is cut off. ", flush=True)
+        await speaking.end_input()
+        cut = await collect(speaking)
+        assert cut.error is not None and cut.chunks
+        r = aioredis.Redis.from_url(redis_url)
+        leases = keys.upstream_leases(_account(emu))
+
+        async def only_quiet_left() -> bool:
+            return await r.zrange(leases, 0, -1) == [a.pool._account.holder(quiet.id).encode()]  # type: ignore[union-attr]
+
+        await _until(only_quiet_left, 2.0)
+        await quiet.send_text("and more ", flush=True)
+        await quiet.end_input()
+        out = await collect(quiet)
+        assert out.error is None and out.text() == "quiet words and more " and quiet.attempts == 2
+        for s in (speaking, quiet):
+            await s.cancel()
+        await r.aclose()
