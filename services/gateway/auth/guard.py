@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from gateway.appkeys import SERVICES
 from gateway.auth.keystore import KeyStore, looks_like_key
+from gateway.auth.origin import check_origin, is_websocket
 from gateway.auth.principal import DEV_PRINCIPAL, Principal
 from gateway.auth.tokens import TOKEN_PREFIX
 from shared.errors import Forbidden, ServiceUnavailable, Unauthorized
@@ -24,8 +25,14 @@ TOKEN_PARAMS = ("token", "single_use_token")
 
 
 async def authenticate(request: web.Request) -> Principal:
-    """The caller's principal; raises Unauthorized. With AUTH_DISABLED the anonymous ``dev`` principal."""
+    """The caller's principal; raises Unauthorized. With AUTH_DISABLED the anonymous ``dev`` principal.
+
+    A WebSocket handshake from a browser must also come from an allowed ``Origin`` (Forbidden), in dev
+    mode too: a keyless gateway is exactly what a foreign page would like to drive.
+    """
     services = request.app[SERVICES]
+    if is_websocket(request):
+        check_origin(request, services.settings.allowed_origins)
     if services.settings.auth_disabled:
         return DEV_PRINCIPAL
     key = request.headers.get("xi-api-key", "").strip()
