@@ -67,9 +67,9 @@ async def test_metrics_and_logs_after_real_traffic(procs: Procs, redis_url: str)
             async with http.post(gw.base_url + "/admin/keys", headers=admin, json={"name": "ops-test"}) as resp:
                 assert resp.status in (200, 201), await resp.text()
                 client_key = (await resp.json())["key"]
-            ws_auth = {"headers": {"xi-api-key": client_key}}
-            async with NativeClient.connect(gw.base_url, http, **ws_auth) as a, \
-                    NativeClient.connect(gw.base_url, http, **ws_auth) as b:
+            key_header = {"xi-api-key": client_key}
+            async with NativeClient.connect(gw.base_url, http, headers=key_header) as a, \
+                    NativeClient.connect(gw.base_url, http, headers=key_header) as b:
                 await _traffic(a, b, gw, http)
                 live = await _scrape(http, gw.base_url)
                 sessions = [a.session_id, b.session_id]
