@@ -31,7 +31,7 @@ class Dispatcher:
         pipe = self._redis.pipeline(transaction=True)
         pipe.psetex(job_keys(spec.job_id)[0], JOB_EXPIRES_MS, job_payload(spec))
         pipe.zadd(self.queue_name, {spec.job_id: score})
-        pipe.publish(keys.WAKE_CHANNEL, b"")
+        pipe.publish(keys.WAKE_CHANNEL, spec.job_id)  # workers claim the named job without a poll
         await pipe.execute()
 
     async def push_input(self, job_id: str, msg: protocol.Message) -> None:

@@ -59,7 +59,7 @@ def build_worker(settings: Settings, providers: dict[str, Provider] | None = Non
         ctx[STATE_KEY] = state
         await asyncio.gather(*(p.start() for p in provs.values()))
         publisher.start()
-        await hub.start(keys.WAKE_CHANNEL, handler=lambda _data: worker.wake())
+        await hub.start(keys.WAKE_CHANNEL, handler=worker.wake)  # payload: the new job's id (or empty)
         state.ready = True
         ctx["heartbeat_task"] = asyncio.create_task(heartbeat.beat_forever(state), name="heartbeat")
         log.info("worker_started", worker_id=wid, providers=sorted(provs), max_jobs=settings.worker_max_jobs)
