@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from emulator.synth import decode_text
 
@@ -115,3 +116,12 @@ async def test_upstream_key_never_reaches_clients(auth: tuple[Stack, str]) -> No
         seen.append(await r.text())
     assert not any(stack.settings.elevenlabs_api_key in s for s in seen)  # type: ignore[operator]
 
+
+
+async def test_foreign_page_origin_gets_no_socket(auth: tuple[Stack, str]) -> None:
+    stack, key = auth
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        async with ElClient.connect(stack.base, stack.http, voice=EL_VOICE,
+                                    headers={"xi-api-key": key, "Origin": "https://evil.example"}):
+            pass
+    assert info.value.status == 403

@@ -53,6 +53,7 @@ from shared.errors import (
     WS_POLICY_VIOLATION,
     BinaryNotAccepted,
     ContextClosed,
+    Forbidden,
     InternalError,
     MessageTooLarge,
     ServiceUnavailable,
@@ -312,6 +313,8 @@ async def serve(request: web.Request, *, multi: bool, dispatch: Dispatch) -> web
     auth_error: TTSError | None = None
     try:
         principal = await principal_of(request)
+    except Forbidden as e:  # a page from a foreign origin: no socket at all
+        return el_error(e)
     except TTSError as e:  # the key may still come in the first message
         auth_error = e
     # aiohttp's own limit is a backstop above ours, so that an oversize message is answered in words.
