@@ -30,10 +30,15 @@ test: $(STAMP)
 test-long: $(STAMP)
 	@TTS_TEST_LONG=1 $(PY) -m pytest $(PYTEST_ARGS)
 
-bench-short: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	@$(PY) -m pip install -q -e ".[bench]"
+	@touch $(BENCH_STAMP)
+
+bench-short: $(BENCH_STAMP)
 	@$(PY) -m bench.run --short
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	@$(PY) -m bench.run
 
 clean:

@@ -183,11 +183,19 @@ def stack_env(redis_url: str, emulator_url: str, extra: Mapping[str, str] | None
     return env
 
 
+def code_env(code_root: Path | None) -> dict[str, str]:
+    """Environment that runs the services from another checkout (e.g. a git worktree of an older
+    commit) for A/B comparisons; empty for this one."""
+    if code_root is None:
+        return {}
+    return {"PYTHONPATH": f"{code_root / 'services'}:{code_root}"}
+
+
 def start_stack(log_dir: Path, emulator_url: str, workers: int, extra_env: Mapping[str, str] | None = None,
-                tag: str = "") -> Stack:
+                tag: str = "", code_root: Path | None = None) -> Stack:
     """redis-server, ``workers`` workers and one gateway, each its own process; waits until ready."""
     redis = RedisServer().start()
-    env = stack_env(redis.url, emulator_url, extra_env)
+    env = {**stack_env(redis.url, emulator_url, extra_env), **code_env(code_root)}
     ws: list[Proc] = []
     for i in range(workers):
         wenv = {**env, "WORKER_METRICS_PORT": str(free_port()), "WORKER_ID": f"bench-w{i}"}
@@ -231,7 +239,7 @@ class Sampler:
     def __init__(self, period: float = 0.5) -> None:
         self.period = period
         self._procs: dict[str, psutil.Process] = {}
-        self.samples: list[tuple[float, dict[str, tuple[float, int]]]] = []
+        self.samples: list[tuple[float, dict[str, tuple[float, int, float]], float, float]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
@@ -264,29 +272,41 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.wait(self.period):
             now = time.monotonic()
-            row: dict[str, tuple[float, int]] = {}
+            row: dict[str, tuple[float, int, float]] = {}
             with self._lock:
                 items = list(self._procs.items())
             for name, p in items:
                 try:
                     with p.oneshot():
-                        row[name] = (p.cpu_percent(None), p.memory_info().rss)
+                        t = p.cpu_times()
+                        row[name] = (p.cpu_percent(None), p.memory_info().rss, t.user + t.system)
                 except psutil.Error:
                     continue
-            self.samples.append((now, row))
+            st = psutil.cpu_times()
+            busy = st.user + st.nice + st.system + st.irq + st.softirq + getattr(st, "steal", 0.0)
+            self.samples.append((now, row, busy, os.getloadavg()[0]))
 
     def window(self, t0: float, t1: float) -> dict[str, dict[str, float]]:
-        """Mean and peak CPU% and peak RSS (MB) per process between two ``time.monotonic()`` marks."""
-        acc: dict[str, list[tuple[float, int]]] = {}
-        for t, row in self.samples:
-            if t0 <= t <= t1:
-                for name, v in row.items():
-                    acc.setdefault(name, []).append(v)
+        """Per process between two ``time.monotonic()`` marks: mean and peak CPU% (100 = one core),
+        CPU seconds used, peak RSS (MB); under ``"box"`` the cores the whole machine kept busy and
+        the share of them other tenants' processes used (the machine is shared: read it as noise)."""
+        rows = [s for s in self.samples if t0 <= s[0] <= t1]
+        acc: dict[str, list[tuple[float, int, float]]] = {}
+        for _, row, _, _ in rows:
+            for name, v in row.items():
+                acc.setdefault(name, []).append(v)
         out: dict[str, dict[str, float]] = {}
         for name, vals in acc.items():
-            cpus = [c for c, _ in vals]
+            cpus = [c for c, _, _ in vals]
             out[name] = {"cpu_mean": round(sum(cpus) / len(cpus), 1), "cpu_max": round(max(cpus), 1),
-                         "rss_max_mb": round(max(r for _, r in vals) / 2**20, 1)}
+                         "cpu_s": round(vals[-1][2] - vals[0][2], 2),
+                         "rss_max_mb": round(max(r for _, r, _ in vals) / 2**20, 1)}
+        if len(rows) >= 2:
+            span = rows[-1][0] - rows[0][0]
+            box = (rows[-1][2] - rows[0][2]) / span if span > 0 else 0.0
+            ours = sum(v["cpu_s"] for v in out.values()) / span if span > 0 else 0.0
+            out["box"] = {"cores_busy": round(box, 2), "others_cores": round(max(0.0, box - ours), 2),
+                          "load_avg_max": round(max(r[3] for r in rows), 2), "seconds": round(span, 1)}
         return out
 
 
