@@ -11,11 +11,11 @@ from __future__ import annotations
 import pytest
 from emulator.synth import decode_text
 
-from tests.compat.conftest import EL_VOICE
+from tests.compat.conftest import EL_VOICE, el_stack
 
 pytest.importorskip("pipecat.services.elevenlabs.tts")
 
-from pipecat.frames.frames import TTSAudioRawFrame, TTSSpeakFrame
+from pipecat.frames.frames import InterruptionFrame, TTSAudioRawFrame, TTSSpeakFrame
 from pipecat.services.elevenlabs.tts import ElevenLabsHttpTTSService, ElevenLabsTTSService
 from pipecat.tests.utils import SleepFrame, run_test
 
@@ -42,3 +42,17 @@ async def test_pipecat_http_service(el) -> None:
     down, _ = await run_test(tts, frames_to_send=[TTSSpeakFrame("Pipecat over HTTP."), SleepFrame(sleep=1.0)],
                              start_timeout=5.0)
     assert decode_text(_audio(down), 16000).strip() == "Pipecat over HTTP."
+
+
+async def test_pipecat_barge_in_hears_no_stale_audio(redis_url: str) -> None:
+    long = "This first answer is long, and the user cuts it off before it can finish speaking."
+    async with el_stack(redis_url, emu_config={"realtime_factor": 1.0, "chunk_ms": 100}) as stack:
+        tts = ElevenLabsTTSService(api_key="xi-anything", url=stack.base.replace("http", "ws", 1), sample_rate=16000,
+                                   settings=ElevenLabsTTSService.Settings(voice=EL_VOICE, model="eleven_flash_v2_5"))
+        down, _ = await run_test(tts, frames_to_send=[
+            TTSSpeakFrame(long), SleepFrame(sleep=0.8), InterruptionFrame(),
+            TTSSpeakFrame("Second turn."), SleepFrame(sleep=2.0)], start_timeout=5.0)
+    cut = next(i for i, f in enumerate(down) if isinstance(f, InterruptionFrame))
+    before, after = _audio(down[:cut]), _audio(down[cut:])
+    assert long.startswith(decode_text(before, 16000)) and 0 < len(before) < len(long) * 0.06 * 32000
+    assert decode_text(after, 16000) == "Second turn."  # nothing of the interrupted turn after the cut
