@@ -195,6 +195,12 @@ class ShuttingDown(TTSError):
     ws_close = WS_GOING_AWAY
 
 
+class Draining(ShuttingDown):
+    """The same code, about one context: a draining gateway refuses new contexts, keeps the session."""
+
+    ws_close = None
+
+
 class ServiceUnavailable(TTSError):
     """Redis (the queue) is unreachable from the gateway."""
 

@@ -21,7 +21,7 @@ from gateway.contexts import DONE, RUNNING, ContextRequest, ContextState
 from gateway.events import AudioEvent, ErrorEvent, Event, FinalEvent, SessionClosing
 from gateway.services import GatewayServices
 from shared import keys, metrics, protocol
-from shared.errors import (ContextClosed, ContextExists, ProtocolError, ServiceUnavailable, SlowConsumer,
+from shared.errors import (Draining, ContextClosed, ContextExists, ProtocolError, ServiceUnavailable, SlowConsumer,
                            TextTooLong, TooManyContexts, TTSError, UnknownContext, from_code)
 from shared.logging import get_logger
 
@@ -97,6 +97,9 @@ class SynthesisSession:
     async def start(self, request: ContextRequest) -> ContextState:
         """Begin a context and enqueue its job."""
         cid = request.context_id
+        if self.services.draining:
+            # Refuse new work but keep the session: its in-flight contexts finish within the grace.
+            raise Draining("gateway is restarting: start new contexts on a new connection", context_id=cid)
         existing = self.contexts.get(cid)
         if existing is not None and existing.live:
             raise ContextExists(f"context {cid!r} is still running", context_id=cid)
