@@ -340,6 +340,7 @@ async def test_the_free_permit_fast_path_is_one_round_trip(redis_url: str) -> No
 async def test_redis_loss_fails_open_to_the_per_worker_limit_then_reconciles() -> None:
     server = RedisServer().start()
     port = server.port
+    r = create_redis(server.url)
 
     def fail_open() -> float:
         return REGISTRY.get_sample_value("tts_upstream_permit_fail_open_total", {"provider": "elevenlabs"}) or 0.0
@@ -348,7 +349,6 @@ async def test_redis_loss_fails_open_to_the_per_worker_limit_then_reconciles() -
         async with emulator(realtime_factor=1.0) as emu, \
                 worker(emu, server.url, upstream_concurrency=2, upstream_slot_wait_s=0.3,
                        upstream_lease_s=1.5) as a:
-            r = create_redis(server.url)
             acct = _account(emu)
             first = await a.open_stream(request())
             assert await r.zcard(keys.upstream_leases(acct)) == 1
@@ -364,13 +364,17 @@ async def test_redis_loss_fails_open_to_the_per_worker_limit_then_reconciles() -
                 server = RedisServer(port=port).start()  # empty: the leases are gone with it
 
                 async def reregistered() -> bool:
+                    # Both live contexts, the one admitted during the outage too, count again.
                     return await r.zcard(keys.upstream_leases(acct)) == 2
 
+                async def restored() -> bool:
+                    return bool(a.status()["account"]["redis"] == "ok")
+
                 await _until(reregistered, 3.0)
+                await _until(restored, 3.0)
             events = [e["event"] for e in logs]
-            assert events.count("upstream_permits_unavailable") == 1
-            assert "upstream_permits_restored" in events and "upstream_permits_reregistered" in events
-            assert a.status()["account"]["redis"] == "ok"
+            assert events.count("upstream_permits_unavailable") == 1  # once per outage, not per request
+            assert "upstream_permits_restored" in events
             await first.cancel()
             await second.cancel()
 
@@ -378,8 +382,8 @@ async def test_redis_loss_fails_open_to_the_per_worker_limit_then_reconciles() -
                 return await r.zcard(keys.upstream_leases(acct)) == 0
 
             await _until(released)
-            await r.aclose()
     finally:
+        await r.aclose()
         server.stop()
 
 
@@ -410,3 +414,35 @@ async def test_a_context_moved_to_another_socket_keeps_its_permit(redis_url: str
         for s in (speaking, quiet):
             await s.cancel()
         await r.aclose()
+
+
+async def test_a_hung_redis_fails_open_once_per_timeout_not_per_request() -> None:
+    # A server that accepts and never answers (a network black hole), unlike a stopped one.
+    conns: list[asyncio.StreamWriter] = []
+
+    async def swallow(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        conns.append(w)
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = create_redis(f"redis://127.0.0.1:{port}/0")
+    acct = AccountLimit(client, account="test:hung", limit=LIMIT, lease_s=1.5)
+    try:
+        t0 = time.monotonic()
+        await acct.acquire("first", time.monotonic() + 10)  # admitted after the call timeout
+        assert 1.5 < time.monotonic() - t0 < 3.0
+        t1 = time.monotonic()
+        await acct.acquire("second", time.monotonic() + 10)  # admitted at once: Redis is known down
+        assert time.monotonic() - t1 < 0.05
+        assert acct.held("first") and acct.held("second")
+        assert acct.status()["redis"] == "unreachable"
+        t2 = time.monotonic()
+        await acct.close()  # the permits lapse by themselves: shutdown does not wait on a dead Redis
+        assert time.monotonic() - t2 < 0.5
+    finally:
+        await acct.close()
+        await client.aclose()
+        for w in conns:
+            w.close()
+        server.close()
+        await server.wait_closed()

@@ -57,7 +57,9 @@ log = get_logger(__name__)
 # One script call; slower than this, Redis counts as unreachable. Generous: a loaded host's event-loop
 # stall must not pass for an outage (that would fail open). A stopped Redis refuses at once anyway.
 _OP_TIMEOUT_S = 2.0
-_DOWN_S = 1.0  # after a failure, fail open at once for this long instead of asking again
+# After a failure, acquire fails open at once for this long rather than each caller waiting out a hung
+# Redis; any call that gets through (the refresher keeps trying in the background) ends it early.
+_DOWN_S = 3.0
 _WAKE_BLOCK_S = 1  # BLPOP timeout of the wake loop (whole seconds: Redis 6.2 and 7 agree on those)
 
 # KEYS: leases, waiters, waiter deadlines (+ ticket counter for ACQUIRE)
@@ -237,7 +239,8 @@ class AccountLimit:
             await asyncio.wait([self._flusher])
         self._leaving |= self._held
         self._held.clear()
-        await self._flush()
+        if time.monotonic() >= self._down_until:  # else they lapse by themselves: do not hang shutdown
+            await self._flush()
 
     # -- permits ------------------------------------------------------------------------------------------
     async def acquire(self, key: str, deadline: float) -> None:
@@ -319,6 +322,7 @@ class AccountLimit:
                 log.warning("upstream_permits_unavailable", error=type(e).__name__,
                             fallback="per-worker limit")
             raise _Unreachable from e
+        self._down_until = 0.0
         if self._outage:
             self._outage = False
             log.info("upstream_permits_restored")
