@@ -1,12 +1,13 @@
 """arq's Worker, woken at once instead of at its next poll.
 
-arq finds jobs only by polling a sorted set, and refills a freed slot only at the next poll. We
-keep a slow poll as a safety net and wake the loop (a) when a gateway publishes on the wake
-channel after an enqueue (the message names the job, which is then claimed without listing the
-queue first) and (b) when one of our own jobs completes. Measured on these machines
-this takes enqueue→start from ~255 ms p50 (0.5 s poll) to a few ms at ~2 Redis commands/s idle.
-This overrides ``Worker.main``, ``start_jobs`` (one claim round trip per poll, see there), ``_release_sem_dec_counter_on_complete``,
-``handle_sig_wait_for_completion`` (to announce a drain) and ``close``, hence arq is pinned.
+arq finds jobs only by polling a sorted set, and refills a freed slot only at the next poll. We keep
+a slow poll as a safety net and wake the loop (a) when a gateway publishes on the wake channel after
+an enqueue (the message names the job, which is then claimed without listing the queue first) and
+(b) when one of our own jobs completes while a job waits for a free slot. Measured on these machines
+this takes enqueue→start from ~255 ms p50 (0.5 s poll) to a few ms at ~2 Redis commands/s idle. This
+overrides ``Worker.main``, ``start_jobs`` (one claim round trip per poll, see there),
+``_release_sem_dec_counter_on_complete``, ``handle_sig_wait_for_completion`` (to announce a drain)
+and ``close``, hence arq is pinned.
 
 arq's own loop dies with the first Redis error (a restarted Redis killed every worker): here a failed
 poll is logged and retried with backoff, so a worker rides out a Redis restart by itself.
@@ -67,6 +68,7 @@ class WakeableWorker(Worker):
         # Ids named by wake-ups since the last loop turn: claimed directly, before (or without) a poll.
         self._hinted: list[bytes] = []
         self._poll_due = True
+        self._starved = False  # a listed or hinted job found no free slot
         # Called once when SIGTERM/SIGINT starts the drain (arq stops picking jobs, running ones finish).
         self.on_drain: Callable[[], None] | None = None
 
@@ -80,8 +82,13 @@ class WakeableWorker(Worker):
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
-        self._poll_due = True
-        self._wake_event.set()
+        # A freed slot matters only if a job was left waiting for one: then poll now (bursts would
+        # otherwise wait for the timer). Otherwise a completion triggers no poll, which would list
+        # every running job again just to find nothing new.
+        if self._starved:
+            self._starved = False
+            self._poll_due = True
+            self._wake_event.set()
 
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:
         """Tell the world we are draining (heartbeat, /readyz) before arq stops taking jobs."""
@@ -114,9 +121,11 @@ class WakeableWorker(Worker):
                     # is due (timer, completion, a wake without an id, or no slot for a hint).
                     await self.start_jobs(hinted)
                 elif hinted:
-                    self._poll_due = True
+                    self._poll_due = self._starved = True
                 if self._poll_due or not hinted:
                     self._poll_due = False
+                    if self.job_counter >= self.max_jobs:
+                        self._starved = True  # arq skips listing when full: refill at a completion
                     await self._poll_iteration()
             except (RedisError, OSError) as e:
                 self._poll_due = True
@@ -159,6 +168,8 @@ class WakeableWorker(Worker):
                 continue
             fresh.append(job_id)
         free = self.max_jobs - self.job_counter
+        if len(fresh) > max(free, 0):
+            self._starved = True
         if not fresh or free <= 0:
             return
         fresh = fresh[:free]
@@ -188,7 +199,9 @@ class WakeableWorker(Worker):
             self.handle_sig(Signals.SIGUSR1)
         if not self._pool:
             return
-        await asyncio.gather(*self.tasks.values())
+        # Jobs cancelled just above (or by the drain) end in CancelledError; that must not skip
+        # the shutdown of providers and connections below.
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         try:
             await self.pool.delete(self.health_check_key)
         except (RedisError, OSError) as e:
