@@ -178,6 +178,8 @@ class ElSocket:
         """The context's one isFinal."""
         ctx.ended = True
         self._remember_ended(ctx.client_id)
+        if self.multi and self.contexts.get(ctx.client_id) is ctx:
+            del self.contexts[ctx.client_id]  # a long-lived socket sees endless fresh ids (LiveKit, pipecat)
         await self.send(m.final_frame(self._wire_id(ctx)))
         if self.closing and not self._live():
             await self.close(WS_NORMAL)
