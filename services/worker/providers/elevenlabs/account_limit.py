@@ -179,8 +179,8 @@ class AccountLimit:
     """One provider instance's side of the account-wide permits (see the module docstring)."""
 
     def __init__(self, redis: aioredis.Redis, *, account: str, limit: int, lease_s: float,
-                 provider: str = "elevenlabs", wake: bool = True) -> None:
-        """``limit`` permits for ``account`` in ``redis``; ``wake=False`` waits by polling alone (benchmarks)."""
+                 provider: str = "elevenlabs") -> None:
+        """``limit`` permits for ``account`` in ``redis``, leased for ``lease_s`` at a time."""
         self.limit = limit
         self.lease_s = lease_s
         self.provider = provider
@@ -194,7 +194,6 @@ class AccountLimit:
         self._seq_key = keys.upstream_ticket_seq(account)
         self._wake_key = keys.upstream_wake(account, self.instance)
         self._wake_prefix = keys.upstream_wake(account, "")
-        self._wake = wake
         self._acquire = redis.register_script(ACQUIRE)
         self._release = redis.register_script(RELEASE)
         self._refresh = redis.register_script(REFRESH)
@@ -374,7 +373,7 @@ class AccountLimit:
                 self._leave(h)
 
     def _ensure_waker(self) -> None:
-        if self._wake and not self._closed and (self._waker is None or self._waker.done()):
+        if not self._closed and (self._waker is None or self._waker.done()):
             self._waker = asyncio.get_running_loop().create_task(self._wake_loop(),
                                                                  name="elevenlabs-permit-wake")
 
