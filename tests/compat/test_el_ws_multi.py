@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import pytest
@@ -301,3 +302,34 @@ async def test_many_sockets_at_once(el) -> None:
 
     got = await asyncio.gather(*(one(i) for i in range(20)))
     assert got == [f"Socket {i} talks." for i in range(20)]
+
+
+async def test_sixty_turn_conversation_with_random_overlap_and_reuse(redis_url: str) -> None:
+    rng = random.Random(7)
+    async with el_stack(redis_url, emu_config={"realtime_factor": 8.0, "chunk_ms": 120}) as stack, \
+            connect(stack) as c:
+        texts: dict[str, str] = {}
+        open_ids: list[str] = []
+        for turn in range(60):
+            cid = f"t{turn}" if rng.random() < 0.8 else f"r{rng.randrange(3)}"  # some ids come back
+            if cid in open_ids:
+                continue
+            texts[cid] = f"Turn {turn} for {cid}."
+            await c.send(text=" ", context_id=cid, voice_settings={})
+            await c.send(text=texts[cid], context_id=cid, flush=rng.random() < 0.7)
+            open_ids.append(cid)
+            if rng.random() < 0.3:
+                await c.send(text="", context_id=cid)  # keep-alive
+            while len(open_ids) > rng.randrange(2, 9):  # close some, anywhere from at once to much later
+                victim = open_ids.pop(rng.randrange(len(open_ids)))
+                await c.send(context_id=victim, close_context=True)
+                await c.pump_until(lambda c, v=victim: c.final(v), timeout=20)
+                rec = c.get(victim)
+                assert decode_text(rec.audio, 16000) == texts[victim], (victim, texts[victim])
+                c.ctx.pop(victim)  # the id may come back as a new context
+        for cid in open_ids:
+            await c.send(context_id=cid, close_context=True)
+        await c.pump_until(lambda c: all(c.final(cid) for cid in open_ids), timeout=30)
+        for cid in open_ids:
+            assert decode_text(c.get(cid).audio, 16000) == texts[cid]
+        assert not c.socket_errors and all(not r.errors for r in c.ctx.values())
