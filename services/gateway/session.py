@@ -21,11 +21,24 @@ from gateway.contexts import DONE, RUNNING, ContextRequest, ContextState
 from gateway.events import AudioEvent, ErrorEvent, Event, FinalEvent, SessionClosing
 from gateway.services import GatewayServices
 from shared import keys, metrics, protocol
-from shared.errors import (Draining, ContextClosed, ContextExists, ProtocolError, ServiceUnavailable, SlowConsumer,
-                           TextTooLong, TooManyContexts, TTSError, UnknownContext, from_code)
+from shared.errors import (
+    ContextClosed,
+    ContextExists,
+    Draining,
+    ProtocolError,
+    ServiceUnavailable,
+    TextTooLong,
+    TooManyContexts,
+    TTSError,
+    UnknownContext,
+    from_code,
+)
 from shared.logging import get_logger
 
 log = get_logger(__name__)
+# The worker already waited its bounded time for an account-wide upstream permit; another worker
+# would wait for the same permits, so re-enqueueing only doubles the client's wait.
+_NO_GATEWAY_RETRY = frozenset({"upstream_busy"})
 # Ended contexts remembered per session so late messages get ``context_closed``, not ``unknown_context``.
 _ENDED_MEMORY = 256
 # Session closes under way (see SynthesisSession.close).
@@ -57,7 +70,7 @@ class SynthesisSession:
         """Subscribe to the session channel; must complete before any job is enqueued."""
         try:
             await self.services.hub.subscribe(self.channel, self._on_frame)
-        except (RedisError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, RedisError, OSError) as e:
             raise ServiceUnavailable("the queue (Redis) is unreachable") from e
         self.services.registry.add(self)
         metrics.ACTIVE_SESSIONS.labels(self.api).inc()
@@ -272,7 +285,8 @@ class SynthesisSession:
                               _ms(ctx.first_audio_at, ctx.ttfa_origin), _ms(time.monotonic(), ctx.created_at),
                               ctx.cached)
         if isinstance(msg, protocol.Error):
-            if msg.retryable and ctx.chunks_out == 0 and await self.retry(ctx, msg.code):
+            if msg.retryable and msg.code not in _NO_GATEWAY_RETRY and ctx.chunks_out == 0 \
+                    and await self.retry(ctx, msg.code):
                 return None
             err = from_code(msg.code, msg.message)
             self._end(ctx, "failed", err.code)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import time
 import uuid
@@ -339,8 +340,8 @@ class AccountLimit:
         self._leaving.add(holder)
         if not self._closed and (self._flusher is None or self._flusher.done()):
             # One task drains every release made in the meantime with one script call.
-            self._flusher = asyncio.get_running_loop().create_task(self._flush(),
-                                                                   name="elevenlabs-permit-release")
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush(), name="elevenlabs-permit-release", context=contextvars.Context())
 
     async def _flush(self) -> None:
         while self._leaving:
@@ -374,8 +375,8 @@ class AccountLimit:
 
     def _ensure_waker(self) -> None:
         if not self._closed and (self._waker is None or self._waker.done()):
-            self._waker = asyncio.get_running_loop().create_task(self._wake_loop(),
-                                                                 name="elevenlabs-permit-wake")
+            self._waker = asyncio.get_running_loop().create_task(
+                self._wake_loop(), name="elevenlabs-permit-wake", context=contextvars.Context())
 
     async def _wake_loop(self) -> None:
         backoff = 0.05

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import itertools
 import time
@@ -114,7 +115,10 @@ class UpstreamSocket:
 
     def start(self) -> None:
         """Dial in the background; contexts may be placed before the handshake completes."""
-        self._task = asyncio.create_task(self._run(), name=f"elevenlabs-socket-{self.sid}")
+        # A fresh context: the socket outlives the job that opened it, so its log lines must not
+        # carry that job's session/context/job ids.
+        self._task = asyncio.create_task(self._run(), name=f"elevenlabs-socket-{self.sid}",
+                                         context=contextvars.Context())
 
     # -- contexts -----------------------------------------------------------------------------------------
     def assign(self, ctx: UpstreamContext) -> None:

@@ -21,6 +21,7 @@ drain (no new contexts, existing ones finish) and are replaced the same way.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
 from typing import Any
@@ -258,7 +259,8 @@ class SocketPool:
     def _retire(self, sock: UpstreamSocket, why: str) -> None:
         self._remove(sock)
         log.debug("upstream_socket_retired", socket=sock.sid, why=why)
-        task = asyncio.create_task(sock.close(), name=f"elevenlabs-close-{sock.sid}")
+        task = asyncio.create_task(sock.close(), name=f"elevenlabs-close-{sock.sid}",
+                                   context=contextvars.Context())
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
         self._gauges()
