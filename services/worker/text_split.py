@@ -52,8 +52,9 @@ class TextSplitter:
 
     A piece ends at a sentence end (terminal punctuation followed by whitespace, abbreviations such as
     "Dr." or "e.g." excepted; decimals such as "3.14" never end one), at a line break, or when it
-    reaches ``max_words`` words (``first_max_words`` for a stream's first piece, so first audio comes
-    fast): it is then cut at its last clause boundary (``,;:`` or a dash), else before its last
+    reaches its word limit (``first_max_words`` at first, so first audio comes fast, growing to
+    twice the words already emitted, up to ``max_words``, so the next piece is ready before the audio
+    before it runs out): it is then cut at its last clause boundary (``,;:`` or a dash), else before its last
     conjunction, else after the last whole word, but never leaving fewer than ``min_words`` in it.
     Words are never split. Pieces are the words joined by single spaces; pieces with nothing
     speakable (only punctuation) are dropped.
@@ -73,7 +74,7 @@ class TextSplitter:
         self.min_words = min(min_words, self.first_max_words)
         self._buf = ""
         self._words: list[str] = []
-        self._emitted = 0
+        self._emitted_words = 0
 
     @property
     def pending(self) -> str:
@@ -110,7 +111,10 @@ class TextSplitter:
         return out
 
     def _limit(self) -> int:
-        return self.first_max_words if self._emitted == 0 else self.max_words
+        # Ramp up: while little audio is buffered ahead of the listener, a long next piece would take
+        # longer to synthesize than the audio before it lasts ("Hello!" then a 25-word sentence is
+        # an audible gap), so the limit grows with the words already spoken.
+        return max(self.first_max_words, min(self.max_words, 2 * self._emitted_words))
 
     def _clause_cut(self) -> int:
         """How many of the held words form the next piece, the held words having reached the limit."""
@@ -129,7 +133,7 @@ class TextSplitter:
         text = " ".join(piece)
         if _SPEAKABLE.search(text):
             out.append(text)
-            self._emitted += 1
+            self._emitted_words += len(piece)
 
 
 def split_text(text: str, **kwargs: int | None) -> list[str]:
