@@ -69,3 +69,17 @@ async def test_gateway_restart_closes_compat_sockets_with_1001(redis_url: str) -
             frames = await reader
     assert ws.close_code == 1001
     assert frames[-1]["error"] == "shutting_down" and frames[-1]["code"] == 1001
+
+
+async def test_a_client_that_stops_reading_is_cut_off(redis_url: str) -> None:
+    async with el_stack(redis_url, session_queue_frames=8, emu_config={"chunk_ms": 20}) as stack:
+        async with ElClient.connect(stack.base, stack.http, voice=EL_VOICE, output_format="pcm_48000") as c:
+            await c.send(text=LONG * 4, context_id="flood", flush=True)
+            await c.send(context_id="flood", close_context=True)
+            await asyncio.sleep(1.5)  # not reading while the audio floods in
+            await c.drain_until_closed(timeout=20)
+        # It was told why (the close frame itself may be lost to a peer that was not reading), and the
+        # gateway holds nothing of it any more.
+        assert c.socket_errors[-1]["error"] == "slow_consumer" and c.socket_errors[-1]["code"] == 1008
+        assert c.close_code in (1008, 1006)
+        await _idle(stack, closes=1)

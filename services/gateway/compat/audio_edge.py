@@ -144,9 +144,9 @@ async def stream_body(request: web.Request, utterance: Utterance, fmt: AudioForm
         if request.transport is not None:
             request.transport.abort()
         return resp
-    except (ConnectionResetError, RuntimeError):
+    except (ConnectionError, RuntimeError):
         return resp  # the client went away; the session is cancelled by the caller's exit
-    with contextlib.suppress(ConnectionResetError, RuntimeError):
+    with contextlib.suppress(ConnectionError, RuntimeError):
         await resp.write_eof()
     return resp
 

@@ -29,17 +29,12 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from gateway.appkeys import SERVICES
-from gateway.auth import Principal
 from gateway.compat import el_messages as m
-from gateway.compat.auth_edge import principal_of
-from gateway.compat.http_errors import el_error
 from gateway.events import AudioEvent, ErrorEvent, FinalEvent, SessionClosing
 from gateway.requests import build_request
 from gateway.services import GatewayServices
@@ -51,9 +46,7 @@ from shared.errors import (
     WS_MESSAGE_TOO_BIG,
     WS_NORMAL,
     WS_POLICY_VIOLATION,
-    BinaryNotAccepted,
     ContextClosed,
-    Forbidden,
     InternalError,
     MessageTooLarge,
     ServiceUnavailable,
@@ -61,12 +54,14 @@ from shared.errors import (
     SlowConsumer,
     Timeout,
     TTSError,
-    Unauthorized,
 )
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 _RECENT_ENDED = 256
+# A client whose bounded buffer overflowed gets this long to take its error and close frame; then its
+# connection is cut (its pipe may be full for good, and nothing may wait on it for ever).
+SHED_GRACE_S = 2.0
 
 
 def close_code_for(error: TTSError) -> int:
@@ -97,9 +92,10 @@ class ClientContext:
 class ElSocket:
     """Client messages in, ElevenLabs frames out, for one socket."""
 
-    def __init__(self, ws: web.WebSocketResponse, services: GatewayServices, *, voice_id: str,
-                 query: m.WsQuery, multi: bool, tenant: str) -> None:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, services: GatewayServices, *,
+                 voice_id: str, query: m.WsQuery, multi: bool, tenant: str) -> None:
         self.ws = ws
+        self.request = request
         self.services = services
         self.voice_id = voice_id
         self.query = query
@@ -115,6 +111,7 @@ class ElSocket:
         self.done = asyncio.Event()  # the socket must end (closed, or about to be)
         self._serial = 0
         self._send_lock = asyncio.Lock()
+        self._shedding: asyncio.Task[None] | None = None
 
     # ---- output ------------------------------------------------------------------------------------
     async def send(self, text: str) -> None:
@@ -122,14 +119,14 @@ class ElSocket:
         if self.ws.closed:
             return
         async with self._send_lock:
-            with contextlib.suppress(ConnectionResetError, RuntimeError):
+            with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.send_str(text)
 
     async def close(self, code: int = WS_NORMAL, reason: str = "") -> None:
         """Close the socket once (later calls do nothing)."""
         self.done.set()
         if not self.ws.closed:
-            with contextlib.suppress(ConnectionResetError, RuntimeError):
+            with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.close(code=code, message=m.close_reason(reason))
 
     async def fail(self, error: TTSError) -> None:
@@ -140,7 +137,19 @@ class ElSocket:
         await self.close(code, error.code)
 
     def _on_overflow(self) -> None:
-        asyncio.get_running_loop().create_task(self.fail(SlowConsumer("client is not reading audio fast enough")))
+        self._shedding = asyncio.get_running_loop().create_task(self._shed())
+
+    async def _shed(self) -> None:
+        """Close a client that stopped reading with 1008, but never wait on its full pipe for long."""
+        closing = asyncio.ensure_future(self.fail(SlowConsumer("client is not reading audio fast enough")))
+        done, _ = await asyncio.wait({closing}, timeout=SHED_GRACE_S)
+        if not done:
+            closing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
+                await closing
+            self.done.set()
+            if self.request.transport is not None:
+                self.request.transport.abort()  # ends the reader, so the session and its contexts
 
     async def write_events(self) -> None:
         """Turn session events into frames until the socket ends."""
@@ -301,124 +310,3 @@ class ElSocket:
                 await self.fail(Timeout(m.inactivity_message(timeout)))
                 return
 
-
-Dispatch = Callable[[ElSocket, m.ClientMessage], Awaitable[None]]
-
-
-async def serve(request: web.Request, *, multi: bool, dispatch: Dispatch) -> web.StreamResponse:
-    """Run one ElevenLabs TTS WebSocket: auth, query, then messages in and frames out until it ends."""
-    services = request.app[SERVICES]
-    settings = services.settings
-    if services.draining:
-        return el_error(ShuttingDown("gateway is restarting; reconnect"))
-    principal: Principal | None = None
-    auth_error: TTSError | None = None
-    try:
-        principal = await principal_of(request)
-    except Forbidden as e:  # a page from a foreign origin: no socket at all
-        return el_error(e)
-    except TTSError as e:  # the key may still come in the first message
-        auth_error = e
-    # aiohttp's own limit is a backstop above ours, so that an oversize message is answered in words.
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=settings.max_message_bytes * 4, compress=False)
-    await ws.prepare(request)
-    try:
-        query = m.WsQuery.parse(request.query)
-    except TTSError as e:
-        await _fail_bare(ws, e)
-        return ws
-    first: m.ClientMessage | None = None
-    if principal is None:
-        try:
-            first = await _first_message(ws, query.inactivity_timeout_s, settings.max_message_bytes)
-            if first is None or not first.api_key:
-                raise auth_error or Unauthorized("missing API key")
-            principal = await principal_of(request, first.api_key)
-        except TTSError as e:
-            await _fail_bare(ws, e)
-            return ws
-    sock = ElSocket(ws, services, voice_id=request.match_info["voice_id"], query=query, multi=multi,
-                    tenant=principal.key_id)
-    try:
-        await sock.session.open()
-    except TTSError as e:
-        await sock.fail(e)
-        return ws
-    tasks = [asyncio.create_task(sock.write_events(), name=f"el-writer-{sock.session.id}"),
-             asyncio.create_task(sock.watch_inactivity(), name=f"el-idle-{sock.session.id}")]
-    try:
-        if first is not None:
-            await _handle(sock, first, dispatch)
-        if not sock.done.is_set():
-            await _read(sock, dispatch)
-    finally:
-        if sock.done.is_set():
-            # The writer may be mid close handshake (waiting for the client's close frame): cancelling
-            # it now would drop the connection and the client would see 1006, not our close code.
-            await asyncio.wait(tasks, timeout=2.0)
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        await sock.session.close()
-        if not ws.closed:
-            with contextlib.suppress(ConnectionResetError, RuntimeError):
-                await ws.close(code=WS_NORMAL)
-    return ws
-
-
-async def _read(sock: ElSocket, dispatch: Dispatch) -> None:
-    limit = sock.services.settings.max_message_bytes
-    async for msg in sock.ws:
-        if msg.type == WSMsgType.TEXT:
-            if len(msg.data) > limit:
-                await sock.fail(MessageTooLarge(f"messages are limited to {limit} bytes"))
-                return
-            try:
-                parsed = m.parse_client_message(msg.data)
-            except TTSError as e:
-                await sock.fail(e)
-                return
-            await _handle(sock, parsed, dispatch)
-        elif msg.type == WSMsgType.BINARY:
-            await sock.fail(BinaryNotAccepted("send JSON text frames; audio flows only from the server"))
-            return
-        elif msg.type == WSMsgType.ERROR:
-            if getattr(sock.ws.exception(), "code", None) == WS_MESSAGE_TOO_BIG:
-                await sock.fail(MessageTooLarge("message exceeds the size limit"))
-            return
-        if sock.done.is_set():
-            return
-
-
-async def _handle(sock: ElSocket, msg: m.ClientMessage, dispatch: Dispatch) -> None:
-    sock.last_message_at = time.monotonic()
-    try:
-        await dispatch(sock, msg)
-    except TTSError as e:
-        if sock.multi and e.ws_close is None:
-            metrics.CLIENT_ERRORS.labels(e.code).inc()
-            await sock.send(m.error_frame(e.code, e.message, context_id=msg.context_id))
-        else:
-            await sock.fail(e)
-
-
-async def _first_message(ws: web.WebSocketResponse, timeout: float, limit: int) -> m.ClientMessage | None:
-    try:
-        msg = await ws.receive(timeout=timeout)
-    except TimeoutError:
-        raise Timeout(m.inactivity_message(timeout)) from None
-    if msg.type != WSMsgType.TEXT:
-        return None
-    if len(msg.data) > limit:
-        raise MessageTooLarge(f"messages are limited to {limit} bytes")
-    return m.parse_client_message(msg.data)
-
-
-async def _fail_bare(ws: web.WebSocketResponse, error: TTSError) -> None:
-    code = close_code_for(error)
-    metrics.CLIENT_ERRORS.labels(error.code).inc()
-    with contextlib.suppress(ConnectionResetError, RuntimeError):
-        await ws.send_str(m.error_frame(error.code, error.message, close_code=code))
-        await ws.close(code=code, message=m.close_reason(error.code))

@@ -11,7 +11,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.compat import el_messages as m
-from gateway.compat.el_ws import ElSocket, serve
+from gateway.compat.el_ws import ElSocket
+from gateway.compat.el_ws_serve import serve
 
 
 async def stream_input_ws(request: web.Request) -> web.StreamResponse:
