@@ -38,10 +38,12 @@ class Utterance:
         self.session.on_overflow = lambda: self.session.close_with(
             SlowConsumer("client is not reading audio fast enough"))
         self._done = False
+        self._opened = False
 
     async def start(self, request: ContextRequest) -> None:
         """Subscribe, then enqueue the context (the request must carry all text, input closed)."""
         await self.session.open()
+        self._opened = True
         await self.session.start(request)
 
     async def next_audio(self) -> AudioEvent | None:
@@ -58,7 +60,8 @@ class Utterance:
 
     async def close(self) -> None:
         """Cancel whatever still runs (client gone) and unsubscribe."""
-        await self.session.close()
+        if self._opened:
+            await self.session.close()
 
     async def __aenter__(self) -> Self:
         return self
