@@ -38,8 +38,11 @@ async def native_ws(request: web.Request) -> web.StreamResponse:
         principal = await authenticate(request)
     except TTSError as e:  # before the upgrade: a plain HTTP answer any client library can read
         return error_response(e)
-    # aiohttp's own limit is a backstop above ours, so that we can answer oversize messages in words.
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=settings.max_message_bytes * 4, compress=False)
+    # aiohttp's own limit is a backstop above ours, so that we can answer oversize messages in words. Text
+    # frames arrive undecoded for the same reason: aiohttp would drop a non-UTF-8 frame's connection with
+    # a bare 1007 (and a reset if more frames followed); the parser answers it with invalid_json instead.
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=settings.max_message_bytes * 4, compress=False,
+                               decode_text=False)
     await ws.prepare(request)
     session = SynthesisSession(services, api="native", tenant=principal.key_id)
     session.on_overflow = lambda: asyncio.get_running_loop().create_task(_shed(ws, request))

@@ -76,8 +76,13 @@ OPTION_KEYS = {"chunk_length_schedule": list, "auto_mode": bool, "sync_alignment
                "language_code": str, "apply_text_normalization": str, "seed": int, "alignment": bool}
 
 
-def parse(raw: str) -> Command:
-    """Parse one text frame."""
+def parse(raw: str | bytes) -> Command:
+    """Parse one text frame (bytes: its payload as sent, UTF-8 not yet checked)."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidJSON("text frame is not valid UTF-8") from None
     try:
         msg = json.loads(raw)
     except (ValueError, RecursionError) as e:
