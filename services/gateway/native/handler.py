@@ -17,8 +17,17 @@ from gateway.native.frames import encode_audio_frame
 from gateway.requests import build_request
 from gateway.session import SynthesisSession
 from shared import metrics
-from shared.errors import (WS_GOING_AWAY, WS_MESSAGE_TOO_BIG, WS_NORMAL, BinaryNotAccepted, MessageTooLarge,
-                           SlowConsumer, TTSError)
+from shared.errors import (
+    WS_GOING_AWAY,
+    WS_INTERNAL_ERROR,
+    WS_MESSAGE_TOO_BIG,
+    WS_NORMAL,
+    BinaryNotAccepted,
+    InternalError,
+    MessageTooLarge,
+    SlowConsumer,
+    TTSError,
+)
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -81,6 +90,13 @@ async def _read_commands(ws: web.WebSocketResponse, session: SynthesisSession, r
                     await _close(ws, e)
                     return
                 await _send_error(ws, e.details.get("context_id") or getattr(cmd, "context_id", None), e)
+            except Exception:
+                # aiohttp drops whatever a WebSocket handler raises after the upgrade without a word: the
+                # client saw a bare 1000 and the log nothing. Say it in both places instead.
+                log.exception("native_command_failed", session_id=session.id, command=type(cmd).__name__)
+                await _close(ws, InternalError("the gateway failed on this message; see its log"),
+                             code=WS_INTERNAL_ERROR)
+                return
         elif msg.type == WSMsgType.BINARY:
             await _close(ws, BinaryNotAccepted("send JSON text frames; audio flows only from the server"))
             return
