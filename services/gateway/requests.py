@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
+
 from gateway.catalog import Catalog
 from gateway.contexts import ContextRequest
 from shared.audio.formats import UnsupportedFormat as AudioUnsupported
 from shared.audio.formats import parse_format
-from shared.errors import UnsupportedFormat
+from shared.errors import InvalidRequest, UnsupportedFormat
 
 
 async def build_request(catalog: Catalog, *, context_id: str, voice: str | None, model: str | None,
@@ -20,9 +22,21 @@ async def build_request(catalog: Catalog, *, context_id: str, voice: str | None,
         audio_format = parse_format(fmt)
     except AudioUnsupported as e:
         raise UnsupportedFormat(str(e), field="format") from e
+    _check_encodable("voice_settings", voice_settings)
+    _check_encodable("options", options)
     voice_id, provider, record = await catalog.resolve(voice)
     return ContextRequest(
         context_id=context_id, voice_id=voice_id, provider=provider,
         model_id=model or record.get("default_model", "") or "", fmt=audio_format,
         voice_settings=dict(voice_settings or {}), options=dict(options or {}), text=text,
         input_closed=input_closed, use_cache=use_cache)
+
+
+def _check_encodable(name: str, value: Any) -> None:
+    """Client JSON travels to the worker as msgpack: an integer past 64 bits (or nesting past its limit)
+    cannot, and used to escape as an OverflowError that silently closed the session."""
+    try:
+        msgpack.packb(value, use_bin_type=True)
+    except (OverflowError, ValueError, TypeError):
+        raise InvalidRequest(f"{name} holds a value out of range (integers must fit in 64 bits)",
+                             field=name) from None
