@@ -3,7 +3,6 @@
 Its streaming TTS speaks ``multi-stream-input`` (one shared socket, one context per stream, init
 with ``voice_settings: {}``, sentences with ``flush``, ``close_context``, ``sync_alignment=true``,
 ``inactivity_timeout=180``); its ``synthesize`` posts to ``/stream`` and insists on ``audio/*``.
-Skipped when the plugin is not installed (it is in the ``test`` extra).
 """
 
 from __future__ import annotations
@@ -11,12 +10,10 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-import pytest
+import livekit.plugins.elevenlabs as lk
 from emulator.synth import decode_text
 
 from tests.compat.conftest import EL_VOICE, el_stack
-
-lk = pytest.importorskip("livekit.plugins.elevenlabs")
 
 
 def make_tts(base: str, http: aiohttp.ClientSession, **kw: object):  # type: ignore[no-untyped-def]

@@ -15,8 +15,11 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from aiohttp import web
+from elevenlabs import VoiceSettings
+from elevenlabs.client import AsyncElevenLabs, ElevenLabs
 from emulator.synth import decode_text
 from gateway.__main__ import ssl_context
 from gateway.app import create_app
@@ -27,12 +30,6 @@ from shared.settings import Settings
 from tests.compat.conftest import EL_VOICE, el_stack, idle_on_exit
 from tests.conftest import fast_settings
 from tests.support.stack import running_worker
-
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("elevenlabs")  # the official SDK: in the ``test`` extra
-
-from elevenlabs import VoiceSettings
-from elevenlabs.client import AsyncElevenLabs, ElevenLabs
 
 TEXT = "The official SDK only changes its base URL."
 # The SDK itself reads the deprecated ConnectionClosed.code of websockets >= 14 after every close.
@@ -111,7 +108,7 @@ async def test_sdk_errors_surface_as_api_errors(el_sdk: AsyncElevenLabs) -> None
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1/localhost and its key, made with the openssl CLI."""
     if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not available to make a test certificate")
+        pytest.fail("the openssl CLI is needed to make a test certificate (Debian: apt-get install openssl)")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
                     "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",

@@ -234,7 +234,7 @@ async def test_voices_and_status(provider: LocalProvider) -> None:
 
 async def test_transcription_finds_the_words(provider: LocalProvider) -> None:
     """Proof the output is speech, not noise of the right length: pocketsphinx hears the words."""
-    pocketsphinx = pytest.importorskip("pocketsphinx")
+    import pocketsphinx  # the `test` extra
     text = "Hello world, this is a test of the speech system."
     pcm = joined(await speak(provider, text, "pcm_16000"))
     decoder = pocketsphinx.Decoder(samprate=16000, loglevel="FATAL")
