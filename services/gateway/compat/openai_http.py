@@ -88,6 +88,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
 def _format(name: Any) -> str:
     if name is None:
         return FORMATS["mp3"]
+    if not isinstance(name, str):  # a list or object is unhashable: it used to escape as a 500
+        raise InvalidRequest("response_format must be one of mp3, wav, pcm", field="response_format")
     if name in REFUSED:
         raise UnsupportedFormat(f"response_format {name!r} is not supported by this gateway; use mp3, wav or pcm",
                                 field="response_format")
