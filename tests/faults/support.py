@@ -16,6 +16,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -23,7 +24,7 @@ import redis.asyncio as aioredis
 from emulator.runner import DEFAULT_VOICE_ID
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.procs import Proc, Procs
+from tests.support.procs import ROOT, Proc, Procs
 
 T = TypeVar("T")
 LONG = os.environ.get("TTS_TEST_LONG", "") not in ("", "0", "false")
@@ -38,14 +39,20 @@ def pick(quick: T, long: T) -> T:
     return long if LONG else quick
 
 
+REPORT = Path(os.environ.get("TTS_RELIABILITY_OUT", ROOT / "tests" / "artifacts" / "reliability.jsonl"))
+
+
 def report(scenario: str, **figures: Any) -> None:
-    """Record a measured figure: printed (see it with ``-s``) and appended to $TTS_RELIABILITY_OUT if set."""
-    line = json.dumps({"scenario": scenario, "long": LONG, **figures}, default=str)
+    """Record a measured figure: printed (``-s`` shows it) and appended to tests/artifacts/reliability.jsonl.
+
+    docs/reliability.md quotes these lines; ``TTS_RELIABILITY_OUT`` sends them elsewhere.
+    """
+    line = json.dumps({"scenario": scenario, "long": LONG, "at": time.strftime("%Y-%m-%dT%H:%M:%S"), **figures},
+                      default=str)
     print(f"RELIABILITY {line}")
-    out = os.environ.get("TTS_RELIABILITY_OUT")
-    if out:
-        with open(out, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    with REPORT.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
 
 
 def el_env(emulator: Proc, **overrides: Any) -> dict[str, Any]:
@@ -222,7 +229,9 @@ class RawWS:
         return cls(reader, writer, status, hdrs)
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
-        """Queue one masked frame (no validation: that is the point)."""
+        """Queue one masked frame (no validation: that is the point); a no-op once the peer hung up."""
+        if self.writer.transport.is_closing():
+            raise ConnectionResetError("the server closed the connection")
         n = len(payload)
         head = bytes([(0x80 if fin else 0) | opcode])
         if n < 126:
