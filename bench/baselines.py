@@ -138,9 +138,9 @@ def idle_memory(target_url: str, n: int, gateway_pid: int, settle_s: float = 3.0
         p.wait(60)
         return json.loads(out.read_text()) if out.exists() else {}
 
-    # A first batch warms allocator pools and lazily created code paths, so the measured delta is
-    # what a session holds rather than one-off growth.
-    p, out = open_idle(min(200, n))
+    # A small first batch warms lazily created code paths, so the measured delta is what a session
+    # holds rather than one-off growth (small: memory it frees is reused by the measured batch).
+    p, out = open_idle(max(1, min(50, n // 20)))
     time.sleep(settle_s)
     close(p, out)
     time.sleep(settle_s)

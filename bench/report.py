@@ -99,13 +99,15 @@ def markdown(result: dict[str, Any]) -> str:
              f"`start`, a streamed turn's first `flush`) to its first audio byte. Streamed share "
              f"{result['stream_share']:.0%} at 20–50 tokens/s.", "",
              "## Time to first audio and real-time delivery", "",
-             "| target | streams | contexts | done % | TTFA p50 | p90 | p99 | +floor p50 | +p90 | +p99 "
+             "'streams' is the number of client sessions; 'playing' is the mean number of streams actually "
+             "delivering audio over the measured phase (audio seconds delivered / phase length).", "",
+             "| target | streams | playing | contexts | done % | TTFA p50 | p90 | p99 | +floor p50 | +p90 | +p99 "
              "| underrun ctx | late p99 ms | gap p99 ms | errors | seq bad |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in result["rows"]:
         errs = ", ".join(f"{k}×{v}" for k, v in r["errors"].items()) or "—"
         lines.append(
-            f"| {r['target']} | {r['level']} | {r['contexts']} | {r['completion_pct']} | {r['ttfa_p50']} | "
+            f"| {r['target']} | {r['level']} | {_playing(r)} | {r['contexts']} | {r['completion_pct']} | {r['ttfa_p50']} | "
             f"{r['ttfa_p90']} | {r['ttfa_p99']} | {_fmt(r.get('added_p50'))} | {_fmt(r.get('added_p90'))} | "
             f"{_fmt(r.get('added_p99'))} | {r['underrun_contexts']} | {r['late_p99_ms']} | {r['gap_p99_ms']} | "
             f"{errs} | {r['seq_violations']} |")
@@ -120,12 +122,16 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "## Capacity (highest level with no underrun, error or gap in sequence)", ""]
     for t, lvl in result["capacity"].items():
         lines.append(f"- {t}: {lvl if lvl is not None else 'below the lowest level'}")
-    lines += ["", "## CPU % (mean over the measured phase; 100 = one core) and peak RSS MB", "",
-              "| target | streams | process: cpu mean / max, rss |", "|---|---:|---|"]
+    lines += ["", "## CPU and memory per process during the measured phase", "",
+              "CPU % is the mean over the phase (100 = one core); ms/s is CPU milliseconds spent per second "
+              "of audio delivered (lower is better; capacity ≈ 1000 × cores / sum of ms/s); 'others' is what "
+              "other tenants of this shared machine kept busy meanwhile, in cores.", "",
+              "| target | streams | others (cores) | process: cpu % mean/max, ms/s, peak RSS |", "|---|---:|---:|---|"]
     for r in result["rows"]:
-        parts = [f"{n}: {v['cpu_mean']}/{v['cpu_max']}%, {v['rss_max_mb']} MB"
-                 for n, v in sorted(r.get("resources", {}).items()) if v["cpu_max"] > 0.5 or n.startswith("gate")]
-        lines.append(f"| {r['target']} | {r['level']} | {'; '.join(parts)} |")
+        parts = [f"{n}: {v['cpu_mean']}/{v['cpu_max']}%, {v.get('cpu_ms_per_audio_s')} ms/s, {v['rss_max_mb']} MB"
+                 for n, v in sorted(r.get("resources", {}).items())]
+        lines.append(f"| {r['target']} | {r['level']} | {r.get('box', {}).get('others_cores', '—')} | "
+                     f"{'; '.join(parts)} |")
     if result.get("idle_memory"):
         m = result["idle_memory"]
         lines += ["", "## Gateway memory per idle session", "",
@@ -134,6 +140,11 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _playing(r: dict[str, Any]) -> str:
+    secs = (r.get("phase_s") or {}).get("measured_s")
+    return f"{r['audio_s'] / secs:.0f}" if secs and r.get("audio_s") is not None else "—"
 
 
 def _fmt(v: float | None) -> str:

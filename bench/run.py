@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         b.setup()
         b.say(f"targets {[t.name for t in b.targets]}, levels {b.levels}")
+        idle = b.idle_memory()  # first, on a fresh gateway: after the sweep its heap has room to spare
         b.sweep()
-        idle = b.idle_memory()
     finally:
         b.stop()
     result = b.finish(idle)
