@@ -192,13 +192,13 @@ class ShuttingDown(TTSError):
     code = "shutting_down"
     http_status = 503
     retryable = True
-    ws_close = WS_GOING_AWAY
+    ws_close: ClassVar[int | None] = WS_GOING_AWAY
 
 
 class Draining(ShuttingDown):
     """The same code, about one context: a draining gateway refuses new contexts, keeps the session."""
 
-    ws_close = None
+    ws_close: ClassVar[int | None] = None
 
 
 class ServiceUnavailable(TTSError):
@@ -297,7 +297,8 @@ def _all_subclasses(cls: type[TTSError]) -> list[type[TTSError]]:
     return out
 
 
-ERRORS_BY_CODE: dict[str, type[TTSError]] = {c.code: c for c in [TTSError, *_all_subclasses(TTSError)]}
+_ALL_ERRORS: list[type[TTSError]] = [TTSError, *_all_subclasses(TTSError)]
+ERRORS_BY_CODE: dict[str, type[TTSError]] = {c.code: c for c in _ALL_ERRORS}
 
 
 def from_code(code: str, message: str | None = None) -> TTSError:

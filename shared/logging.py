@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
@@ -24,7 +24,7 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def _scrub_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _scrub_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if _SECRETS:
         for k, v in list(event.items()):
             event[k] = _scrub(v)

@@ -176,7 +176,7 @@ class SynthesisSession:
             return  # already over: cancelling twice is harmless
         self._end(ctx, "cancelled")
         self._post(FinalEvent(ctx.context_id, "cancelled", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
-                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _ms(time.monotonic(), ctx.created_at)))
+                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _since_ms(ctx.created_at)))
         await self._cancel_job(ctx, reason)
 
     # ---- events to the client -----------------------------------------------------------------------
@@ -282,7 +282,7 @@ class SynthesisSession:
             if ctx.cache_recorder is not None:
                 ctx.cache_recorder.finish(ctx)
             return FinalEvent(ctx.context_id, "completed", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
-                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _ms(time.monotonic(), ctx.created_at),
+                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _since_ms(ctx.created_at),
                               ctx.cached)
         if isinstance(msg, protocol.Error):
             if msg.retryable and msg.code not in _NO_GATEWAY_RETRY and ctx.chunks_out == 0 \
@@ -342,7 +342,7 @@ class SynthesisSession:
                 self._post(event)
         self._end(ctx, "completed")
         self._post(FinalEvent(ctx.context_id, "completed", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
-                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _ms(time.monotonic(), ctx.created_at),
+                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _since_ms(ctx.created_at),
                               True))
 
     async def retry(self, ctx: ContextState, reason: str) -> bool:
@@ -367,6 +367,10 @@ def _ms(end: float | None, start: float | None) -> float | None:
     if end is None or start is None:
         return None
     return (end - start) * 1000
+
+
+def _since_ms(start: float) -> float:
+    return (time.monotonic() - start) * 1000
 
 
 def _round(v: float | None) -> float | None:

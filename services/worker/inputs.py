@@ -89,5 +89,6 @@ class InputRouter:
             asyncio.get_running_loop().create_task(self._replay(inp))
 
     async def _replay(self, inp: JobInput) -> None:
-        for raw in await self._redis.lrange(keys.input_list(inp.job_id), 0, -1):
+        raws: list[bytes] = await self._redis.lrange(keys.input_list(inp.job_id), 0, -1)  # type: ignore[misc]
+        for raw in raws:
             inp.offer_raw(raw)

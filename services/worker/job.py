@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 
 from shared import keys, protocol
 from shared.errors import InternalError, ServiceUnavailable, ShuttingDown, TTSError, UnknownVoice, from_code
@@ -71,10 +72,9 @@ class _JobRun:
         try:
             receivers = await announce
             inputs = await opening
-        except Exception as e:
+        except (RedisError, OSError, TimeoutError) as e:
             opening.cancel()
-            with contextlib.suppress(BaseException):
-                await opening
+            await asyncio.gather(opening, return_exceptions=True)
             await state.inputs.close(spec.job_id)
             log.warning("job_start_failed", error=type(e).__name__)
             return "failed"

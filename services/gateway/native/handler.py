@@ -54,7 +54,15 @@ async def native_ws(request: web.Request) -> web.StreamResponse:
                                decode_text=False)
     await ws.prepare(request)
     session = SynthesisSession(services, api="native", tenant=principal.key_id)
-    session.on_overflow = lambda: asyncio.get_running_loop().create_task(_shed(ws, request))
+    shedding: set[asyncio.Task[None]] = set()
+
+    def overflow() -> None:
+        # Keep a reference: the loop holds tasks only weakly.
+        task = asyncio.get_running_loop().create_task(_shed(ws, request))
+        shedding.add(task)
+        task.add_done_callback(shedding.discard)
+
+    session.on_overflow = overflow
     try:
         await session.open()
     except TTSError as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,16 +121,16 @@ def _context_id(msg: dict[str, Any]) -> str:
 
 def _start(msg: dict[str, Any]) -> Start:
     options = _get(msg, "options", dict, {})
-    for key, typ in OPTION_KEYS.items():
+    for key in OPTION_KEYS:
         if key in msg and key not in options:
             options[key] = msg[key]
     clean: dict[str, Any] = {}
     for key, value in options.items():
-        typ = OPTION_KEYS.get(key)
-        if typ is None:
+        expected = OPTION_KEYS.get(key)
+        if expected is None:
             continue
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            raise InvalidMessage(f"option {key!r} must be {typ.__name__}", field=key)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise InvalidMessage(f"option {key!r} must be {expected.__name__}", field=key)
         clean[key] = value
     schedule = clean.get("chunk_length_schedule")
     if schedule is not None and not all(isinstance(v, (int, float)) and 50 <= v <= 500 for v in schedule):
@@ -149,7 +150,7 @@ def _start(msg: dict[str, Any]) -> Start:
     )
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[dict[str, Any]], Command]] = {
     "start": _start,
     "text": lambda m: Text(_context_id(m), _get(m, "text", str), _get(m, "flush", bool, False)),
     "flush": lambda m: Flush(_context_id(m)),
