@@ -67,8 +67,14 @@ def loadgen_processes(level: int) -> int:
     return 1 if level <= 500 else 2
 
 
+def duration_for(level: int, min_contexts: int, floor_s: float, cap_s: float) -> float:
+    """Seconds of steady load for a level: enough for ``min_contexts`` contexts (~6 s each)."""
+    return max(floor_s, min(cap_s, min_contexts * 6.0 / max(level, 1)))
+
+
 def drive(target: Target, level: int, *, utterances: int, stream_share: float, seed: int,
-          sampler: Sampler, jitter_ms: float, stagger_s: float, timeout_s: float = 600.0) -> dict[str, Any]:
+          sampler: Sampler, jitter_ms: float, stagger_s: float, timeout_s: float = 600.0,
+          duration_s: float | None = None) -> dict[str, Any]:
     """Run ``level`` concurrent sessions against ``target``; merge what the client processes saw."""
     nproc = loadgen_processes(level)
     tmp = Path(tempfile.mkdtemp(prefix="bench-lg-"))
@@ -80,7 +86,7 @@ def drive(target: Target, level: int, *, utterances: int, stream_share: float, s
                "utterances": utterances, "stream_share": 0.0 if target.cache else stream_share,
                "seed": seed, "jitter_ms": jitter_ms, "stagger_s": stagger_s, "warmup": target.warmup,
                "cache": target.cache, "cache_text": CACHE_TEXT if target.cache else None,
-               "context_timeout_s": 90.0}
+               "context_timeout_s": 90.0, "duration_s": duration_s}
         offset += n
         (tmp / f"cfg{i}.json").write_text(json.dumps(cfg))
         out = tmp / f"out{i}.json"

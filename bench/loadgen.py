@@ -73,12 +73,20 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         t_warm = time.perf_counter()
         stagger = cfg.get("stagger_s", 1.0)
 
+        duration = cfg.get("duration_s")  # None: each session speaks ``utterances`` and stops
+        phase_start = time.perf_counter()
+
         async def measured(s: BaseSession) -> list[dict[str, Any]]:
-            plan = make_plan(s.rng, cfg.get("utterances", 2), cfg.get("stream_share", 0.3),
+            n = cfg.get("utterances", 2) if duration is None else 1000
+            plan = make_plan(s.rng, n, cfg.get("stream_share", 0.3),
                              cfg.get("cache_text") if cfg.get("cache") else None)
             await asyncio.sleep(s.rng.uniform(0, stagger))
             out = []
             for (mode, payload), think in zip(plan.utterances, plan.think_s):
+                # With a duration, sessions keep speaking until it is up, so the level stays the
+                # number of concurrent streams for the whole phase (the last turn still completes).
+                if duration is not None and time.perf_counter() - phase_start >= duration:
+                    break
                 rec = await s.run_context(mode, payload, plan.token_rate, timeout)
                 out.append(rec.to_json())
                 await asyncio.sleep(think)

@@ -71,12 +71,13 @@ class Proc:
                 self.popen.wait()
 
 
-def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | None = None) -> Proc:
+def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | None = None,
+          cwd: Path | None = None) -> Proc:
     """Start ``argv`` with its output in ``log_dir/name.log``."""
     log = log_dir / f"{name}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     with open(log, "wb") as out:
-        popen = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=out,
+        popen = subprocess.Popen(argv, cwd=cwd or ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=out,
                                  stderr=subprocess.STDOUT, start_new_session=True,
                                  preexec_fn=_die_with_parent)
     return Proc(name, popen, log)
@@ -199,9 +200,9 @@ def start_stack(log_dir: Path, emulator_url: str, workers: int, extra_env: Mappi
     ws: list[Proc] = []
     for i in range(workers):
         wenv = {**env, "WORKER_METRICS_PORT": str(free_port()), "WORKER_ID": f"bench-w{i}"}
-        ws.append(spawn(f"worker{i}{tag}", [PY, "-m", "worker"], log_dir, wenv))
+        ws.append(spawn(f"worker{i}{tag}", [PY, "-m", "worker"], log_dir, wenv, cwd=code_root))
     port = free_port()
-    gw = spawn(f"gateway{tag}", [PY, "-m", "gateway"], log_dir, {**env, "GATEWAY_PORT": str(port)})
+    gw = spawn(f"gateway{tag}", [PY, "-m", "gateway"], log_dir, {**env, "GATEWAY_PORT": str(port)}, cwd=code_root)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:

@@ -184,14 +184,17 @@ class Bench:
         collapsed: set[str] = set()
         for level in self.levels:
             utts = baselines.utterances_for(level, a.min_contexts, a.max_utterances)
+            duration = baselines.duration_for(level, a.min_contexts, 12.0 if a.short else 20.0,
+                                              24.0 if a.short else 45.0)
             for t in self.targets:
                 if t.name in collapsed:
                     continue
                 t0 = time.monotonic()
                 res = baselines.drive(t, level, utterances=utts, stream_share=a.stream_share, seed=a.seed + level,
-                                      sampler=self.sampler, jitter_ms=a.jitter_ms, stagger_s=min(2.0, 0.2 + level / 500))
+                                      sampler=self.sampler, jitter_ms=a.jitter_ms, stagger_s=min(2.0, 0.2 + level / 500),
+                                      duration_s=duration)
                 t1 = time.monotonic()
-                row = {"target": t.name, "level": level, "utterances_per_session": utts,
+                row = {"target": t.name, "level": level, "duration_s": duration,
                        **report.summarize(res["records"], a.jitter_ms),
                        "connect_failed": res["connect_failed"], "warmup_failed": res["warmup_failed"],
                        "loadgen_errors": res["errors"], "phase_s": {k: round(res.get(k, 0.0), 1) for k in
