@@ -170,10 +170,10 @@ class SynthesisSession:
     async def cancel(self, context_id: str, reason: str = "cancelled") -> None:
         """Barge-in: end the context now; no audio of it is delivered after this returns."""
         ctx = self.contexts.get(context_id)
-        if ctx is None:
+        if ctx is None or not ctx.live:
+            if ctx is not None or context_id in self._ended:
+                return  # already over: cancelling twice is harmless
             raise UnknownContext(f"no context {context_id!r} in this session", context_id=context_id)
-        if not ctx.live:
-            return  # already over: cancelling twice is harmless
         self._end(ctx, "cancelled")
         self._post(FinalEvent(ctx.context_id, "cancelled", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
                               _ms(ctx.first_audio_at, ctx.ttfa_origin), _since_ms(ctx.created_at)))
@@ -219,10 +219,10 @@ class SynthesisSession:
 
     def _live(self, context_id: str) -> ContextState:
         ctx = self.contexts.get(context_id)
-        if ctx is None:
+        if ctx is None or not ctx.live:
+            if ctx is not None or context_id in self._ended:
+                raise ContextClosed(f"context {context_id!r} already ended", context_id=context_id)
             raise UnknownContext(f"no context {context_id!r} in this session", context_id=context_id)
-        if not ctx.live:
-            raise ContextClosed(f"context {context_id!r} already ended", context_id=context_id)
         return ctx
 
     async def _push(self, ctx: ContextState, msg: protocol.Message) -> None:
@@ -243,12 +243,14 @@ class SynthesisSession:
             self.services.admission.release(self, ctx, outcome)  # settles in the background
         ctx.state = DONE
         self._jobs.pop(ctx.job_id, None)
+        # Only the id is remembered (late messages get context_closed); the state goes now. Kept until
+        # _ENDED_MEMORY pushed it out, it cost ~1.6 KB a turn (a long session held 256 of them) and the
+        # monitor scanned every one of them five times a second.
+        if self.contexts.get(ctx.context_id) is ctx:
+            del self.contexts[ctx.context_id]
         self._ended[ctx.context_id] = None
         if len(self._ended) > _ENDED_MEMORY:
-            old = next(iter(self._ended))
-            del self._ended[old]
-            if self.contexts.get(old) is not None and not self.contexts[old].live:
-                del self.contexts[old]
+            del self._ended[next(iter(self._ended))]
         metrics.ACTIVE_CONTEXTS.dec()
         metrics.CONTEXTS.labels(outcome).inc()
         metrics.CONTEXT_DURATION.labels(ctx.request.provider, outcome).observe(time.monotonic() - ctx.created_at)
