@@ -32,8 +32,9 @@ from gateway.compat.auth_edge import principal_of
 from gateway.compat.http_errors import el_error
 from gateway.contexts import ContextRequest
 from gateway.events import AudioEvent
+from gateway.jsonbody import request_object
 from gateway.requests import build_request
-from shared.errors import InvalidJSON, InvalidRequest, ShuttingDown, TTSError
+from shared.errors import InvalidRequest, ShuttingDown, TTSError
 
 _PASSED_OPTIONS = ("language_code", "seed", "apply_text_normalization")
 
@@ -104,12 +105,7 @@ async def _parse(request: web.Request) -> tuple[str, ContextRequest]:
     fmt = m.parse_output_format(request.query.get("output_format"))
     for name in ("enable_logging",):
         m.query_bool(request.query, name)
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidJSON("the request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise InvalidJSON("the request body must be a JSON object")
+    body = await request_object(request)
     text = body.get("text")
     if not isinstance(text, str) or not text.strip():
         raise InvalidRequest("text is required and must be a non-empty string", field="text")

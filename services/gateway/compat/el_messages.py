@@ -17,9 +17,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.jsonbody import parse_object
 from shared.audio.formats import AudioFormat, parse_format
 from shared.audio.formats import UnsupportedFormat as AudioUnsupported
-from shared.errors import InvalidJSON, InvalidMessage, InvalidRequest, UnsupportedFormat
+from shared.errors import InvalidMessage, InvalidRequest, UnsupportedFormat
 
 DEFAULT_OUTPUT_FORMAT = "mp3_44100_128"  # ElevenLabs' default on every TTS endpoint
 DEFAULT_INACTIVITY_S = 20.0
@@ -137,12 +138,7 @@ class ClientMessage:
 
 def parse_client_message(raw: str) -> ClientMessage:
     """Parse one text frame; malformed input raises ``invalid_json``/``invalid_message``."""
-    try:
-        msg = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise InvalidJSON(f"message is not valid JSON: {e}") from None
-    if not isinstance(msg, dict):
-        raise InvalidJSON("message must be a JSON object")
+    msg = parse_object(raw)
     text = msg.get("text")
     if text is not None and not isinstance(text, str):
         raise InvalidMessage("text must be a string", field="text")

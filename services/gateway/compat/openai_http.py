@@ -25,9 +25,10 @@ from gateway.compat.auth_edge import principal_of
 from gateway.compat.el_messages import normalize_model
 from gateway.compat.http_errors import openai_error
 from gateway.events import AudioEvent
+from gateway.jsonbody import request_object
 from gateway.requests import build_request
 from shared.audio.formats import parse_format
-from shared.errors import InvalidJSON, InvalidRequest, ShuttingDown, TTSError, UnsupportedFormat
+from shared.errors import InvalidRequest, ShuttingDown, TTSError, UnsupportedFormat
 
 OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer",
                            "verse", "marin", "cedar"})
@@ -76,13 +77,7 @@ async def speech(request: web.Request) -> web.StreamResponse:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidJSON("the request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise InvalidJSON("the request body must be a JSON object")
-    return body
+    return await request_object(request)
 
 
 def _format(name: Any) -> str:

@@ -7,13 +7,13 @@ Unknown extra fields are ignored (forward compatibility).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import InvalidJSON, InvalidMessage
+from gateway.jsonbody import parse_object
+from shared.errors import InvalidMessage
 
 CONTEXT_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
@@ -79,17 +79,7 @@ OPTION_KEYS = {"chunk_length_schedule": list, "auto_mode": bool, "sync_alignment
 
 def parse(raw: str | bytes) -> Command:
     """Parse one text frame (bytes: its payload as sent, UTF-8 not yet checked)."""
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidJSON("text frame is not valid UTF-8") from None
-    try:
-        msg = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise InvalidJSON(f"message is not valid JSON: {e}") from None
-    if not isinstance(msg, dict):
-        raise InvalidJSON("message must be a JSON object")
+    msg = parse_object(raw)
     kind = msg.get("type")
     if not isinstance(kind, str):
         raise InvalidMessage("message has no string 'type'", field="type")
