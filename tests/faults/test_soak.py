@@ -135,7 +135,7 @@ async def test_soak_loses_no_word_and_leaves_resources_flat(procs: Procs, redis_
     assert tally.utterances >= SESSIONS * 3, tally.utterances  # every session kept talking (2 cores, shared)
     for name, u in after.items():
         w = warm[name]
-        assert u.rss_mb - w.rss_mb < pick(40, 60), f"{name} RSS {w.rss_mb} MB warm -> {u.rss_mb} MB after"
+        assert u.rss_mb - w.rss_mb < pick(20, 25), f"{name} RSS {w.rss_mb} MB warm -> {u.rss_mb} MB after"
         assert u.other_fds - before[name].other_fds <= 3, f"{name}: {before[name]} before -> {u} after"
         # Pools keep what the peak needed, within their caps: the gateway's client (256); a worker's client (64)
         # plus arq's own pool, which has no cap but one connection per running job at most (WORKER_MAX_JOBS).
