@@ -34,7 +34,8 @@ async def test_client_that_stops_reading_is_cut_off_with_4408_and_memory_stays_b
     for ws in (stuck, dead):
         assert ws.status == 101
         await ws.read_frame()
-        ws.send_json(type="start", context_id="flood", format="pcm_48000", text=ENDLESS, end=True)
+        # Input left open (flushed, never ended): only the gateway's cancel can close it upstream.
+        ws.send_json(type="start", context_id="flood", format="pcm_48000", text=ENDLESS, flush=True)
         await ws.drain()
     rss_peak = rss_before
     async with aiohttp.ClientSession() as http, NativeClient.connect(stack.base, http) as good:
@@ -48,6 +49,10 @@ async def test_client_that_stops_reading_is_cut_off_with_4408_and_memory_stays_b
             return await metric(stack.gateway, "tts_slow_consumer_closes_total") >= 2
 
         waited = await until(shed, 60, "the stalled client counted as a slow consumer", every=0.1)
+        # From the cut on, both stalled sessions' upstream contexts must be closed (within the grace).
+        # The good context's own close_context (its end of input) is already counted.
+        closing = asyncio.create_task(until(lambda: _emu_closes(stack, 3), SHED_GRACE_S + 10,
+                                            "close_context sent upstream for both stalled sessions"))
         events, frames, code = await stuck.read_until_close(10)
         await listening
         assert not good.ws.closed and not good.session_errors
@@ -65,7 +70,7 @@ async def test_client_that_stops_reading_is_cut_off_with_4408_and_memory_stays_b
     assert res.final is not None, res.error
     assert decode_text(res.audio, 8000) == GOOD
     # The stalled session's upstream context was closed, and nothing is left counted as live.
-    upstream_closed = await until(lambda: _emu_closes(stack, 2), 10, "close_context sent upstream")
+    upstream_closed = await closing
     await until(lambda: _gauge_zero(stack.gateway, "tts_active_contexts"), 10, "gateway contexts back to zero")
     growth_mb = (rss_peak - rss_before) / 2**20
     assert growth_mb < 40, f"gateway RSS grew {growth_mb:.1f} MB while a client stalled"
@@ -94,19 +99,22 @@ async def test_client_that_vanishes_mid_stream_frees_every_upstream_context(proc
     async with aiohttp.ClientSession() as http, NativeClient.connect(stack.base, http) as polite:
         raw = await RawWS.connect(stack.base)
         await raw.read_frame()
-        for i in range(3):
-            await polite.send(type="start", context_id=f"p{i}", format="pcm_16000", text=text, end=True)
-            raw.send_json(type="start", context_id=f"r{i}", format="pcm_16000", text=text, end=True)
+        for i in range(3):  # LLM-style: text flushed, input never ended, so only a cancel closes them upstream
+            await polite.send(type="start", context_id=f"p{i}", format="pcm_16000", text=text, flush=True)
+            raw.send_json(type="start", context_id=f"r{i}", format="pcm_16000", text=text, flush=True)
         await raw.drain()
         await polite.pump_until(lambda c: all(c.result(f"p{i}").frames for i in range(3)), 20)
         raw_frames = 0
         while raw_frames < 3:
             op, _ = await raw.read_frame()
             raw_frames += op == 0x2
-        assert (await stack.emu_stats())["contexts_active"] == 6
+        stats = await stack.emu_stats()
+        assert stats["contexts_active"] == 6 and stats["messages_received"].get("close_context", 0) == 0
+        t_gone = time.monotonic()
         raw.abort()
         await polite.ws.close()
-    closed = await until(lambda: _emu_closes(stack, 6), 5, "close_context sent upstream for all six")
+    await until(lambda: _emu_closes(stack, 6), 5, "close_context sent upstream for all six")
+    closed = time.monotonic() - t_gone
     # The emulator, like ElevenLabs, finishes a generation already under way before it frees the slot.
     idle = await until(stack.emu_idle, 30, "every upstream context closed")
     for name in ("tts_active_contexts", "tts_active_sessions"):
