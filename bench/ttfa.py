@@ -2,12 +2,15 @@
 
 Starts the emulator (connect delay 300 ms, TTFB 150 ms, real-time pacing), a redis-server, one
 worker and the gateway, each its own process, then speaks a few hundred whole utterances through
-each target in alternating rounds (so both see the same background load) and prints p50/p90/p99:
+each target in alternating rounds (so both see the same background load) and prints p50/p90/p99.
+A run on the shared 2-core box (2026-11-21, ``--proxy``):
 
-    target     n    p50     p90     p99
-    floor    300  152.1   153.9   156.0
-    stack    300  155.0   158.2   166.3
-    added           +2.9    +4.3   +10.3
+    target       n      p50      p90      p99   (ms, whole utterances, 20 concurrent sessions)
+    floor      300    151.8    153.5    156.6
+    stack      300    157.0    161.8    170.9
+    proxy      300    455.4    461.6    468.7
+    +stack             +5.3     +8.4    +14.4
+    +proxy           +303.6   +308.1   +312.1
 """
 
 from __future__ import annotations
