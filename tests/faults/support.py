@@ -193,6 +193,28 @@ async def assert_no_orphans(redis_url: str, timeout: float = 5.0) -> None:
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 
+class _DeliveredFirstReader(asyncio.StreamReader):
+    """A reader that hands out what the kernel already delivered before a connection error.
+
+    asyncio's reader raises a stored error (EPIPE after the server hung up while we still wrote) ahead
+    of bytes already buffered, so the server's error and close frames would look lost when they were not.
+    """
+
+    _late: BaseException | None = None
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._late = exc
+        self.feed_eof()
+
+    async def readexactly(self, n: int) -> bytes:
+        try:
+            return await super().readexactly(n)
+        except asyncio.IncompleteReadError:
+            if self._late is not None:
+                raise self._late from None
+            raise
+
+
 class RawWS:
     """A hand-rolled WebSocket client: sends any frame (even invalid), reads only when asked.
 
@@ -216,8 +238,12 @@ class RawWS:
         if rcvbuf is not None:  # before connect, so the window never grows past it
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 22)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, (host, int(port)))
+        reader = _DeliveredFirstReader(limit=1 << 22, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await loop.create_connection(lambda: protocol, sock=sock)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         key = base64.b64encode(os.urandom(16)).decode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
