@@ -41,7 +41,10 @@ def main() -> None:
     print(f"gateway listening on {scheme}://{settings.gateway_host}:{settings.gateway_port}", flush=True)
     web.run_app(app, host=settings.gateway_host, port=settings.gateway_port, print=None, ssl_context=tls,
                 shutdown_timeout=settings.drain_grace_s + 5, access_log=None, loop=loop,
-                handler_cancellation=True)
+                handler_cancellation=True,
+                # aiohttp's only header deadline: it runs from the connection's start (and from each
+                # response on), so a client trickling its headers is cut off after this too.
+                keepalive_timeout=settings.header_read_timeout_s)
 
 
 if __name__ == "__main__":

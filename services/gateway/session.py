@@ -62,6 +62,7 @@ class SynthesisSession:
         self._ended: dict[str, None] = {}
         self._inbox: asyncio.Queue[bytes | Event] = asyncio.Queue()
         self._frames_queued = 0
+        self._bytes_queued = 0  # of the frames above: memory is what a stuck client costs
         self.closed = False
         self.on_overflow: Callable[[], None] | None = None
 
@@ -187,6 +188,7 @@ class SynthesisSession:
             if not isinstance(item, bytes):
                 return item
             self._frames_queued -= 1
+            self._bytes_queued -= len(item)
             event = await self._route(item)
             if event is not None:
                 return event
@@ -204,14 +206,17 @@ class SynthesisSession:
 
     # ---- internals ------------------------------------------------------------------------------------
     def _on_frame(self, data: bytes) -> None:
-        # Runs on the pub/sub reader: never block; a client that cannot keep up is cut off.
-        if self._frames_queued >= self.settings.session_queue_frames:
+        # Runs on the pub/sub reader: never block; a client that cannot keep up is cut off. Bytes bound the
+        # memory (512 frames of a fast format were 11 MB per stuck session); frames bound the per-item cost.
+        if self._frames_queued >= self.settings.session_queue_frames \
+                or self._bytes_queued + len(data) > self.settings.session_queue_bytes:
             if not self.closed and self.on_overflow is not None:
                 metrics.SLOW_CONSUMERS.inc()
                 cb, self.on_overflow = self.on_overflow, None
                 cb()
             return
         self._frames_queued += 1
+        self._bytes_queued += len(data)
         self._inbox.put_nowait(data)
 
     def _post(self, event: Event) -> None:
