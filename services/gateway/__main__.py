@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ssl
+import sys
 
 from aiohttp import web
 
 from gateway.app import create_app
 from shared.logging import configure, get_logger
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 log = get_logger("gateway")
 
@@ -23,7 +24,10 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def main() -> None:
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as e:
+        sys.exit(f"gateway: {e}")  # the message names the variable; a traceback would only bury it
     configure(settings.log_level, settings.log_format, settings.secrets(), service="gateway")
     try:
         import uvloop

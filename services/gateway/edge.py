@@ -41,7 +41,14 @@ async def edge_middleware(request: web.Request,
             return _preflight(request)
     except TTSError as e:
         return error_response(e)
-    return await handler(request)
+    response = await handler(request)
+    if request.get(BODY_TIMED_OUT) and request.protocol is not None:
+        # Send the 408, then hang up: aiohttp would otherwise keep reading ("lingering") the rest of
+        # a body that is trickling on purpose for another 10 s.
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+    return response
 
 
 def _preflight(request: web.Request) -> web.StreamResponse:
@@ -58,9 +65,7 @@ def _preflight(request: web.Request) -> web.StreamResponse:
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    """CORS headers on responses to allowed origins; close the connection after a timed-out body."""
-    if request.get(BODY_TIMED_OUT):
-        response.force_close()  # the rest of the body may still trickle in: do not wait for it
+    """CORS headers on responses to allowed origins."""
     origin = request.headers.get("Origin")
     if origin is None or "Access-Control-Allow-Origin" in response.headers:
         return
