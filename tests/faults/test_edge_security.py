@@ -165,6 +165,18 @@ async def test_bad_unicode_and_non_finite_numbers_get_typed_answers(procs: Procs
                 b"\r\nConnection: close\r\n\r\n"
             status, resp, _ = await raw_http(base, head, timeout=10)
             assert status == 401 and json_body(resp)["code"] == "unauthorized", (name, value, resp[:300])
+        # \xff in the other headers the edge reads (Origin, Host, Content-Type): typed answers, never a 500.
+        keyed = b"xi-api-key: " + key.encode() + b"\r\n"
+        for head in (b"GET /v1/catalog HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://\xff.example\r\n" + keyed,
+                     b"GET /v1/catalog HTTP/1.1\r\nHost: \xff.example\r\nSec-Fetch-Site: none\r\n" + keyed,
+                     b"POST /v1/tokens HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/\xffjson\r\n"
+                     b"Content-Length: 2\r\n" + keyed,
+                     b"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Origin: https://\xff\r\n" + keyed):
+            status, resp, _ = await raw_http(base, head + b"Connection: close\r\n\r\n" +
+                                             (b"{}" if head.startswith(b"POST") else b""), timeout=10)
+            assert status in (200, 403, 415), (head, resp[:300])
         for query in ("token=%FF%FE", "token=tts_tok_%ED%A0%80.x", "single_use_token=%C3"):
             async with http.get(base + "/v1/catalog?" + query) as resp:
                 assert resp.status == 401, query
