@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -23,6 +24,13 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(f"expected a boolean (true/false), got {raw!r}")
 
 
+def _parse_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):  # "inf" passed every range check, then overflowed where it was used
+        raise ValueError(f"expected a finite number, got {raw!r}")
+    return value
+
+
 def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in raw.split(",") if p.strip())
 
@@ -30,7 +38,7 @@ def _parse_list(raw: str) -> tuple[str, ...]:
 _PARSERS: dict[type, Callable[[str], Any]] = {
     str: str,
     int: int,
-    float: float,
+    float: _parse_float,
     bool: _parse_bool,
     tuple: _parse_list,
 }
