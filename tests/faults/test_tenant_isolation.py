@@ -163,3 +163,46 @@ async def test_a_stuck_client_is_cut_off_by_bytes_buffered_not_frames(procs: Pro
 
 async def _no_contexts(proc: Any) -> bool:
     return await metric(proc, "tts_active_contexts") == 0
+
+
+CACHED = ("This greeting is long enough that its cached audio is well over a megabyte at forty-eight "
+          "kilohertz, so a client that never reads would pile up memory fast if cache hits were not "
+          "counted against the session's byte budget like every other frame.")
+
+
+async def test_a_stuck_client_cannot_pile_up_cache_hits(procs: Procs, redis_url: str) -> None:
+    limit = 256 << 10
+    stack = await start_stack(procs, redis_url, CACHE_ENABLED=True, SESSION_QUEUE_BYTES=limit)
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        async with aiohttp.ClientSession() as http, NativeClient.connect(stack.base, http) as c:
+            primed = await c.speak("prime", CACHED, format="pcm_48000", timeout=60)
+        assert primed.final is not None and primed.final["audio_bytes"] > 4 * limit, primed.final
+        await until(lambda: _stored(r, 1), 10, "the phrase stored")
+    finally:
+        await r.aclose()
+    gw = psutil.Process(stack.gateway.pid)
+    rss_before = rss_peak = gw.memory_info().rss
+    stuck = await RawWS.connect(stack.base, rcvbuf=4096)
+    assert stuck.status == 101
+    await stuck.read_frame()
+    hits = 40  # ~60 MB of audio if every hit were queued
+    for i in range(hits):
+        stuck.send_json(type="start", context_id=f"h{i}", format="pcm_48000", text=CACHED, end=True)
+    await stuck.drain()
+
+    async def shed() -> bool:
+        nonlocal rss_peak
+        rss_peak = max(rss_peak, gw.memory_info().rss)
+        return await metric(stack.gateway, "tts_slow_consumer_closes_total") >= 1
+
+    await until(shed, 30, "the stuck client counted as a slow consumer", every=0.1)
+    for _ in range(20):  # whatever was still coming in is refused, not queued
+        rss_peak = max(rss_peak, gw.memory_info().rss)
+        await asyncio.sleep(0.1)
+    stuck.abort()
+    await until(lambda: _no_contexts(stack.gateway), 15, "no context left")
+    growth_mb = (rss_peak - rss_before) / 2**20
+    assert growth_mb < 20, f"gateway RSS grew {growth_mb:.1f} MB for one stuck client asking for cache hits"
+    report("slow_consumer_cache_hits", entry_bytes=primed.final["audio_bytes"], hits_asked=hits,
+           session_queue_bytes=limit, rss_growth_mb=round(growth_mb, 1))
