@@ -83,6 +83,20 @@ class MessageTooLarge(TTSError):
     ws_close = WS_MESSAGE_TOO_BIG
 
 
+class UnsupportedMediaType(TTSError):
+    """A JSON endpoint got a body without a JSON content type (a cross-site form or text/plain post)."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class RequestTimeout(TTSError):
+    """The client did not send its request body within the read deadline."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
 # -- client input about one context: answered, session stays open --------------------------------------
 class InvalidRequest(TTSError):
     """A well-formed request that cannot be served as asked (bad option value)."""

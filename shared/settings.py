@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -23,6 +24,13 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(f"expected a boolean (true/false), got {raw!r}")
 
 
+def _parse_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):  # "inf" passed every range check, then overflowed where it was used
+        raise ValueError(f"expected a finite number, got {raw!r}")
+    return value
+
+
 def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in raw.split(",") if p.strip())
 
@@ -30,7 +38,7 @@ def _parse_list(raw: str) -> tuple[str, ...]:
 _PARSERS: dict[type, Callable[[str], Any]] = {
     str: str,
     int: int,
-    float: float,
+    float: _parse_float,
     bool: _parse_bool,
     tuple: _parse_list,
 }
@@ -59,6 +67,7 @@ class Settings:
     queue_name: str = env_field("QUEUE_NAME", "tts:queue")
 
     # gateway
+    # Unset with AUTH_DISABLED, the gateway binds loopback: a keyless gateway serves this machine only.
     gateway_host: str = env_field("GATEWAY_HOST", "0.0.0.0")
     gateway_port: int = env_field("GATEWAY_PORT", 8080, check=lambda p: 0 <= p < 65536)
     admin_token: str | None = env_field("ADMIN_TOKEN", None, secret=True)
@@ -78,8 +87,16 @@ class Settings:
     cache_ttl_s: float = env_field("CACHE_TTL_S", 86400.0, check=_positive)
     cache_max_bytes: int = env_field("CACHE_MAX_BYTES", 256 << 20, check=_positive)
     cache_max_entry_bytes: int = env_field("CACHE_MAX_ENTRY_BYTES", 4 << 20, check=_positive)
+    # Off, every tenant's cached phrases are its own: a shared entry answers another tenant in ~1 ms, which
+    # tells it that someone said exactly that sentence recently (a timing oracle across tenants).
+    cache_share_across_tenants: bool = env_field("CACHE_SHARE_ACROSS_TENANTS", False)
     allowed_origins: tuple[str, ...] = env_field("ALLOWED_ORIGINS", (), hint="comma-separated origins or *")
     session_queue_frames: int = env_field("SESSION_QUEUE_FRAMES", 512, check=_positive)
+    # Memory is the cost of a client that stopped reading: bound the bytes, not only the frames.
+    session_queue_bytes: int = env_field("SESSION_QUEUE_BYTES", 2 << 20, check=_positive)
+    # Read deadlines: request line + headers (also the idle keep-alive time), and a request's whole body.
+    header_read_timeout_s: float = env_field("HEADER_READ_TIMEOUT_S", 15.0, check=_positive)
+    body_read_timeout_s: float = env_field("BODY_READ_TIMEOUT_S", 10.0, check=_positive)
     max_message_bytes: int = env_field("MAX_MESSAGE_BYTES", 65536, check=_positive)
     max_context_chars: int = env_field("MAX_CONTEXT_CHARS", 40000, check=_positive)
     max_contexts_per_session: int = env_field("MAX_CONTEXTS_PER_SESSION", 16, check=_positive)
@@ -147,6 +164,8 @@ class Settings:
                 continue
             values[f.name] = _parse(f, name, raw)
         values.update(overrides)
+        if "gateway_host" not in values and values.get("auth_disabled"):
+            values["gateway_host"] = "127.0.0.1"
         settings = cls(**values)
         settings._check()
         return settings
@@ -163,6 +182,8 @@ class Settings:
             raise SettingsError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
         if self.pool_min_sockets > self.pool_max_sockets:
             raise SettingsError("POOL_MIN_SOCKETS must not exceed POOL_MAX_SOCKETS")
+        for name in ("admin_token", "token_secret"):
+            _check_secret(name.upper(), getattr(self, name))
         for p in self.providers:
             if p not in ("local", "elevenlabs"):
                 raise SettingsError(f"PROVIDERS: unknown provider {p!r} (known: local, elevenlabs)")
@@ -180,6 +201,19 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value set, so log and response scrubbers can search for them."""
         return [v for f in fields(self) if f.metadata.get("secret") and (v := getattr(self, f.name))]
+
+
+# A guessable admin token opens every key; a guessable token secret mints tokens for any key.
+MIN_SECRET_CHARS = 16
+MIN_SECRET_DISTINCT = 8
+
+
+def _check_secret(env: str, value: str | None) -> None:
+    if value is None:
+        return
+    if len(value) < MIN_SECRET_CHARS or len(set(value)) < MIN_SECRET_DISTINCT:
+        raise SettingsError(f"{env} is too weak: use at least {MIN_SECRET_CHARS} characters with at least "
+                            f"{MIN_SECRET_DISTINCT} different ones (e.g. `openssl rand -hex 32`), or leave it unset")
 
 
 def _parse(f: Any, name: str, raw: str) -> Any:

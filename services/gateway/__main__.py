@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ssl
+import sys
 
 from aiohttp import web
 
 from gateway.app import create_app
 from shared.logging import configure, get_logger
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 log = get_logger("gateway")
 
@@ -23,7 +24,10 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def main() -> None:
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as e:
+        sys.exit(f"gateway: {e}")  # the message names the variable; a traceback would only bury it
     configure(settings.log_level, settings.log_format, settings.secrets(), service="gateway")
     try:
         import uvloop
@@ -41,7 +45,10 @@ def main() -> None:
     print(f"gateway listening on {scheme}://{settings.gateway_host}:{settings.gateway_port}", flush=True)
     web.run_app(app, host=settings.gateway_host, port=settings.gateway_port, print=None, ssl_context=tls,
                 shutdown_timeout=settings.drain_grace_s + 5, access_log=None, loop=loop,
-                handler_cancellation=True)
+                handler_cancellation=True,
+                # aiohttp's only header deadline: it runs from the connection's start (and from each
+                # response on), so a client trickling its headers is cut off after this too.
+                keepalive_timeout=settings.header_read_timeout_s)
 
 
 if __name__ == "__main__":

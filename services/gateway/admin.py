@@ -30,7 +30,7 @@ from gateway.http_errors import error_response
 from gateway.queueops import QueueOps
 from gateway.services import GatewayServices
 from shared import keys, metrics
-from shared.errors import InvalidRequest, ServiceUnavailable, TTSError
+from shared.errors import InvalidRequest, NotFound, ServiceUnavailable, TTSError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -60,9 +60,16 @@ def _admin(handler: Handler) -> Handler:
 
 
 def _queue_name(request: web.Request) -> str:
-    name = request.query.get("queue") or request.app[SERVICES].settings.queue_name
+    """The queue a request names: only queues this deployment runs, never an arbitrary Redis key.
+
+    The reset script purges whatever sorted set it is given: ``?queue=tts:keys`` emptied the key index.
+    """
+    known = request.app[SERVICES].settings.queue_name
+    name = request.query.get("queue") or known
     if len(name) > 200 or not name.isprintable():
         raise InvalidRequest("queue must be a printable name of at most 200 characters", field="queue")
+    if name != known:
+        raise NotFound(f"no queue {name!r} here", field="queue", known=[known])
     return name
 
 

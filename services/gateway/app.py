@@ -14,7 +14,7 @@ import msgpack
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway import admin, demo, health, monitor, tenancy, voices
+from gateway import admin, demo, edge, health, monitor, tenancy, voices
 from gateway.appkeys import BACKGROUND, SERVICES, SETTINGS
 from gateway.catalog import Catalog
 from gateway.compat.routes import add_routes as add_compat_routes
@@ -35,6 +35,7 @@ def create_app(settings: Settings) -> web.Application:
     """Build the gateway; nothing connects until the app starts."""
     app = web.Application(client_max_size=max(settings.max_message_bytes, 1 << 20))
     app[SETTINGS] = settings
+    edge.install(app)  # dev-mode Host check, CORS (before any route runs)
     app.cleanup_ctx.append(_services_ctx)
     tenancy.install(app)  # keys, tokens, quotas, phrase cache (after the core services)
     admin.add_routes(app)  # /admin/reset-queues, /admin/status, tts_queue_depth (after the core services)

@@ -16,13 +16,13 @@ _TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".
 
 
 def _headers(request: web.Request) -> dict[str, str]:
-    host = request.host
     return {
         "Cache-Control": "no-cache",  # a restarted dev server should never leave a stale script behind
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
-        # 'self' does not cover ws:/wss: in every browser (older Safari), so name this host's sockets.
-        "Content-Security-Policy": (f"default-src 'self'; connect-src 'self' ws://{host} wss://{host}; "
+        # 'self' covers this origin's ws:/wss: sockets (CSP 3). The Host header must never be copied in
+        # here: it is the client's to choose, and a crafted one rewrote the policy.
+        "Content-Security-Policy": ("default-src 'self'; connect-src 'self'; "
                                     "img-src 'self' data:; object-src 'none'; base-uri 'none'; "
                                     "frame-ancestors 'none'"),
     }

@@ -27,6 +27,7 @@ from shared.errors import (
     Draining,
     ProtocolError,
     ServiceUnavailable,
+    SlowConsumer,
     TextTooLong,
     TooManyContexts,
     TTSError,
@@ -62,6 +63,9 @@ class SynthesisSession:
         self._ended: dict[str, None] = {}
         self._inbox: asyncio.Queue[bytes | Event] = asyncio.Queue()
         self._frames_queued = 0
+        # Audio bytes waiting in the inbox (frames and replayed cache hits): memory is what a stuck client costs.
+        self._bytes_queued = 0
+        self.overflowed = False
         self.closed = False
         self.on_overflow: Callable[[], None] | None = None
 
@@ -119,6 +123,8 @@ class SynthesisSession:
         if self.live_context_count() >= self.max_contexts:
             raise TooManyContexts(f"at most {self.max_contexts} concurrent contexts per session",
                                   context_id=cid)
+        if self.overflowed:  # being closed for not reading: a cache hit would only queue more
+            raise SlowConsumer("client is not reading audio fast enough", context_id=cid)
         if len(request.text) > self.settings.max_context_chars:
             raise TextTooLong(f"a context holds at most {self.settings.max_context_chars} characters",
                               context_id=cid)
@@ -185,8 +191,11 @@ class SynthesisSession:
         while True:
             item = await self._inbox.get()
             if not isinstance(item, bytes):
+                if isinstance(item, AudioEvent):  # only replayed cache hits queue audio events
+                    self._bytes_queued -= len(item.audio)
                 return item
             self._frames_queued -= 1
+            self._bytes_queued -= len(item)
             event = await self._route(item)
             if event is not None:
                 return event
@@ -204,15 +213,22 @@ class SynthesisSession:
 
     # ---- internals ------------------------------------------------------------------------------------
     def _on_frame(self, data: bytes) -> None:
-        # Runs on the pub/sub reader: never block; a client that cannot keep up is cut off.
-        if self._frames_queued >= self.settings.session_queue_frames:
-            if not self.closed and self.on_overflow is not None:
-                metrics.SLOW_CONSUMERS.inc()
-                cb, self.on_overflow = self.on_overflow, None
-                cb()
+        # Runs on the pub/sub reader: never block; a client that cannot keep up is cut off. Bytes bound the
+        # memory (512 frames of a fast format were 11 MB per stuck session); frames bound the per-item cost.
+        if self._frames_queued >= self.settings.session_queue_frames \
+                or self._bytes_queued + len(data) > self.settings.session_queue_bytes:
+            self._overflow()
             return
         self._frames_queued += 1
+        self._bytes_queued += len(data)
         self._inbox.put_nowait(data)
+
+    def _overflow(self) -> None:
+        self.overflowed = True
+        if not self.closed and self.on_overflow is not None:
+            metrics.SLOW_CONSUMERS.inc()
+            cb, self.on_overflow = self.on_overflow, None
+            cb()
 
     def _post(self, event: Event) -> None:
         self._inbox.put_nowait(event)
@@ -333,7 +349,14 @@ class SynthesisSession:
         return AudioEvent(ctx.context_id, seq, msg.audio, msg.alignment)
 
     def _replay(self, ctx: ContextState, chunks: list[tuple[bytes, dict[str, Any] | None]]) -> None:
-        """Serve a phrase-cache hit as the same audio events a miss produced, then a cached final."""
+        """Serve a phrase-cache hit as the same audio events a miss produced, then a cached final.
+
+        A hit is queued whole (at most CACHE_MAX_ENTRY_BYTES) and counts against the session's byte
+        budget: a client that still has more than the budget unread is a slow consumer, or a stuck one
+        could queue hit after hit without bound.
+        """
+        if self._bytes_queued > self.settings.session_queue_bytes:
+            self._overflow()
         ctx.cached = True
         for audio, alignment in chunks:
             if not ctx.live:
@@ -341,6 +364,8 @@ class SynthesisSession:
             event = self._on_audio(ctx, protocol.Audio(ctx.job_id, ctx.context_id, ctx.worker_seq, audio,
                                                        alignment))
             if event is not None:
+                if isinstance(event, AudioEvent):
+                    self._bytes_queued += len(event.audio)
                 self._post(event)
         self._end(ctx, "completed")
         self._post(FinalEvent(ctx.context_id, "completed", ctx.chunks_out, ctx.audio_bytes, ctx.characters,

@@ -132,7 +132,7 @@ async def test_demo_page_speaks_and_stops(redis_url: str) -> None:
 
 async def test_demo_page_asks_for_a_key_and_uses_a_token_when_auth_is_on(redis_url: str) -> None:
     settings = fast_settings(redis_url, providers=("local",), first_audio_timeout_s=20.0, auth_disabled=False,
-                             token_secret="s" * 32)
+                             token_secret="demo-page-token-secret-0123456789")
     redis = aioredis.Redis.from_url(redis_url)
     try:
         _, key = await KeyStore(redis).create("browser-test", quota_chars=None, max_contexts=None,

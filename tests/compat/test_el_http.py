@@ -113,7 +113,7 @@ async def test_error_after_audio_started_truncates_the_body(redis_url: str) -> N
 ])
 async def test_errors_are_elevenlabs_shaped(el, body: object, query: dict[str, str], status: int,
                                             code: str) -> None:
-    kw = {"data": body} if isinstance(body, str) else {"json": body}
+    kw = {"data": body, "headers": {"Content-Type": "application/json"}} if isinstance(body, str) else {"json": body}
     async with el.http.post(tts_url(el, "/stream", **query), **kw) as r:
         assert r.status == status
         got = await r.json()

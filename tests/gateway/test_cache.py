@@ -110,7 +110,8 @@ async def test_only_whole_completed_utterances_are_stored(redis_url: str) -> Non
 
 
 async def test_cache_hits_cost_no_quota_and_custom_voices_stay_with_their_tenant(redis_url: str) -> None:
-    async with tenancy_stack(redis_url, cache_enabled=True) as s:
+    # Sharing across tenants is the operator's opt-in (the default keeps each tenant's phrases its own).
+    async with tenancy_stack(redis_url, cache_enabled=True, cache_share_across_tenants=True) as s:
         a = await s.create_key("a", quota_chars=len(PHRASE), max_contexts=None, rate_per_minute=None)
         b = await s.create_key("b", quota_chars=len(PHRASE), max_contexts=None, rate_per_minute=None)
         async with NativeClient.connect(s.base, s.http, headers={"xi-api-key": a["key"]}) as c:
@@ -124,7 +125,7 @@ async def test_cache_hits_cost_no_quota_and_custom_voices_stay_with_their_tenant
         # Key b's whole daily quota is this phrase; the hit leaves all of it.
         async with NativeClient.connect(s.base, s.http, headers={"xi-api-key": b["key"]}) as c:
             hit = await c.speak("2", PHRASE, format="pcm_16000", timeout=10)
-            assert hit.final["cached"] is True  # local voices are shared catalogue voices
+            assert hit.final["cached"] is True  # local voices are catalogue voices, shared when opted in
         async with s.http.get(s.base + "/v1/usage", headers={"xi-api-key": b["key"]}) as resp:
             usage = await resp.json()
         for _ in range(50):

@@ -45,14 +45,14 @@ async def _settle_store() -> None:
 
 
 async def test_hit_sends_nothing_upstream_and_custom_voices_stay_per_tenant(redis_url: str) -> None:
-    async with el_cache_stack(redis_url) as (s, emu):
+    async with el_cache_stack(redis_url, cache_share_across_tenants=True) as (s, emu):
         a = (await s.create_key("tenant-a"))["key"]
         b = (await s.create_key("tenant-b"))["key"]
         miss = await _speak(s, a, "m", PHRASE)
         assert miss.final["cached"] is False, miss.error
         await _settle_store()
         emu.reset_stats()
-        hit = await _speak(s, b, "h", PHRASE)  # a catalogue voice: shared across tenants
+        hit = await _speak(s, b, "h", PHRASE)  # a catalogue voice: shared across tenants (opted in)
         assert hit.final["cached"] is True
         assert hit.audio == miss.audio and hit.seqs == miss.seqs
         assert [e for e in hit.events if e["type"] == "alignment"] == \

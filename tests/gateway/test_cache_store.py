@@ -30,10 +30,14 @@ def test_normalization_collapses_whitespace_and_keeps_case() -> None:
         assert digest(other, "a", shared) != digest(_req(), "a", shared)
 
 
-def test_custom_voices_are_namespaced_by_tenant_and_catalogue_voices_are_shared() -> None:
+def test_every_voice_is_namespaced_by_tenant_unless_the_operator_shares_catalogue_voices() -> None:
     custom = _req(provider="elevenlabs", voice="my-clone")
-    assert digest(custom, "tenant-a", frozenset()) != digest(custom, "tenant-b", frozenset())
     listed = frozenset({"my-clone"})
+    # Default (no sharing): even a catalogue voice's entry belongs to one tenant (no timing oracle).
+    assert digest(custom, "tenant-a", None) != digest(custom, "tenant-b", None)
+    assert digest(_req(), "tenant-a", None) != digest(_req(), "tenant-b", None)
+    # Opted in (CACHE_SHARE_ACROSS_TENANTS): catalogue voices are shared, a tenant's own voice never.
+    assert digest(custom, "tenant-a", frozenset()) != digest(custom, "tenant-b", frozenset())
     assert digest(custom, "tenant-a", listed) == digest(custom, "tenant-b", listed)
     assert digest(_req(), "tenant-a", frozenset()) == digest(_req(), "tenant-b", frozenset())
 

@@ -2,9 +2,12 @@
 
 A context reserves its characters when it starts (and more as streamed text arrives), holds a
 concurrency slot while it lives, and settles when it ends: the characters actually sent to
-synthesis become usage, the rest is refunded. Starts pay one Redis round trip (one script);
-streamed text draws on a local credit reserved in blocks so most text messages cost none;
-settling runs in a background task, off the client's path.
+synthesis become usage, the rest is refunded. Starts pay one Redis round trip (one script).
+Streamed text of a key with a quota reserves exactly what each message brings (one script per
+message): reserving ahead in blocks let one stream hold the last characters of a quota while the
+key's other streams were refused for them. A key without a quota (at its context's start) counts
+streamed text locally and pays no round trip. Settling runs in a background task, off the
+client's path.
 
 Slots are leases (a sorted set scored by expiry) that this gateway refreshes while the context
 lives, so a crashed gateway's slots free themselves after ``CONTEXT_LEASE_S``.
@@ -46,9 +49,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 RATE_WINDOW_S = 60
 USAGE_TTL_S = 40 * 86400  # a month of daily usage stays readable
-# Streamed text reserves at least this many characters at a time, so most text messages need no
-# round trip; the unused rest is refunded when the context ends.
-CREDIT_BLOCK = 256
 SETTLE_ATTEMPTS = 3
 
 
@@ -59,8 +59,9 @@ class Lease:
     key_id: str
     member: str
     day: str
-    reserved: int
-    credit: int
+    reserved: int  # characters reserved in Redis (refunded or turned into usage at settlement)
+    limited: bool  # the key had a quota when the context started: streamed text reserves in Redis
+    unreserved: int = 0  # streamed characters of an unlimited key, counted here only
 
 
 class KeyAdmission:
@@ -91,7 +92,7 @@ class KeyAdmission:
         member = f"{self._gateway_id}:{session.id}:{cid}:{uuid.uuid4().hex[:8]}"
         chars = len(request.text)
         try:
-            code, detail = await self._admit(
+            result = await self._admit(
                 keys=[keys.key_record(key_id), keys.key_usage(key_id, day), keys.key_active_contexts(key_id),
                       keys.key_rate(key_id, int(now // RATE_WINDOW_S))],
                 args=[chars, member, now, now + self._lease_s, RATE_WINDOW_S * 2, USAGE_TTL_S,
@@ -99,12 +100,13 @@ class KeyAdmission:
         except (RedisError, OSError) as e:
             raise ServiceUnavailable("cannot check the key's limits: Redis is unreachable",
                                      context_id=cid) from e
+        code, detail, *rest = result
         code = code.decode() if isinstance(code, bytes) else code
         if code != "ok":
             metrics.ADMISSION_REJECTIONS.labels(code).inc()
             log.info("context_refused", key_id=key_id, code=code, session_id=session.id, context_id=cid)
             raise _rejection(code, int(detail), now, cid)
-        lease = Lease(key_id, member, day, chars, 0)
+        lease = Lease(key_id, member, day, chars, limited=int(rest[0]) >= 0)
         if session.closed:  # the client left while we were asking: give the slot straight back
             self._spawn(self._settle_lease(lease, 0, "cancelled", 0))
             raise ContextClosed("the session closed", context_id=cid)
@@ -115,29 +117,27 @@ class KeyAdmission:
         lease = self._leases.get((session.id, ctx.context_id))
         if lease is None or chars <= 0:
             return
-        if lease.credit >= chars:
-            lease.credit -= chars
+        if not lease.limited:
+            lease.unreserved += chars
             return
-        need = chars - lease.credit
         try:
             got = int(await self._reserve(keys=[keys.key_record(lease.key_id),
                                                 keys.key_usage(lease.key_id, lease.day)],
-                                          args=[need, max(need, CREDIT_BLOCK), USAGE_TTL_S]))
+                                          args=[chars, USAGE_TTL_S]))
         except (RedisError, OSError) as e:
             raise ServiceUnavailable("cannot check the key's quota: Redis is unreachable",
                                      context_id=ctx.context_id) from e
         if got < 0:
             metrics.ADMISSION_REJECTIONS.labels("quota_exceeded").inc()
-            raise _rejection("quota_exceeded", lease.credit, time.time(), ctx.context_id)
+            raise _rejection("quota_exceeded", -got - 1, time.time(), ctx.context_id)
         lease.reserved += got
-        lease.credit += got - chars
 
     def release(self, session: SynthesisSession, ctx: ContextState, outcome: str) -> None:
         """The context ended: settle its usage and free its slot in the background."""
         lease = self._leases.pop((session.id, ctx.context_id), None)
         if lease is None:
             return
-        charged = min(lease.reserved, charge(ctx, outcome))
+        charged = min(lease.reserved + lease.unreserved, charge(ctx, outcome))
         cached = ctx.characters if ctx.cached and outcome == "completed" else 0
         self._spawn(self._settle_lease(lease, charged, outcome, cached))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # KEYS: key record, usage hash (the context's UTC day), active-context zset, rate counter (this minute)
 # ARGV: chars, lease member, now, lease expiry, rate window ttl, usage ttl, active-set ttl
-# → {"ok", chars} | {"unauthorized"|"rate_limited"|"too_many_contexts"|"quota_exceeded", detail}
+# → {"ok", chars, quota (-1: unlimited)} | {"unauthorized"|"rate_limited"|"too_many_contexts"|"quota_exceeded", detail}
 ADMIT = """
 local rec = redis.call('HMGET', KEYS[1], 'name', 'revoked_at', 'quota_chars', 'max_contexts', 'rate_per_minute')
 if not rec[1] or (rec[2] and rec[2] ~= '') then
@@ -49,26 +49,26 @@ redis.call('EXPIRE', KEYS[3], ARGV[7])
 redis.call('HINCRBY', KEYS[2], 'reserved', chars)
 redis.call('HINCRBY', KEYS[2], 'contexts', 1)
 redis.call('EXPIRE', KEYS[2], usage_ttl)
-return {'ok', chars}
+return {'ok', chars, quota or -1}
 """
 
-# KEYS: key record, usage hash. ARGV: need, want, usage ttl.
-# Reserves ``want`` characters (at least ``need``, at most what the quota has left) → reserved, or -1.
+# KEYS: key record, usage hash. ARGV: need, usage ttl.
+# Reserves exactly ``need`` characters if the quota has them left → need, or -1 - (what is left). Never more: a block
+# reserved ahead held characters another context of the key was then refused for.
 RESERVE = """
-local want = tonumber(ARGV[2])
+local need = tonumber(ARGV[1])
 local quota = tonumber(redis.call('HGET', KEYS[1], 'quota_chars') or '')
 if quota then
   local left = quota - tonumber(redis.call('HGET', KEYS[2], 'used') or '0')
                      - tonumber(redis.call('HGET', KEYS[2], 'reserved') or '0')
-  if left < tonumber(ARGV[1]) then
+  if left < need then
     redis.call('HINCRBY', KEYS[2], 'rejected_quota_exceeded', 1)
-    return -1
+    return -1 - math.max(left, 0)
   end
-  if want > left then want = left end
 end
-redis.call('HINCRBY', KEYS[2], 'reserved', want)
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return want
+redis.call('HINCRBY', KEYS[2], 'reserved', need)
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return need
 """
 
 # KEYS: usage hash, active-context zset. ARGV: reserved, charged, lease member, outcome, cached chars.

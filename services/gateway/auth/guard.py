@@ -35,8 +35,8 @@ async def authenticate(request: web.Request) -> Principal:
         check_origin(request, services.settings.allowed_origins)
     if services.settings.auth_disabled:
         return DEV_PRINCIPAL
-    key = request.headers.get("xi-api-key", "").strip()
-    token = next((request.query[p] for p in TOKEN_PARAMS if request.query.get(p)), "")
+    key = _credential(request.headers.get("xi-api-key", "").strip())
+    token = _credential(next((request.query[p] for p in TOKEN_PARAMS if request.query.get(p)), ""))
     bearer = _bearer(request)
     if bearer.startswith(TOKEN_PREFIX):
         token = token or bearer
@@ -67,7 +67,7 @@ async def require_admin(request: web.Request) -> None:
     expected = request.app[SERVICES].settings.admin_token
     if not expected:
         raise Forbidden("the admin API is disabled: set ADMIN_TOKEN")
-    presented = request.headers.get("x-admin-token", "").strip() or _bearer(request)
+    presented = _credential(request.headers.get("x-admin-token", "").strip()) or _bearer(request)
     # Constant-time: the comparison must not leak how much of a guess was right.
     if not presented or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise Unauthorized("admin routes need the ADMIN_TOKEN (Authorization: Bearer or X-Admin-Token)")
@@ -75,4 +75,15 @@ async def require_admin(request: web.Request) -> None:
 
 def _bearer(request: web.Request) -> str:
     scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
+    return _credential(value.strip()) if scheme.lower() == "bearer" else ""
+
+
+def _credential(value: str) -> str:
+    """Keys, tokens and the admin token are printable ASCII; anything else is a wrong credential.
+
+    Header bytes above 0x7f reach us as surrogate escapes that no encoder accepts: hashing or comparing
+    them raised a 500 with a traceback instead of the 401 a wrong key gets.
+    """
+    if value and not (value.isascii() and value.isprintable()):
+        raise Unauthorized("credentials must be printable ASCII")
+    return value

@@ -17,6 +17,7 @@ from gateway.appkeys import SERVICES
 from gateway.auth.guard import authenticate, require_admin
 from gateway.auth.keystore import KeyStore
 from gateway.http_errors import error_response
+from gateway.jsonbody import finite, request_object
 from shared.errors import Forbidden, InvalidRequest, NotFound, ServiceUnavailable, TTSError
 from shared.logging import get_logger
 
@@ -142,22 +143,16 @@ async def mint_token(request: web.Request) -> web.Response:
         raise ServiceUnavailable("tokens are not enabled on this gateway")
     body = await _body(request) if request.can_read_body else {}
     max_ttl = services.settings.token_ttl_s
-    ttl = body.get("ttl_s", max_ttl)
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+    ttl = finite(body.get("ttl_s", max_ttl))
+    if ttl is None or ttl <= 0:
         raise InvalidRequest("ttl_s must be a positive number", field="ttl_s")
-    ttl = min(float(ttl), max_ttl)
+    ttl = min(ttl, max_ttl)
     token, expires_at = services.tokens.mint(principal.key_id, ttl)
     return web.json_response({"token": token, "expires_at": expires_at, "ttl_s": ttl})
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    return body
+    return await request_object(request)
 
 
 def _limit(body: dict[str, Any], name: str) -> int | None:

@@ -65,7 +65,9 @@ class PhraseCache:
         self._ttl_ms = int(settings.cache_ttl_s * 1000)
         self._max_bytes = settings.cache_max_bytes
         self._max_entry = min(settings.cache_max_entry_bytes, settings.cache_max_bytes)
-        self._shared_voices = frozenset(settings.elevenlabs_voices)
+        # None: every tenant's entries are its own (the default; see keying.namespace).
+        self._shared_voices = (frozenset(settings.elevenlabs_voices) if settings.cache_share_across_tenants
+                               else None)
         self._lookup = redis.register_script(LOOKUP)
         self._store = redis.register_script(STORE)
         self._storing: set[asyncio.Task[bool]] = set()
