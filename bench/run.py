@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import baselines, plots, procs, report
+from bench import baselines, plots, procs, profile, report
 from bench.baselines import Target
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -48,6 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--realtime-factor", type=float, default=1.0)
     p.add_argument("--chunk-ms", type=float, default=500.0)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--verify-share", type=float, default=0.02,
+                   help="share of contexts whose audio is decoded back to text after the run (content check)")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy every process of each target and the load generators; summaries in <out>/profiles/")
     p.add_argument("--out", help="output directory (default bench/results/<timestamp>-<mode>)")
     return p.parse_args(argv)
 
@@ -189,11 +193,14 @@ class Bench:
             for t in self.targets:
                 if t.name in collapsed:
                     continue
+                prof = self._profiler(t.name, level, t.processes)
                 t0 = time.monotonic()
                 res = baselines.drive(t, level, utterances=utts, stream_share=a.stream_share, seed=a.seed + level,
                                       sampler=self.sampler, jitter_ms=a.jitter_ms, stagger_s=min(2.0, 0.2 + level / 500),
-                                      duration_s=duration)
+                                      duration_s=duration, verify_share=a.verify_share, on_spawn=prof.start if prof else None)
                 t1 = time.monotonic()
+                if prof is not None:
+                    prof.stop()
                 row = {"target": t.name, "level": level, "duration_s": duration,
                        **report.summarize(res["records"], a.jitter_ms),
                        "connect_failed": res["connect_failed"], "warmup_failed": res["warmup_failed"],
@@ -204,12 +211,17 @@ class Bench:
                 if res.get("warmup_errors"):
                     row["warmup_errors"] = sorted(set(res["warmup_errors"]))[:3]
                 # The measured phase is the loadgen's last ``measured_s`` seconds (connect and warm-up excluded).
-                win = self.sampler.window(max(t0, t1 - res.get("measured_s", t1 - t0) - 0.5), t1)
+                # ``post_s`` (closing, content checks, writing results) came after it and is left out.
+                end = t1 - res.get("post_s", 0.0)
+                win = self.sampler.window(max(t0, end - res.get("measured_s", t1 - t0) - 0.5), end)
                 row["box"] = win.pop("box", {})
                 row["resources"] = {n: v for n, v in win.items() if n in t.processes or n.startswith("loadgen")}
                 audio_s = row["audio_s"] or 0.0
                 for v in row["resources"].values():
                     v["cpu_ms_per_audio_s"] = round(1000 * v["cpu_s"] / audio_s, 2) if audio_s else None
+                    # A real-time stream delivers one audio-second per second: one core carries 1000 / (ms/s).
+                    v["streams_per_core"] = (round(1000 * audio_s / (1000 * v["cpu_s"])) if audio_s and v["cpu_s"] > 0
+                                             else None)
                 self.rows.append(row)
                 self.say(f"{t.name:>9} @ {level:>5}: {row['contexts']} ctx, done {row['completion_pct']}%, TTFA p50/p90/p99 "
                          f"{row['ttfa_p50']}/{row['ttfa_p90']}/{row['ttfa_p99']} ms, underrun ctx "
@@ -223,6 +235,16 @@ class Bench:
                     self.notes.append(f"{t.name} stopped after {level} streams: it collapsed there "
                                       f"(done {row['completion_pct']}%, underrun {row['underrun_pct']}%)")
                 time.sleep(1.0)
+
+    def _profiler(self, target: str, level: int, names: tuple[str, ...]) -> profile.Profiler | None:
+        if not self.args.profile:
+            return None
+        prof = profile.Profiler(self.out / "profiles" / f"{target}-{level}")
+        for name in names:
+            pid = self.sampler.pid(name)
+            if pid is not None:
+                prof.start(name, pid)
+        return prof
 
     def idle_memory(self) -> dict[str, Any] | None:
         """Gateway RSS per idle session on the 1-worker stack."""

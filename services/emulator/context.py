@@ -34,8 +34,8 @@ class ContextHost(Protocol):
     def config(self) -> EmulatorConfig:
         """The emulator config in force now."""
 
-    async def send_audio(self, frame: dict[str, Any], audio_bytes: int) -> None:
-        """Send one audio frame (fault injection happens here)."""
+    async def send_audio(self, frame: str, audio_bytes: int) -> None:
+        """Send one audio frame, JSON text (fault injection happens here)."""
 
     async def finish_context(self, context: Context) -> None:
         """Send the context's final message and release it."""
@@ -141,4 +141,4 @@ class Context:
             else:
                 alignment = None
             first = False
-            await host.send_audio(audio_frame(chunk.audio, alignment, self.id), len(chunk.audio))
+            await host.send_audio(audio_frame(chunk.base64(), alignment, self.id), len(chunk.audio))

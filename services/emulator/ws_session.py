@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 MAX_CLIENT_MESSAGE = 16 * 1024 * 1024
 CLOSE_HANDSHAKE_TIMEOUT_S = 2.0  # how long a close waits for the client's close frame
 _GARBAGE_FRAME = '{"audio": "UklGRg==", "isFinal": nul'  # truncated JSON: what a broken proxy might pass on
-_WATCHDOG_MAX_SLEEP_S = 0.05
+_WATCHDOG_MAX_SLEEP_S = 5.0
 
 
 class WsSession:
@@ -223,19 +223,30 @@ class WsSession:
         raise NotImplementedError
 
     async def _watchdog(self) -> None:
+        # Sleeps until the deadline rather than polling: a thousand idle sockets polled every 50 ms
+        # were the emulator's largest fixed cost. A deadline only ever moves later (activity) or
+        # appears a full timeout after the moment it was None (a generation ended, a context was
+        # released), so sleeping that long never misses one; the cap is a safety net.
         timeout = self.params.inactivity_timeout_s
         while not self._closing:
             deadline = self.inactivity_deadline()
             now = self._loop.time()
-            if deadline is not None and now >= deadline and not self._stalled:
+            if deadline is None or self._stalled:
+                wait = timeout
+            elif now >= deadline:
                 self.fail(ProtocolViolation("input_timeout_exceeded", inactivity_message(timeout)))
                 return
-            wait = _WATCHDOG_MAX_SLEEP_S if deadline is None else deadline - now
+            else:
+                wait = deadline - now
             await asyncio.sleep(min(_WATCHDOG_MAX_SLEEP_S, max(0.001, wait)))
 
     # ---- sending ------------------------------------------------------------------------------------------
     async def send_json(self, frame: dict[str, Any], before_write: Callable[[], None] | None = None) -> None:
         """Send one frame in order with every other sender; raise SessionClosing once the socket ends."""
+        await self.send_text(json.dumps(frame), before_write)
+
+    async def send_text(self, text: str, before_write: Callable[[], None] | None = None) -> None:
+        """Send one JSON text frame, already serialized (see :meth:`send_json`)."""
         await self._wait_if_stalled()
         if self._closing:
             raise SessionClosing
@@ -247,15 +258,15 @@ class WsSession:
                 # announces them reach the client atomically.
                 before_write()
             try:
-                await self.ws.send_str(json.dumps(frame))
+                await self.ws.send_str(text)
             except (ConnectionError, RuntimeError) as e:
                 self._done.set()
                 raise SessionClosing from e
 
-    async def send_audio(self, frame: dict[str, Any], audio_bytes: int) -> None:
-        """Send an audio chunk, firing any fault due before or after it."""
+    async def send_audio(self, frame: str, audio_bytes: int) -> None:
+        """Send an audio chunk (JSON text), firing any fault due before or after it."""
         await self._apply_fault()
-        await self.send_json(frame)
+        await self.send_text(frame)
         self.faults.chunks_sent += 1
         self.stats.audio_chunks_sent += 1
         self.stats.audio_bytes_sent += audio_bytes
