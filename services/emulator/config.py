@@ -86,6 +86,12 @@ class EmulatorConfig:
         if len(self.close_reason.encode()) > 123:
             raise ValueError("close_reason must fit a WebSocket close frame (123 bytes UTF-8)")
 
+    @property
+    def chunk_faults_set(self) -> bool:
+        """True when any chunk fault is configured (the per-chunk fast path skips them otherwise)."""
+        return (self.drop_after_chunks is not None or self.close_1008_after_chunks is not None
+                or self.stall_after_chunks is not None or self.garbage_after_chunks is not None)
+
     def replace(self, **changes: Any) -> EmulatorConfig:
         """Return a copy with ``changes`` applied (validated like the constructor)."""
         return dataclasses.replace(self, **changes)
