@@ -40,6 +40,12 @@ class ContextHost(Protocol):
     async def finish_context(self, context: Context) -> None:
         """Send the context's final message and release it."""
 
+    def begin_generation(self) -> bool:
+        """Take one of the account's concurrent-request slots; False = refused (the socket is ending)."""
+
+    def end_generation(self) -> None:
+        """Give the slot back."""
+
 
 _END = None  # queue marker: no more generations, send the final
 _MAX_WHOLE_ALIGNMENT_CHARS = 2000
@@ -115,7 +121,12 @@ class Context:
         try:
             while (item := await self._queue.get()) is not _END:
                 self._busy = True
-                await self._generate(*item)
+                if not self._host.begin_generation():
+                    raise SessionClosing
+                try:
+                    await self._generate(*item)
+                finally:
+                    self._host.end_generation()
                 self._busy = False
                 self.touch()  # the idle clock restarts when the audio has been delivered
             await self._host.finish_context(self)

@@ -15,6 +15,13 @@ from emulator.auth import key_accepted, key_from_message, key_from_request
 from emulator.config import EmulatorConfig
 from emulator.context import Context, SessionClosing
 from emulator.faults import SocketFaults
+from emulator.limits import (
+    SYSTEM_BUSY,
+    SYSTEM_BUSY_MESSAGE,
+    TOO_MANY_CONCURRENT,
+    retry_after,
+    too_many_concurrent_message,
+)
 from emulator.protocol import (
     INVALID_API_KEY_MESSAGE,
     MISSING_API_KEY_MESSAGE,
@@ -72,10 +79,20 @@ class WsSession:
         return 0
 
     # ---- lifecycle ------------------------------------------------------------------------------------
-    async def serve(self) -> web.WebSocketResponse:
+    async def serve(self) -> web.StreamResponse:
         """Complete the handshake, run the session to its end, and close the socket."""
+        # Arrivals are counted, as an edge rate limiter does; the refusal still costs the set-up time.
+        refused = self.state.handshakes.admit(self._loop.time(), self.config)
         if self.config.connect_delay_ms:
             await asyncio.sleep(self.config.connect_delay_ms / 1000.0)
+        if refused is not None:
+            self.stats.handshakes_refused += 1
+            if self.config.handshake_refusal == "http_429":
+                return web.json_response(
+                    {"detail": {"status": SYSTEM_BUSY, "message": SYSTEM_BUSY_MESSAGE}},
+                    status=429,
+                    headers={"Retry-After": retry_after(refused)},
+                )
         await self.ws.prepare(self.request)
         self.stats.ws_connections_opened += 1
         self.stats.ws_connections_active += 1
@@ -83,7 +100,9 @@ class WsSession:
         self.state.sessions.add(self)
         tasks: list[asyncio.Task[Any]] = []
         try:
-            if self._check_handshake():
+            if refused is not None:
+                self.fail(ProtocolViolation(SYSTEM_BUSY, SYSTEM_BUSY_MESSAGE))
+            elif self._check_handshake():
                 tasks += [
                     asyncio.create_task(self._read_loop(), name="emulator-ws-read"),
                     asyncio.create_task(self._watchdog(), name="emulator-ws-watchdog"),
@@ -292,6 +311,23 @@ class WsSession:
         if self._stalled:
             await self._done.wait()  # a stalled socket sends nothing more, ever
             raise SessionClosing
+
+    def begin_generation(self) -> bool:
+        """Count a generation against ``max_concurrent_requests``; over it, refuse and end the socket."""
+        limit = self.config.max_concurrent_requests
+        if not self.state.concurrency.try_acquire(limit):
+            assert limit is not None
+            self.stats.concurrency_refusals["ws"] += 1
+            self.fail(ProtocolViolation(TOO_MANY_CONCURRENT, too_many_concurrent_message(limit)))
+            return False
+        self.stats.max_concurrent_requests_seen = max(
+            self.stats.max_concurrent_requests_seen, self.state.concurrency.active
+        )
+        return True
+
+    def end_generation(self) -> None:
+        """Release the slot :meth:`begin_generation` took."""
+        self.state.concurrency.release()
 
     async def finish_context(self, context: Context) -> None:
         """Send ``context``'s final message (subclasses add slot accounting)."""
