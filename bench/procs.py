@@ -219,6 +219,21 @@ def start_stack(log_dir: Path, emulator_url: str, workers: int, extra_env: Mappi
     return Stack(redis, gw, ws, base)
 
 
+def redis_commands(url: str) -> dict[str, int]:
+    """Calls per command a redis-server has processed since it started (INFO commandstats), {} if unreachable."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2)
+        try:
+            stats = client.info("commandstats")
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return {}
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if isinstance(v, dict)}
+
+
 def _workers_live(body: bytes) -> int:
     import json
 

@@ -137,6 +137,16 @@ def markdown(result: dict[str, Any]) -> str:
                  for n, v in sorted(r.get("resources", {}).items())]
         lines.append(f"| {r['target']} | {r['level']} | {r.get('box', {}).get('others_cores', '—')} | "
                      f"{'; '.join(parts)} |")
+    redis_rows = [r for r in result["rows"] if r.get("redis_commands")]
+    if redis_rows:
+        lines += ["", "## Redis commands (whole level, connect and warm-up included)", "",
+                  "| target | streams | commands | per context | per audio-second | top commands |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for r in redis_rows:
+            c = r["redis_commands"]
+            top = ", ".join(f"{k} {v}" for k, v in list(c.get("by_command", {}).items())[:8])
+            lines.append(f"| {r['target']} | {r['level']} | {c['total']} | {c['per_context']} | {c['per_audio_s']} "
+                         f"| {top} |")
     if result.get("idle_memory"):
         m = result["idle_memory"]
         lines += ["", "## Gateway memory per idle session", "",

@@ -126,6 +126,7 @@ class Bench:
         self.notes: list[str] = []
         self.rows: list[dict[str, Any]] = []
         self.stack1: procs.Stack | None = None
+        self.redis_urls: dict[str, str] = {}  # sampler name of a redis-server -> its URL
         self.machine = procs.machine_facts()
 
     def say(self, text: str) -> None:
@@ -176,6 +177,7 @@ class Bench:
             self.say(n)
 
     def _watch_stack(self, st: procs.Stack, tag: str) -> None:
+        self.redis_urls[f"redis{tag}"] = st.redis.url
         self.sampler.watch(f"gateway{tag}", st.gateway.pid)
         for i, w in enumerate(st.workers):
             self.sampler.watch(f"worker{i}{tag}", w.pid)
@@ -194,6 +196,7 @@ class Bench:
                 if t.name in collapsed:
                     continue
                 prof = self._profiler(t.name, level, t.processes)
+                redis_before = {n: procs.redis_commands(u) for n, u in self.redis_urls.items() if n in t.processes}
                 t0 = time.monotonic()
                 res = baselines.drive(t, level, utterances=utts, stream_share=a.stream_share, seed=a.seed + level,
                                       sampler=self.sampler, jitter_ms=a.jitter_ms, stagger_s=min(2.0, 0.2 + level / 500),
@@ -222,6 +225,16 @@ class Bench:
                     # A real-time stream delivers one audio-second per second: one core carries 1000 / (ms/s).
                     v["streams_per_core"] = (round(1000 * audio_s / (1000 * v["cpu_s"])) if audio_s and v["cpu_s"] > 0
                                              else None)
+                # Commands Redis served for the whole level (connect and warm-up included): per context
+                # and per audio-second, the load one Redis carries for what this target delivers.
+                for n, before in redis_before.items():
+                    after = procs.redis_commands(self.redis_urls[n])
+                    calls = {c: k - before.get(c, 0) for c, k in after.items() if k > before.get(c, 0)}
+                    used = sum(calls.values())
+                    row["redis_commands"] = {"total": used,
+                                             "per_context": round(used / max(1, row["contexts"]), 1),
+                                             "per_audio_s": round(used / audio_s, 1) if audio_s else None,
+                                             "by_command": dict(sorted(calls.items(), key=lambda kv: -kv[1]))}
                 self.rows.append(row)
                 self.say(f"{t.name:>9} @ {level:>5}: {row['contexts']} ctx, done {row['completion_pct']}%, TTFA p50/p90/p99 "
                          f"{row['ttfa_p50']}/{row['ttfa_p90']}/{row['ttfa_p99']} ms, underrun ctx "
