@@ -83,7 +83,10 @@ def summarize(collapsed: str, title: str = "", top: int = TOP) -> str:
             own[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
-    lines = [f"# {title}: {total} samples at {SAMPLE_RATE_HZ} Hz (idle threads included by py-spy only when active)",
+    lines = [f"# {title}: {total} samples at {SAMPLE_RATE_HZ} Hz while the level ran",
+             "", "py-spy samples busy threads only. A load generator's profile covers its whole life (connect,",
+             "warm-up, the content checks after the run), the CPU figures only the measured phase. With uvloop",
+             "its C loop (socket reads, timers, callbacks) shows as `Runner.run`'s own samples.",
              "", f"## top {top} by own samples", ""]
     lines += [f"{100 * n / max(total, 1):5.1f}%  {f}" for f, n in own.most_common(top)]
     lines += ["", f"## top {top} including callees", ""]
