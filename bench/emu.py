@@ -33,7 +33,7 @@ def _tune() -> None:
     try:
         from aiohttp._websocket import writer
 
-        writer.MSG_SIZE = 1 << 22  # above any frame the emulator sends (they stay < 1 MiB)
+        writer.MSG_SIZE = 1 << 22  # type: ignore[misc]  # Final upstream; above any emulator frame (< 1 MiB)
     except (ImportError, AttributeError):  # a future aiohttp without the knob: default behaviour
         pass
 

@@ -101,7 +101,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         t_done = time.perf_counter()
         await asyncio.gather(*(s.close() for s in sessions))
     records = [r.to_json() for rs in per_session for r in rs]
-    connect_errors = sorted({s.closed_reason for s in sessions if (s.closed_reason or "").startswith("connect")})
+    connect_errors = sorted({s.closed_reason or "" for s in sessions if (s.closed_reason or "").startswith("connect")})
     return {"records": records, "connect_failed": connect_failed, "connect_errors": connect_errors[:5], "sessions": len(sessions),
             "warmup_failed": sum(1 for r in warm_records if not r["ok"]),
             "warmup_errors": sorted({str(r["error"]) for r in warm_records if not r["ok"]})[:5],

@@ -226,7 +226,7 @@ def redis_commands(url: str) -> dict[str, int]:
     try:
         client = redis.Redis.from_url(url, socket_timeout=2)
         try:
-            stats = client.info("commandstats")
+            stats: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]  # sync client
         finally:
             client.close()
     except (redis.RedisError, OSError):
@@ -355,7 +355,7 @@ def machine_facts() -> dict[str, Any]:
         redis_version = next((w.split("=", 1)[1] for w in rv.split() if w.startswith("v=")), rv.strip())
     except Exception:  # noqa: BLE001 - a fact we could not read is reported as unknown
         redis_version = "unknown"
-    libs = {}
+    libs: dict[str, str | None] = {}
     for lib in ("aiohttp", "redis", "hiredis", "arq", "msgpack", "uvloop", "psutil"):
         try:
             libs[lib] = metadata.version(lib)
