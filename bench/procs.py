@@ -116,6 +116,19 @@ class EmulatorOpts:
     realtime_factor: float = 1.0
     chunk_ms: float = 500.0
     ms_per_char: float = 60.0
+    # The provider's refusals (see services/emulator/limits.py); None = off, as the real API at low load.
+    handshake_rate: float | None = None
+    handshake_burst: int | None = None
+    max_concurrent_requests: int | None = None
+
+    def limit_flags(self) -> list[str]:
+        """Emulator flags for the refusals that are set."""
+        flags: list[str] = []
+        for name in ("handshake_rate", "handshake_burst", "max_concurrent_requests"):
+            value = getattr(self, name)
+            if value is not None:
+                flags += ["--" + name.replace("_", "-"), str(value)]
+        return flags
 
 
 def start_emulator(log_dir: Path, opts: EmulatorOpts) -> tuple[Proc, str]:
@@ -125,7 +138,7 @@ def start_emulator(log_dir: Path, opts: EmulatorOpts) -> tuple[Proc, str]:
                               "--connect-delay-ms", str(opts.connect_delay_ms), "--ttfb-ms", str(opts.ttfb_ms),
                               "--realtime-factor", str(opts.realtime_factor), "--chunk-ms", str(opts.chunk_ms),
                               "--ms-per-char", str(opts.ms_per_char),
-                              "--inactivity-timeout-default", "180"], log_dir)
+                              "--inactivity-timeout-default", "180", *opts.limit_flags()], log_dir)
     wait_for_line(proc, "emulator listening on")
     return proc, f"http://127.0.0.1:{port}"
 

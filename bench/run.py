@@ -47,6 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ttfb-ms", type=float, default=150.0)
     p.add_argument("--realtime-factor", type=float, default=1.0)
     p.add_argument("--chunk-ms", type=float, default=500.0)
+    p.add_argument("--handshake-rate", type=float, help="emulator: WS handshakes admitted per second (429 beyond)")
+    p.add_argument("--handshake-burst", type=int, help="emulator: handshakes admitted at once before the rate applies")
+    p.add_argument("--max-concurrent-requests", type=int,
+                   help="emulator: generations at once (too_many_concurrent_requests beyond)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--verify-share", type=float, default=0.02,
                    help="share of contexts whose audio is decoded back to text after the run (content check)")
@@ -120,7 +124,9 @@ class Bench:
         self.out = Path(args.out) if args.out else RESULTS / f"{stamp}-{self.mode}"
         self.logs = Path(tempfile.mkdtemp(prefix=f"bench-logs-{stamp}-"))
         self.sampler = procs.Sampler().start()
-        self.emu_opts = procs.EmulatorOpts(args.connect_delay_ms, args.ttfb_ms, args.realtime_factor, args.chunk_ms)
+        self.emu_opts = procs.EmulatorOpts(args.connect_delay_ms, args.ttfb_ms, args.realtime_factor, args.chunk_ms,
+                                           handshake_rate=args.handshake_rate, handshake_burst=args.handshake_burst,
+                                           max_concurrent_requests=args.max_concurrent_requests)
         self.stopables: list[Any] = []
         self.targets: list[Target] = []
         self.notes: list[str] = []
@@ -280,7 +286,8 @@ class Bench:
                   "stream_share": self.args.stream_share, "levels": self.levels,
                   "targets": [t.name for t in self.targets],
                   "emulator": f"connect delay {e.connect_delay_ms:g} ms, ttfb {e.ttfb_ms:g} ms, realtime factor "
-                              f"{e.realtime_factor:g}, {e.chunk_ms:g} ms chunks, {e.ms_per_char:g} ms/char, pcm_24000",
+                              f"{e.realtime_factor:g}, {e.chunk_ms:g} ms chunks, {e.ms_per_char:g} ms/char, pcm_24000"
+                              + (f", refusals {' '.join(e.limit_flags())}" if e.limit_flags() else ""),
                   "rows": self.rows, "capacity": report.capacity(self.rows), "idle_memory": idle,
                   "notes": self.notes, "duration_s": round((datetime.now(UTC) - self.started).total_seconds())}
         report.write(result, self.out)

@@ -70,3 +70,19 @@ async def test_loadgen_fast_path_reads_real_frames(emu: RunningEmulator, http: a
         if audio:
             total += b64_len(audio)
     assert total == len(got.audio("a")) == len("Fast path check. ") * 1440 * 2
+
+
+def test_loadgen_content_check_tells_right_from_wrong_audio() -> None:
+    from bench.clients import ContextRecord
+    from emulator.synth import synthesize
+
+    def record(voiced: str) -> ContextRecord:
+        rec = ContextRecord("c", "whole", expected="Two flights before noon.", kept=[])
+        rec.keep(synthesize(voiced, 24000)[:1000])
+        rec.keep(synthesize(voiced, 24000)[1000:])
+        rec.finish()
+        return rec
+
+    assert record("Two flights before noon. ").content_ok() is True  # trailing space voiced, ignored
+    assert record("Two flights before moon. ").content_ok() is False
+    assert ContextRecord("c", "whole", expected="x").content_ok() is None  # not sampled
