@@ -13,9 +13,9 @@ from emulator.framebank import cacheable
 from emulator.protocol import audio_frame
 from emulator.runner import RunningEmulator
 from emulator.speech import iter_chunks, ws_alignment
-from emulator.synth import _synthesize_codes, char_code, decode_text, samples_per_char
+from emulator.synth import _synthesize_codes, char_code, decode_text, samples_per_char, synthesize
 
-from bench.clients import b64_len, parse_el_frame
+from bench.clients import ContextRecord, b64_len, parse_el_frame
 from tests.emulator.wsclient import read
 
 TEXT = "Héllo wörld, the quick brown fox; 日本 ✓ 123. " * 3
@@ -73,9 +73,6 @@ async def test_loadgen_fast_path_reads_real_frames(emu: RunningEmulator, http: a
 
 
 def test_loadgen_content_check_tells_right_from_wrong_audio() -> None:
-    from bench.clients import ContextRecord
-    from emulator.synth import synthesize
-
     def record(voiced: str) -> ContextRecord:
         rec = ContextRecord("c", "whole", expected="Two flights before noon.", kept=[])
         rec.keep(synthesize(voiced, 24000)[:1000])
