@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def duration_for(level: int, min_contexts: int, floor_s: float, cap_s: float) ->
 
 def drive(target: Target, level: int, *, utterances: int, stream_share: float, seed: int,
           sampler: Sampler, jitter_ms: float, stagger_s: float, timeout_s: float = 600.0,
-          duration_s: float | None = None) -> dict[str, Any]:
+          duration_s: float | None = None, verify_share: float = 0.0, on_spawn: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     """Run ``level`` concurrent sessions against ``target``; merge what the client processes saw."""
     nproc = loadgen_processes(level)
     tmp = Path(tempfile.mkdtemp(prefix="bench-lg-"))
@@ -86,13 +87,16 @@ def drive(target: Target, level: int, *, utterances: int, stream_share: float, s
                "utterances": utterances, "stream_share": 0.0 if target.cache else stream_share,
                "seed": seed, "jitter_ms": jitter_ms, "stagger_s": stagger_s, "warmup": target.warmup,
                "cache": target.cache, "cache_text": CACHE_TEXT if target.cache else None,
-               "context_timeout_s": 90.0, "duration_s": duration_s}
+               "context_timeout_s": 90.0, "duration_s": duration_s,
+               "verify_share": verify_share}
         offset += n
         (tmp / f"cfg{i}.json").write_text(json.dumps(cfg))
         out = tmp / f"out{i}.json"
         p = subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(tmp / f"cfg{i}.json"), str(out)],
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / f"err{i}.log", "wb"))
         sampler.watch(f"loadgen{i}", p.pid)
+        if on_spawn is not None:
+            on_spawn(f"loadgen{i}", p.pid)
         procs.append((p, out))
     t0 = time.monotonic()
     merged: dict[str, Any] = {"records": [], "connect_failed": 0, "warmup_failed": 0, "errors": []}
@@ -114,7 +118,7 @@ def drive(target: Target, level: int, *, utterances: int, stream_share: float, s
         merged["warmup_failed"] += res["warmup_failed"]
         merged.setdefault("connect_errors", []).extend(res.get("connect_errors", []))
         merged.setdefault("warmup_errors", []).extend(res.get("warmup_errors", []))
-        for k in ("connect_s", "warmup_s", "measured_s"):
+        for k in ("connect_s", "warmup_s", "measured_s", "post_s"):
             merged[k] = max(merged.get(k, 0.0), res[k])
     return merged
 

@@ -21,6 +21,7 @@ import contextlib
 import json
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,33 @@ import aiohttp
 from bench import textgen
 
 BYTES_PER_SECOND = 48_000  # pcm_24000: 16-bit mono
+SAMPLE_RATE = 24_000
 FORMAT = "pcm_24000"
+MS_PER_CHAR = 60.0  # the emulator's default; bench/procs.py starts it with the same
+MAX_KEPT_BYTES = 2_000_000  # ~40 s of audio per sampled context, at most
+_AUDIO_HEAD = '{"audio": "'  # how the emulator's audio frames begin (json.dumps of its frame dict)
+
+
+def parse_el_frame(data: str) -> tuple[dict[str, Any], str | None]:
+    """An ElevenLabs server frame as (fields without ``audio``, base64 audio or None).
+
+    The emulator's audio frames begin with the audio field, so its end is one ``find`` away and only
+    the short rest is parsed as JSON: the loadgen never scans or decodes ~30 KB per chunk just to
+    count bytes. Any other shape (the gateway's compatible endpoint, errors) is parsed whole.
+    """
+    if data.startswith(_AUDIO_HEAD):
+        end = data.find('"', len(_AUDIO_HEAD))
+        if end > 0 and data.startswith(", ", end + 1):
+            return json.loads("{" + data[end + 3:]), data[len(_AUDIO_HEAD):end]
+    ev = json.loads(data)
+    audio = ev.pop("audio", None)
+    return ev, audio if isinstance(audio, str) else None
+
+
+def b64_len(b64: str) -> int:
+    """Bytes a base64 string decodes to, without decoding it."""
+    pad = 2 if b64.endswith("==") else 1 if b64.endswith("=") else 0
+    return len(b64) // 4 * 3 - pad
 
 
 @dataclass(slots=True)
@@ -54,6 +81,9 @@ class ContextRecord:
     final: bool = False
     error: str | None = None
     cached: bool | None = None
+    # Content check on a sample of contexts: the text voiced, and the audio kept to decode it after the run.
+    expected: str | None = None
+    kept: list[bytes] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def on_audio(self, nbytes: int, jitter_s: float, seq: int | None = None) -> None:
@@ -78,6 +108,20 @@ class ContextRecord:
         self.chunks += 1
         self.audio_bytes += nbytes
 
+    def keep(self, audio: bytes) -> None:
+        """Keep a sampled context's audio for the content check."""
+        if self.kept is not None and sum(map(len, self.kept)) < MAX_KEPT_BYTES:
+            self.kept.append(audio)
+
+    def content_ok(self) -> bool | None:
+        """None when not sampled; else whether the audio decodes to the text voiced (whitespace aside)."""
+        if self.kept is None or self.expected is None or not self.final:
+            return None
+        from emulator.synth import decode_text  # only sampled contexts pay for numpy
+
+        heard = decode_text(b"".join(self.kept), SAMPLE_RATE, MS_PER_CHAR)
+        return heard.split() == self.expected.split()
+
     def finish(self, error: str | None = None) -> None:
         """The context ended (final or error)."""
         if self.done.is_set():
@@ -95,36 +139,50 @@ class ContextRecord:
                 "max_late_ms": self.max_late_ms if self.chunks > 1 else None,
                 "underruns": self.underruns, "gaps_ms": [round(g, 2) for g in self.gaps_ms],
                 "ok": self.final and self.error is None and self.chunks > 0, "error": self.error,
-                "seq_ok": self.seq_ok, "cached": self.cached}
+                "seq_ok": self.seq_ok, "cached": self.cached, "content_ok": self.content_ok()}
 
 
 @dataclass
 class Plan:
-    """What one session says during the measured phase."""
+    """What one session says during the measured phase, drawn turn by turn from its own generator.
 
-    utterances: list[tuple[str, Any]]  # (mode, text | sentences)
+    Lazy: with a duration every session plans up to 1,000 turns and speaks a handful, and drawing them
+    all up front cost the load generator more CPU than reading the audio.
+    """
+
+    rng: random.Random
+    n: int
+    stream_share: float
+    cache_text: str | None
     token_rate: float  # tokens per second for streamed turns
-    think_s: list[float]
+
+    def __iter__(self) -> Iterator[tuple[str, Any, float]]:
+        """``(mode, text | sentences, think seconds)`` per turn."""
+        rng = self.rng
+        for _ in range(self.n):
+            if self.cache_text is not None:
+                turn: tuple[str, Any] = ("cache", self.cache_text)
+            elif rng.random() < self.stream_share:
+                turn = ("stream", textgen.streamed_sentences(rng))
+            else:
+                turn = ("whole", textgen.utterance(rng))
+            yield turn[0], turn[1], rng.uniform(0.1, 0.4)
 
 
 def make_plan(rng: random.Random, n: int, stream_share: float, cache_text: str | None = None) -> Plan:
-    """``n`` utterances, each streamed with probability ``stream_share`` (else whole)."""
-    utts: list[tuple[str, Any]] = []
-    for _ in range(n):
-        if cache_text is not None:
-            utts.append(("cache", cache_text))
-        elif rng.random() < stream_share:
-            utts.append(("stream", textgen.streamed_sentences(rng)))
-        else:
-            utts.append(("whole", textgen.utterance(rng)))
-    return Plan(utts, rng.uniform(20.0, 50.0), [rng.uniform(0.1, 0.4) for _ in range(n)])
+    """``n`` utterances, each streamed with probability ``stream_share`` (else whole), from a generator
+    seeded by ``rng`` (so the turns do not depend on how many random draws speaking them takes)."""
+    own = random.Random(rng.getrandbits(64))
+    return Plan(own, n, stream_share, cache_text, own.uniform(20.0, 50.0))
 
 
 class BaseSession:
     """One client connection running contexts one after another."""
 
     def __init__(self, http: aiohttp.ClientSession, url: str, name: str, jitter_s: float,
-                 rng: random.Random) -> None:
+                 rng: random.Random, verify_share: float = 0.0) -> None:
+        self.verify_share = verify_share
+        self._verify_rng = random.Random(rng.random())  # sampling never shifts the texts' draws
         self.http = http
         self.url = url
         self.name = name
@@ -151,6 +209,8 @@ class BaseSession:
     def _new(self, mode: str) -> ContextRecord:
         self._n += 1
         rec = ContextRecord(f"{self.name}-{self._n}", mode)
+        if self.verify_share and self._verify_rng.random() < self.verify_share:
+            rec.kept = []
         self.records[rec.cid] = rec
         return rec
 
@@ -192,6 +252,7 @@ class BaseSession:
 
     async def _tokens(self, rec: ContextRecord, sentences: list[str], token_rate: float, send: Any) -> None:
         """Send sentences token by token at ``token_rate`` (±30 % jitter), flushing at each sentence end."""
+        rec.expected = " ".join(sentences)
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         for sentence in sentences:
@@ -232,6 +293,8 @@ class NativeSession(BaseSession):
                     rec = self.records.get(cid)
                     if rec is not None:
                         rec.on_audio(len(data) - off, self.jitter_s, seq)
+                        if rec.kept is not None:
+                            rec.keep(data[off:])
                 elif msg.type == aiohttp.WSMsgType.TEXT:
                     ev = json.loads(msg.data)
                     kind = ev.get("type")
@@ -253,6 +316,7 @@ class NativeSession(BaseSession):
 
     async def _whole(self, rec: ContextRecord, text: str, cache: bool) -> None:
         rec.chars = len(text)
+        rec.expected = text
         msg = {"type": "start", "context_id": rec.cid, "format": FORMAT, "text": text, "end": True,
                "cache": cache}
         rec.origin = time.perf_counter()
@@ -283,15 +347,16 @@ class ElevenLabsSession(BaseSession):
             async for msg in self.ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break
-                ev = json.loads(msg.data)
+                ev, audio = parse_el_frame(msg.data)
                 rec = self.records.get(ev.get("contextId") or ev.get("context_id") or "")
                 if rec is None:
                     if "error" in ev or "message" in ev:
                         why = str(ev.get("error") or ev.get("message"))[:60]
                     continue
-                audio = ev.get("audio")
                 if audio:
-                    rec.on_audio(len(base64.b64decode(audio)), self.jitter_s)
+                    rec.on_audio(b64_len(audio), self.jitter_s)
+                    if rec.kept is not None:
+                        rec.keep(base64.b64decode(audio))
                 if ev.get("isFinal") is True:
                     rec.finish()
                 elif "error" in ev:
@@ -301,6 +366,7 @@ class ElevenLabsSession(BaseSession):
 
     async def _whole(self, rec: ContextRecord, text: str, cache: bool) -> None:
         rec.chars = len(text)
+        rec.expected = text
         await self._send({"text": " ", "context_id": rec.cid})
         rec.origin = time.perf_counter()
         await self._send({"text": text + " ", "context_id": rec.cid, "flush": True})

@@ -10,6 +10,7 @@ arrives on stdin (for memory-per-idle-session).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import random
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.clients import BaseSession, ElevenLabsSession, NativeSession, make_plan
+from bench.clients import BaseSession, ContextRecord, ElevenLabsSession, NativeSession, make_plan
 
 WARMUP_TEXT = "Warm up."
 CONNECT_PARALLEL = 50
@@ -34,7 +35,7 @@ async def _connect_all(cfg: dict[str, Any], http: aiohttp.ClientSession) -> tupl
     sem = asyncio.Semaphore(CONNECT_PARALLEL)
     base_seed = cfg.get("seed", 1)
     sessions = [cls(http, cfg["url"], f"s{cfg.get('offset', 0) + i}", cfg.get("jitter_ms", 20.0) / 1000,
-                    random.Random(base_seed * 100_003 + cfg.get("offset", 0) + i))
+                    random.Random(base_seed * 100_003 + cfg.get("offset", 0) + i), cfg.get("verify_share", 0.0))
                 for i in range(cfg["sessions"])]
     failed = 0
 
@@ -76,19 +77,20 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         duration = cfg.get("duration_s")  # None: each session speaks ``utterances`` and stops
         phase_start = time.perf_counter()
 
-        async def measured(s: BaseSession) -> list[dict[str, Any]]:
+        async def measured(s: BaseSession) -> list[ContextRecord]:
             n = cfg.get("utterances", 2) if duration is None else 1000
             plan = make_plan(s.rng, n, cfg.get("stream_share", 0.3),
                              cfg.get("cache_text") if cfg.get("cache") else None)
             await asyncio.sleep(s.rng.uniform(0, stagger))
             out = []
-            for (mode, payload), think in zip(plan.utterances, plan.think_s):
+            for mode, payload, think in plan:
                 # With a duration, sessions keep speaking until it is up, so the level stays the
                 # number of concurrent streams for the whole phase (the last turn still completes).
                 if duration is not None and time.perf_counter() - phase_start >= duration:
                     break
-                rec = await s.run_context(mode, payload, plan.token_rate, timeout)
-                out.append(rec.to_json())
+                # Serialized after the phase: to_json decodes sampled contexts' audio (content check),
+                # milliseconds of CPU that would stall every other session's clock if done here.
+                out.append(await s.run_context(mode, payload, plan.token_rate, timeout))
                 await asyncio.sleep(think)
             return out
 
@@ -98,12 +100,13 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         per_session = await asyncio.gather(*(measured(s) for s in live))
         t_done = time.perf_counter()
         await asyncio.gather(*(s.close() for s in sessions))
-    records = [r for rs in per_session for r in rs]
-    connect_errors = sorted({s.closed_reason for s in sessions if (s.closed_reason or "").startswith("connect")})
+    records = [r.to_json() for rs in per_session for r in rs]
+    connect_errors = sorted({s.closed_reason or "" for s in sessions if (s.closed_reason or "").startswith("connect")})
     return {"records": records, "connect_failed": connect_failed, "connect_errors": connect_errors[:5], "sessions": len(sessions),
             "warmup_failed": sum(1 for r in warm_records if not r["ok"]),
             "warmup_errors": sorted({str(r["error"]) for r in warm_records if not r["ok"]})[:5],
-            "connect_s": t_connected - t0, "warmup_s": t_warm - t_connected, "measured_s": t_done - t_warm}
+            "connect_s": t_connected - t0, "warmup_s": t_warm - t_connected, "measured_s": t_done - t_warm,
+            "post_s": time.perf_counter() - t_done}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     with open(args[0]) as f:
         cfg = json.load(f)
+    # Fewer cyclic collections walking a thousand sessions' objects (see bench/emu.py).
+    gc.freeze()
+    gc.set_threshold(35_000, 20, 20)
     try:
         import uvloop
 

@@ -48,6 +48,9 @@ def summarize(records: list[dict[str, Any]], jitter_ms: float) -> dict[str, Any]
         if vals:
             out[f"ttfa_{mode}"] = {"n": len(vals), "p50": _r(pct(vals, 50), 2), "p90": _r(pct(vals, 90), 2),
                                    "p99": _r(pct(vals, 99), 2)}
+    checked = [r for r in records if r.get("content_ok") is not None]
+    out["content_checked"] = len(checked)
+    out["content_bad"] = sum(1 for r in checked if not r["content_ok"])
     cached = [r for r in records if r.get("cached") is not None]
     if cached:
         out["cache_hits"] = sum(1 for r in cached if r["cached"])
@@ -102,15 +105,15 @@ def markdown(result: dict[str, Any]) -> str:
              "'streams' is the number of client sessions; 'playing' is the mean number of streams actually "
              "delivering audio over the measured phase (audio seconds delivered / phase length).", "",
              "| target | streams | playing | contexts | done % | TTFA p50 | p90 | p99 | +floor p50 | +p90 | +p99 "
-             "| underrun ctx | late p99 ms | gap p99 ms | errors | seq bad |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "| underrun ctx | late p99 ms | gap p99 ms | errors | seq bad | content bad/checked |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in result["rows"]:
         errs = ", ".join(f"{k}×{v}" for k, v in r["errors"].items()) or "—"
         lines.append(
             f"| {r['target']} | {r['level']} | {_playing(r)} | {r['contexts']} | {r['completion_pct']} | {r['ttfa_p50']} | "
             f"{r['ttfa_p90']} | {r['ttfa_p99']} | {_fmt(r.get('added_p50'))} | {_fmt(r.get('added_p90'))} | "
             f"{_fmt(r.get('added_p99'))} | {r['underrun_contexts']} | {r['late_p99_ms']} | {r['gap_p99_ms']} | "
-            f"{errs} | {r['seq_violations']} |")
+            f"{errs} | {r['seq_violations']} | {r.get('content_bad', '—')}/{r.get('content_checked', '—')} |")
     lines += ["", "Whole utterances only (TTFA ms, p50 / p99):", "",
               "| target | streams | whole p50 | whole p99 | +floor whole p50 | +floor whole p99 |",
               "|---|---:|---:|---:|---:|---:|"]
@@ -124,14 +127,26 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"- {t}: {lvl if lvl is not None else 'below the lowest level'}")
     lines += ["", "## CPU and memory per process during the measured phase", "",
               "CPU % is the mean over the phase (100 = one core); ms/s is CPU milliseconds spent per second "
-              "of audio delivered (lower is better; capacity ≈ 1000 × cores / sum of ms/s); 'others' is what "
+              "of audio delivered (lower is better; capacity ≈ 1000 × cores / sum of ms/s; streams/core = 1000 / ms/s, what "
+              "one core would carry of that process alone; kernel = the share spent in system calls); 'others' is what "
               "other tenants of this shared machine kept busy meanwhile, in cores.", "",
               "| target | streams | others (cores) | process: cpu % mean/max, ms/s, peak RSS |", "|---|---:|---:|---|"]
     for r in result["rows"]:
-        parts = [f"{n}: {v['cpu_mean']}/{v['cpu_max']}%, {v.get('cpu_ms_per_audio_s')} ms/s, {v['rss_max_mb']} MB"
+        parts = [f"{n}: {v['cpu_mean']}/{v['cpu_max']}%, {v.get('cpu_ms_per_audio_s')} ms/s "
+                 f"(≈{v.get('streams_per_core', '—')} streams/core{_sys(v)}), {v['rss_max_mb']} MB"
                  for n, v in sorted(r.get("resources", {}).items())]
         lines.append(f"| {r['target']} | {r['level']} | {r.get('box', {}).get('others_cores', '—')} | "
                      f"{'; '.join(parts)} |")
+    redis_rows = [r for r in result["rows"] if r.get("redis_commands")]
+    if redis_rows:
+        lines += ["", "## Redis commands (whole level, connect and warm-up included)", "",
+                  "| target | streams | commands | per context | per audio-second | top commands |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for r in redis_rows:
+            c = r["redis_commands"]
+            top = ", ".join(f"{k} {v}" for k, v in list(c.get("by_command", {}).items())[:8])
+            lines.append(f"| {r['target']} | {r['level']} | {c['total']} | {c['per_context']} | {c['per_audio_s']} "
+                         f"| {top} |")
     if result.get("idle_memory"):
         m = result["idle_memory"]
         lines += ["", "## Gateway memory per idle session", "",
@@ -140,6 +155,12 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _sys(v: dict[str, Any]) -> str:
+    if not v.get("cpu_s") or v.get("cpu_sys_s") is None:
+        return ""
+    return f", kernel {100 * v['cpu_sys_s'] / v['cpu_s']:.0f}%"
 
 
 def _playing(r: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import baselines, plots, procs, report
+from bench import baselines, plots, procs, profile, report
 from bench.baselines import Target
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,7 +47,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ttfb-ms", type=float, default=150.0)
     p.add_argument("--realtime-factor", type=float, default=1.0)
     p.add_argument("--chunk-ms", type=float, default=500.0)
+    p.add_argument("--handshake-rate", type=float, help="emulator: WS handshakes admitted per second (429 beyond)")
+    p.add_argument("--handshake-burst", type=int, help="emulator: handshakes admitted at once before the rate applies")
+    p.add_argument("--max-concurrent-requests", type=int,
+                   help="emulator: generations at once (too_many_concurrent_requests beyond)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--verify-share", type=float, default=0.02,
+                   help="share of contexts whose audio is decoded back to text after the run (content check)")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy every process of each target and the load generators; summaries in <out>/profiles/")
     p.add_argument("--out", help="output directory (default bench/results/<timestamp>-<mode>)")
     return p.parse_args(argv)
 
@@ -116,12 +124,15 @@ class Bench:
         self.out = Path(args.out) if args.out else RESULTS / f"{stamp}-{self.mode}"
         self.logs = Path(tempfile.mkdtemp(prefix=f"bench-logs-{stamp}-"))
         self.sampler = procs.Sampler().start()
-        self.emu_opts = procs.EmulatorOpts(args.connect_delay_ms, args.ttfb_ms, args.realtime_factor, args.chunk_ms)
+        self.emu_opts = procs.EmulatorOpts(args.connect_delay_ms, args.ttfb_ms, args.realtime_factor, args.chunk_ms,
+                                           handshake_rate=args.handshake_rate, handshake_burst=args.handshake_burst,
+                                           max_concurrent_requests=args.max_concurrent_requests)
         self.stopables: list[Any] = []
         self.targets: list[Target] = []
         self.notes: list[str] = []
         self.rows: list[dict[str, Any]] = []
         self.stack1: procs.Stack | None = None
+        self.redis_urls: dict[str, str] = {}  # sampler name of a redis-server -> its URL
         self.machine = procs.machine_facts()
 
     def say(self, text: str) -> None:
@@ -172,6 +183,7 @@ class Bench:
             self.say(n)
 
     def _watch_stack(self, st: procs.Stack, tag: str) -> None:
+        self.redis_urls[f"redis{tag}"] = st.redis.url
         self.sampler.watch(f"gateway{tag}", st.gateway.pid)
         for i, w in enumerate(st.workers):
             self.sampler.watch(f"worker{i}{tag}", w.pid)
@@ -189,11 +201,15 @@ class Bench:
             for t in self.targets:
                 if t.name in collapsed:
                     continue
+                prof = self._profiler(t.name, level, t.processes)
+                redis_before = {n: procs.redis_commands(u) for n, u in self.redis_urls.items() if n in t.processes}
                 t0 = time.monotonic()
                 res = baselines.drive(t, level, utterances=utts, stream_share=a.stream_share, seed=a.seed + level,
                                       sampler=self.sampler, jitter_ms=a.jitter_ms, stagger_s=min(2.0, 0.2 + level / 500),
-                                      duration_s=duration)
+                                      duration_s=duration, verify_share=a.verify_share, on_spawn=prof.start if prof else None)
                 t1 = time.monotonic()
+                if prof is not None:
+                    prof.stop()
                 row = {"target": t.name, "level": level, "duration_s": duration,
                        **report.summarize(res["records"], a.jitter_ms),
                        "connect_failed": res["connect_failed"], "warmup_failed": res["warmup_failed"],
@@ -204,12 +220,27 @@ class Bench:
                 if res.get("warmup_errors"):
                     row["warmup_errors"] = sorted(set(res["warmup_errors"]))[:3]
                 # The measured phase is the loadgen's last ``measured_s`` seconds (connect and warm-up excluded).
-                win = self.sampler.window(max(t0, t1 - res.get("measured_s", t1 - t0) - 0.5), t1)
+                # ``post_s`` (closing, content checks, writing results) came after it and is left out.
+                end = t1 - res.get("post_s", 0.0)
+                win = self.sampler.window(max(t0, end - res.get("measured_s", t1 - t0) - 0.5), end)
                 row["box"] = win.pop("box", {})
                 row["resources"] = {n: v for n, v in win.items() if n in t.processes or n.startswith("loadgen")}
                 audio_s = row["audio_s"] or 0.0
                 for v in row["resources"].values():
                     v["cpu_ms_per_audio_s"] = round(1000 * v["cpu_s"] / audio_s, 2) if audio_s else None
+                    # A real-time stream delivers one audio-second per second: one core carries 1000 / (ms/s).
+                    v["streams_per_core"] = (round(1000 * audio_s / (1000 * v["cpu_s"])) if audio_s and v["cpu_s"] > 0
+                                             else None)
+                # Commands Redis served for the whole level (connect and warm-up included): per context
+                # and per audio-second, the load one Redis carries for what this target delivers.
+                for n, before in redis_before.items():
+                    after = procs.redis_commands(self.redis_urls[n])
+                    calls = {c: k - before.get(c, 0) for c, k in after.items() if k > before.get(c, 0)}
+                    used = sum(calls.values())
+                    row["redis_commands"] = {"total": used,
+                                             "per_context": round(used / max(1, row["contexts"]), 1),
+                                             "per_audio_s": round(used / audio_s, 1) if audio_s else None,
+                                             "by_command": dict(sorted(calls.items(), key=lambda kv: -kv[1]))}
                 self.rows.append(row)
                 self.say(f"{t.name:>9} @ {level:>5}: {row['contexts']} ctx, done {row['completion_pct']}%, TTFA p50/p90/p99 "
                          f"{row['ttfa_p50']}/{row['ttfa_p90']}/{row['ttfa_p99']} ms, underrun ctx "
@@ -223,6 +254,16 @@ class Bench:
                     self.notes.append(f"{t.name} stopped after {level} streams: it collapsed there "
                                       f"(done {row['completion_pct']}%, underrun {row['underrun_pct']}%)")
                 time.sleep(1.0)
+
+    def _profiler(self, target: str, level: int, names: tuple[str, ...]) -> profile.Profiler | None:
+        if not self.args.profile:
+            return None
+        prof = profile.Profiler(self.out / "profiles" / f"{target}-{level}")
+        for name in names:
+            pid = self.sampler.pid(name)
+            if pid is not None:
+                prof.start(name, pid)
+        return prof
 
     def idle_memory(self) -> dict[str, Any] | None:
         """Gateway RSS per idle session on the 1-worker stack."""
@@ -245,7 +286,8 @@ class Bench:
                   "stream_share": self.args.stream_share, "levels": self.levels,
                   "targets": [t.name for t in self.targets],
                   "emulator": f"connect delay {e.connect_delay_ms:g} ms, ttfb {e.ttfb_ms:g} ms, realtime factor "
-                              f"{e.realtime_factor:g}, {e.chunk_ms:g} ms chunks, {e.ms_per_char:g} ms/char, pcm_24000",
+                              f"{e.realtime_factor:g}, {e.chunk_ms:g} ms chunks, {e.ms_per_char:g} ms/char, pcm_24000"
+                              + (f", refusals {' '.join(e.limit_flags())}" if e.limit_flags() else ""),
                   "rows": self.rows, "capacity": report.capacity(self.rows), "idle_memory": idle,
                   "notes": self.notes, "duration_s": round((datetime.now(UTC) - self.started).total_seconds())}
         report.write(result, self.out)

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         elif f.name == "http_split_samples":
             parser.add_argument(_flag(f.name), action="store_true", default=None, help=help_text)
-        elif f.name in ("api_key", "close_reason"):
+        elif f.name in ("api_key", "close_reason", "handshake_refusal"):
             parser.add_argument(_flag(f.name), type=str, default=None, help=help_text)
         elif f.type in ("int", "int | None"):
             parser.add_argument(_flag(f.name), type=int, default=None, help=help_text)

@@ -25,7 +25,7 @@ async def _close_sessions(app: web.Application) -> None:
 
 def create_app(config: EmulatorConfig | None = None, state: EmulatorState | None = None) -> web.Application:
     """Build the emulator app (synchronous, no I/O); pass ``state`` to share it with a runner."""
-    app = web.Application(middlewares=[http_api.api_error_middleware])
+    app = web.Application(middlewares=[http_api.api_error_middleware, http_api.concurrency_middleware])
     app[STATE_KEY] = state if state is not None else EmulatorState(config or EmulatorConfig())
     app.router.add_get("/v1/text-to-speech/{voice_id}/multi-stream-input", multi_stream_handler)
     app.router.add_get("/v1/text-to-speech/{voice_id}/stream-input", single_stream_handler)

@@ -21,6 +21,11 @@ CHUNK_FAULTS: tuple[str, ...] = (
 )
 # Changing any of these re-arms the fault budget (``fault_sockets``).
 FAULT_FIELDS: frozenset[str] = frozenset(CHUNK_FAULTS) | {"fault_sockets", "close_reason"}
+# Changing any of these refills the handshake bucket (a test's storm starts from a full burst).
+HANDSHAKE_FIELDS: frozenset[str] = frozenset({"handshake_rate", "handshake_burst"})
+# How a handshake over the rate is refused: HTTP 429 before the upgrade (what an edge/CDN answers),
+# or an upgrade followed by an error frame and close 1008 (what the API itself does for errors).
+HANDSHAKE_REFUSALS: tuple[str, ...] = ("http_429", "close_1008")
 
 
 def _opt(default: Any, help_text: str) -> Any:
@@ -64,6 +69,18 @@ class EmulatorConfig:
         default_factory=frozenset, metadata={"help": "Voice ids answered as unknown (WS 1008, HTTP 400)."}
     )
     http_split_samples: bool = _opt(False, "Cut HTTP /stream PCM chunks mid-sample, as the real API may.")
+    handshake_rate: float | None = _opt(
+        None, "WebSocket handshakes admitted per second (token bucket); unset = unlimited."
+    )
+    handshake_burst: int = _opt(10, "Handshakes admitted back to back before handshake_rate applies.")
+    handshake_refusal: str = _opt(
+        "http_429", "How a handshake over the rate is refused: http_429 (no upgrade) or close_1008."
+    )
+    max_concurrent_requests: int | None = _opt(
+        None,
+        "Account concurrency: generations at once (WS contexts producing audio + HTTP TTS requests); "
+        "beyond it HTTP 429 / WS error too_many_concurrent_requests + 1008. Unset = unlimited.",
+    )
 
     def __post_init__(self) -> None:
         """Reject values the emulator cannot honour, naming the field."""
@@ -79,12 +96,26 @@ class EmulatorConfig:
             raise ValueError(
                 f"max_contexts_per_socket must be an int >= 1, got {self.max_contexts_per_socket!r}"
             )
-        for name in (*CHUNK_FAULTS, "fault_sockets"):
+        if self.handshake_rate is not None:
+            _check_range("handshake_rate", self.handshake_rate, 0.001, 1_000_000)
+        if isinstance(self.handshake_burst, bool) or not isinstance(self.handshake_burst, int) \
+                or self.handshake_burst < 1:
+            raise ValueError(f"handshake_burst must be an int >= 1, got {self.handshake_burst!r}")
+        if self.handshake_refusal not in HANDSHAKE_REFUSALS:
+            raise ValueError(f"handshake_refusal must be one of {', '.join(HANDSHAKE_REFUSALS)}, "
+                             f"got {self.handshake_refusal!r}")
+        for name in (*CHUNK_FAULTS, "fault_sockets", "max_concurrent_requests"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"{name} must be None or an int >= 0, got {value!r}")
         if len(self.close_reason.encode()) > 123:
             raise ValueError("close_reason must fit a WebSocket close frame (123 bytes UTF-8)")
+
+    @property
+    def chunk_faults_set(self) -> bool:
+        """True when any chunk fault is configured (the per-chunk fast path skips them otherwise)."""
+        return (self.drop_after_chunks is not None or self.close_1008_after_chunks is not None
+                or self.stall_after_chunks is not None or self.garbage_after_chunks is not None)
 
     def replace(self, **changes: Any) -> EmulatorConfig:
         """Return a copy with ``changes`` applied (validated like the constructor)."""

@@ -34,11 +34,17 @@ class ContextHost(Protocol):
     def config(self) -> EmulatorConfig:
         """The emulator config in force now."""
 
-    async def send_audio(self, frame: dict[str, Any], audio_bytes: int) -> None:
-        """Send one audio frame (fault injection happens here)."""
+    async def send_audio(self, frame: str, audio_bytes: int) -> None:
+        """Send one audio frame, JSON text (fault injection happens here)."""
 
     async def finish_context(self, context: Context) -> None:
         """Send the context's final message and release it."""
+
+    def begin_generation(self) -> bool:
+        """Take one of the account's concurrent-request slots; False = refused (the socket is ending)."""
+
+    def end_generation(self) -> None:
+        """Give the slot back."""
 
 
 _END = None  # queue marker: no more generations, send the final
@@ -115,7 +121,12 @@ class Context:
         try:
             while (item := await self._queue.get()) is not _END:
                 self._busy = True
-                await self._generate(*item)
+                if not self._host.begin_generation():
+                    raise SessionClosing
+                try:
+                    await self._generate(*item)
+                finally:
+                    self._host.end_generation()
                 self._busy = False
                 self.touch()  # the idle clock restarts when the audio has been delivered
             await self._host.finish_context(self)
@@ -141,4 +152,4 @@ class Context:
             else:
                 alignment = None
             first = False
-            await host.send_audio(audio_frame(chunk.audio, alignment, self.id), len(chunk.audio))
+            await host.send_audio(audio_frame(chunk.base64(), alignment, self.id), len(chunk.audio))

@@ -44,6 +44,8 @@ class SocketFaults:
     def due(self) -> str | None:
         """The fault to fire now (e.g. ``"drop_after_chunks"``), or None; each fires once per socket."""
         config = self._config()
+        if not config.chunk_faults_set:
+            return None  # the usual case, checked twice per chunk: no loop over the fault fields
         for kind in CHUNK_FAULTS:
             threshold = getattr(config, kind)
             if threshold is None or kind in self._fired or self.chunks_sent < threshold:

@@ -16,6 +16,7 @@ from emulator.auth import key_accepted, key_from_request
 from emulator.catalog import MODELS, VOICES, character_limit
 from emulator.formats import DEFAULT_HTTP_FORMAT, OutputFormatError, parse_output_format
 from emulator.generation import paced_chunks
+from emulator.limits import TOO_MANY_CONCURRENT, too_many_concurrent_message
 from emulator.protocol import ProtocolViolation, normalize_voice_settings, voice_not_found_message
 from emulator.speech import AudioChunk
 from emulator.state import STATE_KEY, EmulatorState
@@ -42,6 +43,28 @@ async def api_error_middleware(
         return await handler(request)
     except ApiError as e:
         return web.json_response({"detail": {"status": e.status, "message": e.message}}, status=e.http_status)
+
+
+@web.middleware
+async def concurrency_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A TTS request holds one of the account's concurrent-request slots until its body is sent."""
+    if request.method != "POST" or not request.path.startswith("/v1/text-to-speech/"):
+        return await handler(request)
+    state = request.app[STATE_KEY]
+    limit = state.config.max_concurrent_requests
+    if not state.concurrency.try_acquire(limit):
+        assert limit is not None
+        state.stats.concurrency_refusals["http"] += 1
+        raise ApiError(429, TOO_MANY_CONCURRENT, too_many_concurrent_message(limit))
+    state.stats.max_concurrent_requests_seen = max(
+        state.stats.max_concurrent_requests_seen, state.concurrency.active
+    )
+    try:
+        return await handler(request)
+    finally:
+        state.concurrency.release()
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from base64 import b64encode
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from emulator.formats import new_encoder
+from emulator.framebank import cacheable, encode_piece
 from emulator.synth import samples_per_char, synthesize
 from shared.audio import AudioFormat
 
@@ -21,6 +23,11 @@ class AudioChunk:
     start_sample: int
     samples_per_char: int
     sample_rate: int
+    audio_b64: str | None = None  # precomputed base64 of ``audio`` (the frame bank's chunks carry it)
+
+    def base64(self) -> str:
+        """``audio`` in base64, as WebSocket frames carry it."""
+        return self.audio_b64 if self.audio_b64 is not None else b64encode(self.audio).decode("ascii")
 
     @property
     def num_samples(self) -> int:
@@ -64,6 +71,12 @@ def iter_chunks(text: str, fmt: AudioFormat, ms_per_char: float, chunk_ms: float
     """Synthesize ``text`` lazily, one chunk of about ``chunk_ms`` at a time, in ``fmt``."""
     spc = samples_per_char(fmt.sample_rate, ms_per_char)
     chars_per_chunk = max(1, int(chunk_ms * fmt.sample_rate / 1000 // spc))
+    if cacheable(fmt, spc):
+        for start in range(0, len(text), chars_per_chunk):
+            piece = text[start : start + chars_per_chunk]
+            audio, b64 = encode_piece(piece, fmt, spc)
+            yield AudioChunk(audio, piece, start * spc, spc, fmt.sample_rate, b64)
+        return
     encoder = new_encoder(fmt)
     # MP3 returns whole frames only, so a short piece may encode to nothing yet: its characters ride
     # along with the next chunk that carries bytes.

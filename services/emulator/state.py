@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from emulator.config import FAULT_FIELDS, EmulatorConfig
+from emulator.config import FAULT_FIELDS, HANDSHAKE_FIELDS, EmulatorConfig
 from emulator.faults import FaultBudget
+from emulator.limits import Concurrency, HandshakeBucket
 from emulator.stats import Stats
 
 if TYPE_CHECKING:
@@ -23,6 +24,8 @@ class EmulatorState:
         self._config = config
         self.stats = Stats()
         self.fault_budget = FaultBudget(config.fault_sockets)
+        self.handshakes = HandshakeBucket()
+        self.concurrency = Concurrency()
         self.sessions: set[WsSession] = set()
 
     @property
@@ -37,6 +40,8 @@ class EmulatorState:
         # Re-arming on every fault update lets a test say "drop the next N sockets" repeatedly.
         if config is not None or FAULT_FIELDS & changes.keys():
             self.fault_budget.rearm(new.fault_sockets)
+        if config is not None or HANDSHAKE_FIELDS & changes.keys():
+            self.handshakes.refill()
         self._config = new
         return new
 

@@ -27,6 +27,9 @@ class Stats:
     close_codes_sent: Counter[int] = field(default_factory=Counter)
     faults_fired: Counter[str] = field(default_factory=Counter)
     http_requests: Counter[str] = field(default_factory=Counter)
+    handshakes_refused: int = 0  # over handshake_rate (not counted in ws_connections_opened)
+    concurrency_refusals: Counter[str] = field(default_factory=Counter)  # by endpoint: ws / http
+    max_concurrent_requests_seen: int = 0
 
     @property
     def http_requests_total(self) -> int:

@@ -15,6 +15,13 @@ from emulator.auth import key_accepted, key_from_message, key_from_request
 from emulator.config import EmulatorConfig
 from emulator.context import Context, SessionClosing
 from emulator.faults import SocketFaults
+from emulator.limits import (
+    SYSTEM_BUSY,
+    SYSTEM_BUSY_MESSAGE,
+    TOO_MANY_CONCURRENT,
+    retry_after,
+    too_many_concurrent_message,
+)
 from emulator.protocol import (
     INVALID_API_KEY_MESSAGE,
     MISSING_API_KEY_MESSAGE,
@@ -32,7 +39,7 @@ log = logging.getLogger(__name__)
 MAX_CLIENT_MESSAGE = 16 * 1024 * 1024
 CLOSE_HANDSHAKE_TIMEOUT_S = 2.0  # how long a close waits for the client's close frame
 _GARBAGE_FRAME = '{"audio": "UklGRg==", "isFinal": nul'  # truncated JSON: what a broken proxy might pass on
-_WATCHDOG_MAX_SLEEP_S = 0.05
+_WATCHDOG_MAX_SLEEP_S = 5.0
 
 
 class WsSession:
@@ -72,10 +79,20 @@ class WsSession:
         return 0
 
     # ---- lifecycle ------------------------------------------------------------------------------------
-    async def serve(self) -> web.WebSocketResponse:
+    async def serve(self) -> web.StreamResponse:
         """Complete the handshake, run the session to its end, and close the socket."""
+        # Arrivals are counted, as an edge rate limiter does; the refusal still costs the set-up time.
+        refused = self.state.handshakes.admit(self._loop.time(), self.config)
         if self.config.connect_delay_ms:
             await asyncio.sleep(self.config.connect_delay_ms / 1000.0)
+        if refused is not None:
+            self.stats.handshakes_refused += 1
+            if self.config.handshake_refusal == "http_429":
+                return web.json_response(
+                    {"detail": {"status": SYSTEM_BUSY, "message": SYSTEM_BUSY_MESSAGE}},
+                    status=429,
+                    headers={"Retry-After": retry_after(refused)},
+                )
         await self.ws.prepare(self.request)
         self.stats.ws_connections_opened += 1
         self.stats.ws_connections_active += 1
@@ -83,7 +100,9 @@ class WsSession:
         self.state.sessions.add(self)
         tasks: list[asyncio.Task[Any]] = []
         try:
-            if self._check_handshake():
+            if refused is not None:
+                self.fail(ProtocolViolation(SYSTEM_BUSY, SYSTEM_BUSY_MESSAGE))
+            elif self._check_handshake():
                 tasks += [
                     asyncio.create_task(self._read_loop(), name="emulator-ws-read"),
                     asyncio.create_task(self._watchdog(), name="emulator-ws-watchdog"),
@@ -223,19 +242,30 @@ class WsSession:
         raise NotImplementedError
 
     async def _watchdog(self) -> None:
+        # Sleeps until the deadline rather than polling: a thousand idle sockets polled every 50 ms
+        # were the emulator's largest fixed cost. A deadline only ever moves later (activity) or
+        # appears a full timeout after the moment it was None (a generation ended, a context was
+        # released), so sleeping that long never misses one; the cap is a safety net.
         timeout = self.params.inactivity_timeout_s
         while not self._closing:
             deadline = self.inactivity_deadline()
             now = self._loop.time()
-            if deadline is not None and now >= deadline and not self._stalled:
+            if deadline is None or self._stalled:
+                wait = timeout
+            elif now >= deadline:
                 self.fail(ProtocolViolation("input_timeout_exceeded", inactivity_message(timeout)))
                 return
-            wait = _WATCHDOG_MAX_SLEEP_S if deadline is None else deadline - now
+            else:
+                wait = deadline - now
             await asyncio.sleep(min(_WATCHDOG_MAX_SLEEP_S, max(0.001, wait)))
 
     # ---- sending ------------------------------------------------------------------------------------------
     async def send_json(self, frame: dict[str, Any], before_write: Callable[[], None] | None = None) -> None:
         """Send one frame in order with every other sender; raise SessionClosing once the socket ends."""
+        await self.send_text(json.dumps(frame), before_write)
+
+    async def send_text(self, text: str, before_write: Callable[[], None] | None = None) -> None:
+        """Send one JSON text frame, already serialized (see :meth:`send_json`)."""
         await self._wait_if_stalled()
         if self._closing:
             raise SessionClosing
@@ -247,15 +277,15 @@ class WsSession:
                 # announces them reach the client atomically.
                 before_write()
             try:
-                await self.ws.send_str(json.dumps(frame))
+                await self.ws.send_str(text)
             except (ConnectionError, RuntimeError) as e:
                 self._done.set()
                 raise SessionClosing from e
 
-    async def send_audio(self, frame: dict[str, Any], audio_bytes: int) -> None:
-        """Send an audio chunk, firing any fault due before or after it."""
+    async def send_audio(self, frame: str, audio_bytes: int) -> None:
+        """Send an audio chunk (JSON text), firing any fault due before or after it."""
         await self._apply_fault()
-        await self.send_json(frame)
+        await self.send_text(frame)
         self.faults.chunks_sent += 1
         self.stats.audio_chunks_sent += 1
         self.stats.audio_bytes_sent += audio_bytes
@@ -281,6 +311,23 @@ class WsSession:
         if self._stalled:
             await self._done.wait()  # a stalled socket sends nothing more, ever
             raise SessionClosing
+
+    def begin_generation(self) -> bool:
+        """Count a generation against ``max_concurrent_requests``; over it, refuse and end the socket."""
+        limit = self.config.max_concurrent_requests
+        if not self.state.concurrency.try_acquire(limit):
+            assert limit is not None
+            self.stats.concurrency_refusals["ws"] += 1
+            self.fail(ProtocolViolation(TOO_MANY_CONCURRENT, too_many_concurrent_message(limit)))
+            return False
+        self.stats.max_concurrent_requests_seen = max(
+            self.stats.max_concurrent_requests_seen, self.state.concurrency.active
+        )
+        return True
+
+    def end_generation(self) -> None:
+        """Release the slot :meth:`begin_generation` took."""
+        self.state.concurrency.release()
 
     async def finish_context(self, context: Context) -> None:
         """Send ``context``'s final message (subclasses add slot accounting)."""
