@@ -91,6 +91,34 @@ async def collect(stream: SynthesisStream) -> Outcome:
     return out
 
 
+HOLD_TEXT = "Hold "  # under the emulator's first generation threshold: takes a permit, generates nothing
+
+
+async def placed(stream: SynthesisStream, timeout: float = 15.0) -> None:
+    """Until ``stream`` (an UpstreamContext that asked for placement) is on a socket; re-raise a refusal."""
+    ctx: Any = stream
+    deadline = asyncio.get_running_loop().time() + timeout
+    while ctx.socket is None:
+        if ctx.outcome == "failed":
+            out = await collect(stream)
+            assert out.error is not None
+            raise out.error
+        assert asyncio.get_running_loop().time() < deadline, "never placed"
+        await asyncio.sleep(0.002)
+
+
+async def held(p: ElevenLabsProvider, req: SynthesisRequest | None = None, text: str = HOLD_TEXT) -> SynthesisStream:
+    """A context holding a permit and a slot: opened, sent ``text`` (no flush), placed."""
+    stream = await p.open_stream(req or request())
+    await stream.send_text(text)
+    try:
+        await placed(stream)
+    except BaseException:
+        await stream.cancel()
+        raise
+    return stream
+
+
 async def speak(p: ElevenLabsProvider, text: str, *, req: SynthesisRequest | None = None,
                 flush: bool = True) -> Outcome:
     """Open a context, send ``text``, end input, collect everything."""

@@ -12,9 +12,15 @@ anywhere purges them. A refresh re-adds leases Redis lost (a restart without per
 granted while Redis was unreachable), so the count converges back to the truth.
 
 Fairness: a caller that cannot take a permit at once joins a line of tickets numbered in arrival
-order, and a ticket may take a permit only while it is among the first ``free`` ones: a newcomer
-on any worker never overtakes an earlier waiter on another. A ticket expires like a lease when its
-waiter stops polling (a crashed worker's waiters leave the line).
+order. Who gets the free permits is decided in one place (``plan`` in the scripts), in two passes
+over the line: first, in arrival order, tickets of tenants holding less than their fair share
+``max(1, floor(limit / tenants))`` (tenants = client keys holding or waiting for a permit); then,
+only if permits are left, the rest in arrival order (every waiting tenant has its share by then, so
+nobody waits for a tenant over its share). With no ticket in line any free permit is the caller's
+(one call, no scan). A newcomer on any worker never overtakes an earlier waiter of a tenant under
+its share. A ticket expires like a lease when its waiter stops polling (a crashed worker's waiters
+leave the line). The tenant travels in the holder name (``<instance>:<tenant digest>:<context>``),
+a digest of the job's key id, so a script sees it without another key.
 
 Wake-up: whoever frees permits (a release, or a purge of lapsed leases) pushes the tickets now
 entitled to them onto their owner's wake list, and one ``BLPOP`` loop per provider instance (only
@@ -82,11 +88,53 @@ local function purge()
   return n
 end
 
--- tell the tickets entitled to the free permits (the first `free` in line) to come and take them
-local function wake(skip)
+local function tenant_of(holder)
+  return string.match(holder, '^[^:]*:([^:]*):') or ''
+end
+
+-- the holders the free permits go to now (see the module docstring): first, in line order, tickets of
+-- tenants under their fair share; then what is left, in line order. `extra` (a caller not in line yet)
+-- is considered last.
+local function plan(extra)
   local free = limit - redis.call('ZCARD', leases)
-  if free <= 0 then return end
-  for _, ticket in ipairs(redis.call('ZRANGE', waiters, 0, free - 1)) do
+  if free <= 0 then return {} end
+  local line = redis.call('ZRANGE', waiters, 0, -1)
+  if extra then line[#line + 1] = extra end
+  local count, tenants = {}, 0
+  for _, h in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
+    local t = tenant_of(h)
+    if not count[t] then count[t] = 0; tenants = tenants + 1 end
+    count[t] = count[t] + 1
+  end
+  for _, h in ipairs(line) do
+    local t = tenant_of(h)
+    if not count[t] then count[t] = 0; tenants = tenants + 1 end
+  end
+  local share = math.max(1, math.floor(limit / tenants))
+  local chosen, taken = {}, {}
+  for _, h in ipairs(line) do
+    if free == 0 then break end
+    local t = tenant_of(h)
+    if count[t] < share then
+      count[t] = count[t] + 1
+      chosen[#chosen + 1] = h
+      taken[h] = true
+      free = free - 1
+    end
+  end
+  for _, h in ipairs(line) do
+    if free == 0 then break end
+    if not taken[h] then
+      chosen[#chosen + 1] = h
+      free = free - 1
+    end
+  end
+  return chosen
+end
+
+-- tell the tickets entitled to the free permits to come and take them
+local function wake(skip)
+  for _, ticket in ipairs(plan(nil)) do
     if ticket ~= skip then
       local key = wake_prefix .. string.match(ticket, '^[^:]*')
       redis.call('RPUSH', key, ticket)
@@ -112,7 +160,17 @@ end
 local held = redis.call('ZCARD', leases)
 local rank = redis.call('ZRANK', waiters, holder)
 local ahead = rank or redis.call('ZCARD', waiters)
-if ahead < limit - held then
+local granted = false
+if ahead == 0 and not rank then
+  granted = held < limit  -- nobody in line: the fast path
+elseif held < limit then
+  local extra = nil
+  if not rank then extra = holder end
+  for _, h in ipairs(plan(extra)) do
+    if h == holder then granted = true; break end
+  end
+end
+if granted then
   if rank then
     redis.call('ZREM', waiters, holder)
     redis.call('ZREM', deadlines, holder)
@@ -170,6 +228,11 @@ class _Unreachable(Exception):
     """A Redis call failed or took longer than ``_OP_TIMEOUT_S``."""
 
 
+def tenant_tag(tenant: str) -> str:
+    """The tenant part of a holder name: a digest of the client key id (opaque, never has a ``:``)."""
+    return hashlib.sha256(tenant.encode()).hexdigest()[:12]
+
+
 def account_id(provider: str, base_url: str, api_key: str | None) -> str:
     """Name an upstream account in Redis keys without revealing its key (a digest of URL and key)."""
     digest = hashlib.sha256(f"{base_url}\0{api_key or ''}".encode()).hexdigest()[:16]
@@ -199,6 +262,7 @@ class AccountLimit:
         self._release = redis.register_script(RELEASE)
         self._refresh = redis.register_script(REFRESH)
         self._held: set[str] = set()
+        self._holders: dict[str, str] = {}  # context key -> holder, while it waits for or holds a permit
         self._waiting: dict[str, asyncio.Event] = {}
         self._leaving: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -208,9 +272,10 @@ class AccountLimit:
         self._outage = False
         self._closed = False
 
-    def holder(self, key: str) -> str:
-        """The member naming context ``key`` of this instance in Redis."""
-        return f"{self.instance}:{key}"
+    def holder(self, key: str, tenant: str = "") -> str:
+        """The member naming context ``key`` (of client key ``tenant``) of this instance in Redis."""
+        known = self._holders.get(key)
+        return known if known is not None else f"{self.instance}:{tenant_tag(tenant)}:{key}"
 
     # -- life cycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -243,11 +308,13 @@ class AccountLimit:
             await self._flush()
 
     # -- permits ------------------------------------------------------------------------------------------
-    async def acquire(self, key: str, deadline: float) -> None:
-        """Take a permit for context ``key``, in line until ``deadline`` (monotonic); else raise UpstreamBusy."""
+    async def acquire(self, key: str, deadline: float, tenant: str = "") -> None:
+        """Take a permit for context ``key`` of client key ``tenant``, in line until ``deadline``
+        (monotonic) and within the tenant's fair share; else raise UpstreamBusy."""
         if self._closed:
             raise UpstreamError("the ElevenLabs provider is not running")
-        holder = self.holder(key)
+        holder = self.holder(key, tenant)
+        self._holders[key] = holder
         if time.monotonic() < self._down_until:
             self._fail_open(holder)
             return
@@ -283,10 +350,12 @@ class AccountLimit:
                 if self._closed:
                     raise UpstreamError("the ElevenLabs provider shut down")
         except BaseException:
+            self._holders.pop(key, None)
             self._leave(holder)  # cancelled mid-call, a grant may have raced: give back ticket and permit
             raise
         finally:
             self._waiting.pop(holder, None)
+        self._holders.pop(key, None)
         self._leave(holder)
         waited = time.monotonic() - t0
         raise UpstreamBusy(f"the upstream account's {self.limit} concurrent generations stayed busy "
@@ -295,14 +364,15 @@ class AccountLimit:
 
     def release(self, key: str) -> None:
         """Give back context ``key``'s permit (idempotent; sent in the background, batched)."""
-        holder = self.holder(key)
-        if holder in self._held:
+        holder = self._holders.pop(key, None)
+        if holder is not None and holder in self._held:
             self._held.discard(holder)
             self._leave(holder)
 
     def held(self, key: str) -> bool:
         """Does context ``key`` hold a permit here?"""
-        return self.holder(key) in self._held
+        holder = self._holders.get(key)
+        return holder is not None and holder in self._held
 
     def status(self) -> dict[str, Any]:
         """For /admin/status and the heartbeat: the limit, permits held here and account-wide, waiters."""

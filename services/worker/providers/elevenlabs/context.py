@@ -1,5 +1,10 @@
 """One upstream context as the job sees it: a :class:`SynthesisStream` that can move between sockets.
 
+A context asks for an upstream permit and a socket slot only at its first non-blank text: until
+then it costs the account nothing (a tenant's idle contexts never make another tenant wait), and
+one that sends no text within ``UPSTREAM_TEXT_WAIT_S`` ends with ``input_timeout``; one that ends
+with no text at all finishes at once without touching the upstream.
+
 Until its first audio reaches the consumer a context keeps every text message it sent, so a socket
 failure can replay it on another socket without the listener noticing. Once audio went out it can
 only finish on its socket or fail. Its deadline timer watches the upstream, not the consumer.
@@ -12,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.errors import TTSError, UpstreamTimeout
+from shared.errors import InputTimeout, TTSError, UpstreamTimeout
 from worker.providers.base import AudioChunk, ChunkQueue
 
 from . import messages
@@ -28,13 +33,22 @@ class ContextHost(Protocol):
     def unplaced_cancelled(self, ctx: UpstreamContext) -> None:
         """The context was cancelled while waiting to be (re)placed."""
 
+    def wants_placement(self, ctx: UpstreamContext) -> None:
+        """The context has text to synthesize: take a permit and a slot for it (in the background)."""
+
+    def forget(self, ctx: UpstreamContext) -> None:
+        """The context ended without ever asking for placement."""
+
 
 class UpstreamContext:
     """A running context: push text in, iterate audio out (implements ``SynthesisStream``)."""
 
-    def __init__(self, context_id: str, spec: ContextSpec, host: ContextHost, timeout_s: float) -> None:
-        """``timeout_s`` bounds the wait for audio after a flush/end and the gap between frames after end."""
+    def __init__(self, context_id: str, spec: ContextSpec, host: ContextHost, timeout_s: float,
+                 tenant: str = "") -> None:
+        """``timeout_s`` bounds the wait for audio after a flush/end and the gap between frames after end;
+        ``tenant`` (the client key id) is whose fair share of the account's permits it counts against."""
         self.id = context_id
+        self.tenant = tenant
         self.spec = spec
         self.host = host
         self.queue = ChunkQueue()
@@ -62,6 +76,26 @@ class UpstreamContext:
         self._armed = False
         self._last_progress = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self.placement_requested = False  # asked for a permit and a slot (at its first non-blank text)
+        self.placing: asyncio.Task[None] | None = None  # that request, while it waits
+        self._text_timer: asyncio.TimerHandle | None = None
+
+    def wait_for_text(self, seconds: float) -> None:
+        """Start the clock: no non-blank text within ``seconds`` ends the context with ``input_timeout``."""
+        self._text_timer = asyncio.get_running_loop().call_later(seconds, self._no_text, seconds)
+
+    def _no_text(self, seconds: float) -> None:
+        self._text_timer = None
+        if self.placement_requested or self.outcome is not None:
+            return
+        self.fail(InputTimeout(f"no text to synthesize within {seconds:g}s of the context's start",
+                               waited_s=seconds))
+        self.host.forget(self)
+
+    def _stop_text_wait(self) -> None:
+        if self._text_timer is not None:
+            self._text_timer.cancel()
+            self._text_timer = None
 
     # -- SynthesisStream --------------------------------------------------------------------------------
     async def send_text(self, text: str, flush: bool = False) -> None:
@@ -79,6 +113,10 @@ class UpstreamContext:
             self.history.append(msg)
         if self.socket is not None:
             self.socket.enqueue(self, msg)
+        elif not self.placement_requested and text.strip():
+            self.placement_requested = True
+            self._stop_text_wait()
+            self.host.wants_placement(self)  # the history so far goes out at placement
         if flush and self._has_text:
             self._flushed = True
             if not self.audio_received:
@@ -89,6 +127,14 @@ class UpstreamContext:
         if self.outcome is not None or self.ended:
             return
         self.ended = True
+        if not self.placement_requested:
+            # Nothing to synthesize: the final now, and the upstream never hears of this context.
+            self._stop_text_wait()
+            self.outcome = "final"
+            self.history = None
+            self.queue.finish()
+            self.host.forget(self)
+            return
         if self.socket is not None:
             self.socket.end_context(self)
         self._arm()
@@ -102,6 +148,7 @@ class UpstreamContext:
         if self.cancelled:
             return
         self.cancelled = True
+        self._stop_text_wait()
         if self.outcome is None:
             self.outcome = "cancelled"
         self.queue.abort()
@@ -125,7 +172,9 @@ class UpstreamContext:
         """Every message to send on a fresh socket: init, the text so far, and the end if it came."""
         out = [messages.init_context(self.id, self.spec.voice_settings, self.spec.generation_config)]
         out.extend(self.history or ())
-        if self.ended:
+        if self.cancelled:
+            out.append(messages.close_context(self.id))  # cancelled while its placement was under way
+        elif self.ended:
             out += [messages.flush(self.id), messages.close_context(self.id)]
         return out
 
@@ -181,6 +230,7 @@ class UpstreamContext:
 
     def fail(self, error: TTSError) -> None:
         """End the consumer's iteration with ``error`` and close the upstream context if it is still open."""
+        self._stop_text_wait()
         if self.outcome is None:
             self.outcome = "failed"
             self.history = None

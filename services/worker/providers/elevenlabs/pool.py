@@ -1,5 +1,8 @@
 """The upstream socket pool: placement under the per-socket cap, sizing, liveness and replacement.
 
+Placement is asked for at a context's first non-blank text (:meth:`SocketPool.wants_placement`), not
+when its job starts: a context with no text yet holds neither a permit nor a slot.
+
 Placement: a context goes to the least-loaded open socket of its :class:`SocketKey` with a free
 slot (a slot frees only at the context's final), else to a new socket while the pool is under
 ``pool_max_sockets``. Every live context also holds one of ``upstream_concurrency`` permits (the
@@ -28,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from shared.errors import UpstreamBusy, UpstreamDisconnected, UpstreamError
+from shared.errors import TTSError, UpstreamBusy, UpstreamDisconnected, UpstreamError
 from shared.logging import get_logger
 from shared.metrics import (
     POOL_CONTEXT_RETRIES,
@@ -73,6 +76,8 @@ class SocketPool:
         self._admission = Admission(settings.upstream_concurrency)
         self._account = account
         self._failures: dict[SocketKey, int] = {}
+        self._unplaced: set[UpstreamContext] = set()  # opened, not (yet) on a socket
+        self._placing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._maint: asyncio.Task[None] | None = None
         self._closed = False
@@ -124,6 +129,13 @@ class SocketPool:
             self._maint.cancel()
             await asyncio.wait([self._maint])
         shutdown = UpstreamDisconnected("provider shut down")
+        for task in list(self._placing):
+            task.cancel()
+        if self._placing:
+            await asyncio.wait(list(self._placing))
+        for ctx in list(self._unplaced):
+            ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=ctx.audio_sent))
+        self._unplaced.clear()
         for w in self._admission.drain():
             if w.fut is not None and not w.fut.done():
                 w.fut.set_exception(UpstreamError("provider shut down"))
@@ -143,6 +155,34 @@ class SocketPool:
         self._gauges()
 
     # -- admission ----------------------------------------------------------------------------------------
+    def open(self, ctx: UpstreamContext) -> None:
+        """Take ``ctx`` in without a permit or a slot: those come at its first text (or never)."""
+        if self._closed or self._session is None:
+            raise UpstreamError("the ElevenLabs provider is not running")
+        self._unplaced.add(ctx)
+        ctx.wait_for_text(self.settings.upstream_text_wait_s)
+
+    def wants_placement(self, ctx: UpstreamContext) -> None:
+        """``ctx`` has text: wait for a permit and a slot in the background; a refusal ends its stream."""
+        task = asyncio.get_running_loop().create_task(self._place_when_possible(ctx),
+                                                      name=f"elevenlabs-place-{ctx.id}")
+        ctx.placing = task
+        self._placing.add(task)
+        task.add_done_callback(self._placing.discard)
+
+    async def _place_when_possible(self, ctx: UpstreamContext) -> None:
+        try:
+            await self.acquire(ctx)
+        except TTSError as e:
+            ctx.fail(e)
+        finally:
+            ctx.placing = None
+            self._unplaced.discard(ctx)
+
+    def forget(self, ctx: UpstreamContext) -> None:
+        """``ctx`` ended before it asked for placement."""
+        self._unplaced.discard(ctx)
+
     async def acquire(self, ctx: UpstreamContext) -> None:
         """Place ``ctx`` on a socket (FIFO behind earlier requests); raise UpstreamBusy after the bounded wait."""
         if self._closed or self._session is None:
@@ -151,7 +191,7 @@ class SocketPool:
         deadline = t0 + self.settings.upstream_slot_wait_s
         if self._account is not None:
             try:
-                await self._account.acquire(ctx.id, deadline)
+                await self._account.acquire(ctx.id, deadline, ctx.tenant)
             except UpstreamBusy as e:
                 POOL_SLOT_WAIT.labels(self.provider).observe(time.monotonic() - t0)
                 UPSTREAM_ERRORS.labels(self.provider, "busy").inc()
@@ -355,7 +395,10 @@ class SocketPool:
         self._failures.pop(sock.key, None)
 
     def unplaced_cancelled(self, ctx: UpstreamContext) -> None:
-        """A context cancelled while waiting for a retry placement gives its permit back."""
+        """A context cancelled while waiting for a (first or retry) placement gives its permit back."""
+        self._unplaced.discard(ctx)
+        if ctx.placing is not None and ctx.placing is not asyncio.current_task():
+            ctx.placing.cancel()  # its acquire gives back a ticket or a permit it got meanwhile
         w = self._admission.find(ctx)
         if w is not None:
             self._admission.remove(w)
@@ -452,6 +495,7 @@ class SocketPool:
             "sockets": self._state_counts(),
             "live_contexts": self._admission.live,
             "waiting": len(self._admission),
+            "unplaced_contexts": len(self._unplaced),
             "keys": len(self._sockets),
             "limits": {
                 "min_sockets": self.settings.pool_min_sockets,
