@@ -27,6 +27,7 @@ import asyncio
 import contextvars
 import random
 import time
+from collections import OrderedDict
 from typing import Any
 
 import aiohttp
@@ -57,6 +58,9 @@ MAX_ATTEMPTS = 3  # placements per context: the first one plus two transparent r
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_MAX_S = 5.0
 _BENIGN = frozenset({"inactivity", "closed"})  # an idle socket closed by the server is not an outage
+# Keys with recent connect failures (for backoff), least recently failed dropped first: every voice,
+# model and format a client names is a key, so this map must not grow with them.
+FAILURE_MEMORY = 256
 
 
 class SocketPool:
@@ -75,7 +79,7 @@ class SocketPool:
         self._closers: set[asyncio.Task[None]] = set()
         self._admission = Admission(settings.upstream_concurrency)
         self._account = account
-        self._failures: dict[SocketKey, int] = {}
+        self._failures: OrderedDict[SocketKey, int] = OrderedDict()
         self._unplaced: set[UpstreamContext] = set()  # opened, not (yet) on a socket
         self._placing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
@@ -353,7 +357,9 @@ class SocketPool:
             if not self._closed:
                 POOL_RECONNECTS.labels(self.provider, failure.reason).inc()
                 if failure.reason not in _BENIGN:
-                    self._failures[sock.key] = self._failures.get(sock.key, 0) + 1
+                    self._failures[sock.key] = self._failures.pop(sock.key, 0) + 1
+                    while len(self._failures) > FAILURE_MEMORY:
+                        self._failures.popitem(last=False)
             benign = failure.reason in _BENIGN and not sock.lost_contexts
             (log.info if benign else log.warning)(
                 "upstream_socket_closed", socket=sock.sid, reason=failure.reason, code=failure.error.code,
