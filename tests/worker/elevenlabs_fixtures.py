@@ -29,6 +29,8 @@ def el_settings(**overrides: Any) -> Settings:
         "pool_max_sockets": 4, "pool_contexts_per_socket": 5, "pool_keepalive_s": 5.0,
         "upstream_concurrency": 50, "upstream_slot_wait_s": 5.0, "upstream_first_audio_timeout_s": 3.0,
         "upstream_inactivity_timeout_s": 20, "log_format": "json",
+        # Tests that hold permits with quiet contexts; the idle release has its own tests.
+        "upstream_idle_release_s": 60.0,
     }
     base.update(overrides)
     return Settings.from_env({}, **base)

@@ -3,7 +3,10 @@
 A context asks for an upstream permit and a socket slot only at its first non-blank text: until
 then it costs the account nothing (a tenant's idle contexts never make another tenant wait), and
 one that sends no text within ``UPSTREAM_TEXT_WAIT_S`` ends with ``input_timeout``; one that ends
-with no text at all finishes at once without touching the upstream.
+with no text at all finishes at once without touching the upstream. Once placed, a context that
+has been quiet (no text sent, no audio received) for ``UPSTREAM_IDLE_RELEASE_S`` gives its permits
+back and turns *dormant* on its socket; its next text, flush or end is held back until it has a
+permit again (:meth:`rest` / :meth:`resume`).
 
 Until its first audio reaches the consumer a context keeps every text message it sent, so a socket
 failure can replay it on another socket without the listener noticing. Once audio went out it can
@@ -32,6 +35,9 @@ class ContextHost(Protocol):
 
     def unplaced_cancelled(self, ctx: UpstreamContext) -> None:
         """The context was cancelled while waiting to be (re)placed."""
+
+    def wants_permit(self, ctx: UpstreamContext) -> None:
+        """A dormant context has something to synthesize again: get it a permit (in the background)."""
 
     def wants_placement(self, ctx: UpstreamContext) -> None:
         """The context has text to synthesize: take a permit and a slot for it (in the background)."""
@@ -79,6 +85,9 @@ class UpstreamContext:
         self.placement_requested = False  # asked for a permit and a slot (at its first non-blank text)
         self.placing: asyncio.Task[None] | None = None  # that request, while it waits
         self._text_timer: asyncio.TimerHandle | None = None
+        self.dormant = False  # on its socket without permits (idle); see rest()/resume()
+        self.last_activity = self.created_at  # last text/flush/end sent or audio received
+        self._held_back: list[str] = []  # messages that wait for the permit while dormant
 
     def wait_for_text(self, seconds: float) -> None:
         """Start the clock: no non-blank text within ``seconds`` ends the context with ``input_timeout``."""
@@ -111,7 +120,12 @@ class UpstreamContext:
             msg = messages.flush(self.id)
         if self.history is not None:
             self.history.append(msg)
-        if self.socket is not None:
+        self.last_activity = time.monotonic()
+        if self.dormant:
+            self._held_back.append(msg)
+            if text.strip() or flush:
+                self._wake()
+        elif self.socket is not None:
             self.socket.enqueue(self, msg)
         elif not self.placement_requested and text.strip():
             self.placement_requested = True
@@ -119,7 +133,7 @@ class UpstreamContext:
             self.host.wants_placement(self)  # the history so far goes out at placement
         if flush and self._has_text:
             self._flushed = True
-            if not self.audio_received:
+            if not self.audio_received and not self.dormant:
                 self._arm()
 
     async def end_input(self) -> None:
@@ -134,6 +148,10 @@ class UpstreamContext:
             self.history = None
             self.queue.finish()
             self.host.forget(self)
+            return
+        self.last_activity = time.monotonic()
+        if self.dormant:
+            self._wake()  # flush and close go out with the permit (resume)
             return
         if self.socket is not None:
             self.socket.end_context(self)
@@ -153,6 +171,10 @@ class UpstreamContext:
             self.outcome = "cancelled"
         self.queue.abort()
         self.history = None
+        if self.dormant:
+            self._held_back.clear()
+            if self.placing is not None:
+                self.placing.cancel()  # no permit needed any more: closing generates nothing
         if self.socket is not None:
             self.socket.close_context(self)
         else:
@@ -163,6 +185,33 @@ class UpstreamContext:
         return self.queue
 
     # -- driven by the socket and the pool ------------------------------------------------------------------
+    @property
+    def awaiting_audio(self) -> bool:
+        """Flushed (or ended) and its deadline for audio runs: generating upstream, however slowly."""
+        return self._armed
+
+    def rest(self) -> None:
+        """The pool took its permits back while it idles: hold back what needs generating until resumed."""
+        self.dormant = True
+
+    def resume(self) -> None:
+        """It has permits again: send what was held back (and the end, if it came meanwhile)."""
+        self.dormant = False
+        held, self._held_back = self._held_back, []
+        if self.socket is None or self.outcome is not None:
+            return
+        for msg in held:
+            self.socket.enqueue(self, msg)
+        if self.ended:
+            self.socket.end_context(self)
+            self._arm()
+        elif self._flushed and not self.audio_received:
+            self._arm()
+
+    def _wake(self) -> None:
+        if self.placing is None:
+            self.host.wants_permit(self)
+
     @property
     def live(self) -> bool:
         """True while the consumer still waits for audio or its end."""
@@ -204,6 +253,7 @@ class UpstreamContext:
         """Upstream audio for this context (already base64-decoded)."""
         now = time.monotonic()
         self._last_progress = now
+        self.last_activity = now
         if not self.audio_received:
             self.audio_received = True
             self.first_audio_at = now

@@ -1,7 +1,10 @@
 """The upstream socket pool: placement under the per-socket cap, sizing, liveness and replacement.
 
 Placement is asked for at a context's first non-blank text (:meth:`SocketPool.wants_placement`), not
-when its job starts: a context with no text yet holds neither a permit nor a slot.
+when its job starts: a context with no text yet holds neither a permit nor a slot. A placed context
+quiet for ``UPSTREAM_IDLE_RELEASE_S`` (nothing sent, no audio) gives both permits back and stays on
+its socket, dormant, until it has something to synthesize again (:meth:`SocketPool.wants_permit`):
+ElevenLabs counts time spent generating against the plan's concurrency, not open contexts.
 
 Placement: a context goes to the least-loaded open socket of its :class:`SocketKey` with a free
 slot (a slot frees only at the context's final), else to a new socket while the pool is under
@@ -174,21 +177,39 @@ class SocketPool:
         self._placing.add(task)
         task.add_done_callback(self._placing.discard)
 
+    def wants_permit(self, ctx: UpstreamContext) -> None:
+        """A dormant ``ctx`` has something to synthesize: permits again (same line, same bounded wait)."""
+        self.wants_placement(ctx)
+
     async def _place_when_possible(self, ctx: UpstreamContext) -> None:
+        resume = ctx.dormant
         try:
-            await self.acquire(ctx)
+            await self.acquire(ctx, resume=resume)
         except TTSError as e:
             ctx.fail(e)
+        else:
+            if resume:
+                ctx.resume()
         finally:
             ctx.placing = None
             self._unplaced.discard(ctx)
+
+    def _rest(self, ctx: UpstreamContext) -> None:
+        """``ctx`` idles on its socket: its permits go to whoever waits (it keeps its slot)."""
+        ctx.rest()
+        self._admission.release(ctx)
+        if self._account is not None:
+            self._account.release(ctx.id)
+        log.debug("upstream_context_dormant", context_id=ctx.id)
 
     def forget(self, ctx: UpstreamContext) -> None:
         """``ctx`` ended before it asked for placement."""
         self._unplaced.discard(ctx)
 
-    async def acquire(self, ctx: UpstreamContext) -> None:
-        """Place ``ctx`` on a socket (FIFO behind earlier requests); raise UpstreamBusy after the bounded wait."""
+    async def acquire(self, ctx: UpstreamContext, resume: bool = False) -> None:
+        """Place ``ctx`` on a socket (FIFO behind earlier requests); raise UpstreamBusy after the bounded wait.
+
+        ``resume``: ``ctx`` is dormant on its socket and needs only its permits back."""
         if self._closed or self._session is None:
             raise UpstreamError("the ElevenLabs provider is not running")
         t0 = time.monotonic()
@@ -204,7 +225,7 @@ class SocketPool:
             if self._closed:
                 self._account.release(ctx.id)
                 raise UpstreamError("the ElevenLabs provider shut down")
-        w = Waiter(ctx, asyncio.get_running_loop().create_future(), True, t0)
+        w = Waiter(ctx, asyncio.get_running_loop().create_future(), True, t0, resume=resume)
         assert w.fut is not None
         self._admission.append(w)
         self._pump()
@@ -228,6 +249,11 @@ class SocketPool:
 
     def _abandon(self, w: Waiter) -> None:
         self._admission.remove(w)
+        if w.resume:
+            if w.fut is not None and not w.fut.done():
+                w.fut.cancel()
+            self._release(w.ctx)  # whatever it got back meanwhile; it stays dormant on its socket
+            return
         if w.fut is not None and w.fut.done() and not w.fut.cancelled():
             w.ctx.abort()  # placed just as the caller gave up: close it upstream, release at its final
         elif w.fut is not None:
@@ -335,6 +361,8 @@ class SocketPool:
 
     def _release(self, ctx: UpstreamContext) -> None:
         """``ctx`` is done upstream: its permits (this process's and the account's) return (idempotent)."""
+        if ctx.placing is not None and ctx.placing is not asyncio.current_task():
+            ctx.placing.cancel()  # a dormant context asking for permits again: it needs none now
         self._admission.release(ctx)
         if self._account is not None:
             self._account.release(ctx.id)
@@ -376,7 +404,10 @@ class SocketPool:
                 ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=ctx.audio_sent))
             self._release(ctx)
             return
-        if failure.retry and not ctx.no_retry and not ctx.audio_sent and ctx.attempts < MAX_ATTEMPTS:
+        # A dormant context holds no permit to carry over: it fails, and the gateway (which has its text)
+        # retries it if no audio went out.
+        if failure.retry and not ctx.no_retry and not ctx.audio_sent and ctx.attempts < MAX_ATTEMPTS \
+                and not ctx.dormant:
             self._requeue(ctx, failure)
             return
         ctx.fail(ctx.timeout_error() if ctx.no_retry else failure.for_context(ctx.audio_sent))
@@ -422,9 +453,15 @@ class SocketPool:
 
     def _tick(self, now: float) -> None:
         max_age = self.settings.pool_max_socket_age_s
+        idle_s = self.settings.upstream_idle_release_s
         for sock in self._all():
             if sock.state is SocketState.OPEN:
                 sock.send_keepalives(now, self.keepalive_s)
+                for ctx in list(sock.contexts.values()):
+                    if ctx.holds_permit and ctx.live and not ctx.ended and not ctx.upstream_closed \
+                            and ctx.placing is None and not ctx.awaiting_audio \
+                            and now - ctx.last_activity >= idle_s:
+                        self._rest(ctx)
                 if not sock.draining and sock.opened_at is not None and now - sock.opened_at >= max_age:
                     sock.draining = True
                     POOL_RECONNECTS.labels(self.provider, "max_age").inc()
