@@ -1,10 +1,7 @@
 """The upstream socket pool: placement under the per-socket cap, sizing, liveness and replacement.
 
-Placement is asked for at a context's first non-blank text (:meth:`SocketPool.wants_placement`), not
-when its job starts: a context with no text yet holds neither a permit nor a slot. A placed context
-quiet for ``UPSTREAM_IDLE_RELEASE_S`` (nothing sent, no audio) gives both permits back and stays on
-its socket, dormant, until it has something to synthesize again (:meth:`SocketPool.wants_permit`):
-ElevenLabs counts time spent generating against the plan's concurrency, not open contexts.
+Placement is asked for at a context's first non-blank text, not when its job starts, and a placed
+context that idles gives its permits back (:mod:`.lazy`).
 
 Placement: a context goes to the least-loaded open socket of its :class:`SocketKey` with a free
 slot (a slot frees only at the context's final), else to a new socket while the pool is under
@@ -35,7 +32,7 @@ from typing import Any
 
 import aiohttp
 
-from shared.errors import TTSError, UpstreamBusy, UpstreamDisconnected, UpstreamError
+from shared.errors import UpstreamBusy, UpstreamDisconnected, UpstreamError
 from shared.logging import get_logger
 from shared.metrics import (
     POOL_CONTEXT_RETRIES,
@@ -52,6 +49,7 @@ from .account_limit import AccountLimit
 from .admission import Admission, Waiter
 from .connection import SocketState, UpstreamSocket
 from .context import UpstreamContext
+from .lazy import PermitTiming
 from .messages import Failure
 from .options import SocketKey, default_key
 
@@ -66,7 +64,7 @@ _BENIGN = frozenset({"inactivity", "closed"})  # an idle socket closed by the se
 FAILURE_MEMORY = 256
 
 
-class SocketPool:
+class SocketPool(PermitTiming):
     """Every upstream socket of one provider instance, shared by all the worker's jobs."""
 
     def __init__(self, settings: Settings, *, ws_base: str, headers: dict[str, str],
@@ -162,50 +160,6 @@ class SocketPool:
         self._gauges()
 
     # -- admission ----------------------------------------------------------------------------------------
-    def open(self, ctx: UpstreamContext) -> None:
-        """Take ``ctx`` in without a permit or a slot: those come at its first text (or never)."""
-        if self._closed or self._session is None:
-            raise UpstreamError("the ElevenLabs provider is not running")
-        self._unplaced.add(ctx)
-        ctx.wait_for_text(self.settings.upstream_text_wait_s)
-
-    def wants_placement(self, ctx: UpstreamContext) -> None:
-        """``ctx`` has text: wait for a permit and a slot in the background; a refusal ends its stream."""
-        task = asyncio.get_running_loop().create_task(self._place_when_possible(ctx),
-                                                      name=f"elevenlabs-place-{ctx.id}")
-        ctx.placing = task
-        self._placing.add(task)
-        task.add_done_callback(self._placing.discard)
-
-    def wants_permit(self, ctx: UpstreamContext) -> None:
-        """A dormant ``ctx`` has something to synthesize: permits again (same line, same bounded wait)."""
-        self.wants_placement(ctx)
-
-    async def _place_when_possible(self, ctx: UpstreamContext) -> None:
-        resume = ctx.dormant
-        try:
-            await self.acquire(ctx, resume=resume)
-        except TTSError as e:
-            ctx.fail(e)
-        else:
-            if resume:
-                ctx.resume()
-        finally:
-            ctx.placing = None
-            self._unplaced.discard(ctx)
-
-    def _rest(self, ctx: UpstreamContext) -> None:
-        """``ctx`` idles on its socket: its permits go to whoever waits (it keeps its slot)."""
-        ctx.rest()
-        self._admission.release(ctx)
-        if self._account is not None:
-            self._account.release(ctx.id)
-        log.debug("upstream_context_dormant", context_id=ctx.id)
-
-    def forget(self, ctx: UpstreamContext) -> None:
-        """``ctx`` ended before it asked for placement."""
-        self._unplaced.discard(ctx)
-
     async def acquire(self, ctx: UpstreamContext, resume: bool = False) -> None:
         """Place ``ctx`` on a socket (FIFO behind earlier requests); raise UpstreamBusy after the bounded wait.
 
@@ -453,15 +407,10 @@ class SocketPool:
 
     def _tick(self, now: float) -> None:
         max_age = self.settings.pool_max_socket_age_s
-        idle_s = self.settings.upstream_idle_release_s
         for sock in self._all():
             if sock.state is SocketState.OPEN:
                 sock.send_keepalives(now, self.keepalive_s)
-                for ctx in list(sock.contexts.values()):
-                    if ctx.holds_permit and ctx.live and not ctx.ended and not ctx.upstream_closed \
-                            and ctx.placing is None and not ctx.awaiting_audio \
-                            and now - ctx.last_activity >= idle_s:
-                        self._rest(ctx)
+                self.rest_idle(sock, now)
                 if not sock.draining and sock.opened_at is not None and now - sock.opened_at >= max_age:
                     sock.draining = True
                     POOL_RECONNECTS.labels(self.provider, "max_age").inc()
@@ -539,6 +488,7 @@ class SocketPool:
             "live_contexts": self._admission.live,
             "waiting": len(self._admission),
             "unplaced_contexts": len(self._unplaced),
+            "dormant_contexts": sum(1 for s in self._all() for c in s.contexts.values() if c.dormant),
             "keys": len(self._sockets),
             "limits": {
                 "min_sockets": self.settings.pool_min_sockets,
