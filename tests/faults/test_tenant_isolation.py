@@ -88,6 +88,29 @@ async def test_idle_contexts_of_one_tenant_never_make_another_wait(procs: Procs,
            idle_ended_after_s=round(waited, 2))
 
 
+async def test_contexts_that_went_quiet_give_the_account_back(procs: Procs, redis_url: str) -> None:
+    # A's contexts each sent a word (no flush) and then nothing: they take permits, then idle.
+    stack = await tenant_stack(procs, redis_url, UPSTREAM_IDLE_RELEASE_S=1.0, UPSTREAM_TEXT_WAIT_S=60.0)
+    async with aiohttp.ClientSession() as http:
+        key_a, key_b = await new_key_for(http, stack.base, "tenant-a"), await new_key_for(http, stack.base, "tenant-b")
+        async with native(stack, http, key_a) as a:
+            ids = [f"quiet-{i}" for i in range(2)]
+            for cid in ids:
+                await a.send(type="start", context_id=cid, voice=VOICE, text="Hello ")
+            await a.pump_until(lambda c: all(c.result(i).started for i in ids), 10)
+            await asyncio.sleep(0.3)  # both permits taken by A
+            status, body, seconds = await el_stream(http, stack, key_b, "Tenant B speaks now.")
+            assert status == 200 and len(body) > 1000, (status, body[:200])
+            assert seconds < 4.5  # inside UPSTREAM_SLOT_WAIT_S (5 s): served once A's contexts idled
+            # A's contexts are still open and still speak when they get text again.
+            for cid in ids:
+                await a.send(type="text", context_id=cid, text="again.", flush=True)
+                await a.send(type="end", context_id=cid)
+            await a.pump_until(lambda c: all(c.ended(i) for i in ids), 20)
+            assert all(a.result(i).final is not None and a.result(i).audio for i in ids)
+    report("tenant_quiet_contexts", upstream_concurrency=2, idle_release_s=1.0, b_s=round(seconds, 3))
+
+
 async def test_fair_share_lets_a_second_tenant_past_a_busy_one(procs: Procs, redis_url: str) -> None:
     # Each context speaks ~1.5 s of audio in real time; A queues six, B one just after.
     stack = await tenant_stack(procs, redis_url, UPSTREAM_SLOT_WAIT_S=30.0,
