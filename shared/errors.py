@@ -256,6 +256,13 @@ class Timeout(TTSError):
     retryable = True
 
 
+class InputTimeout(TTSError):
+    """A context sent no text to synthesize within ``UPSTREAM_TEXT_WAIT_S`` of its start."""
+
+    code = "input_timeout"
+    http_status = 408
+
+
 class UpstreamError(TTSError):
     """The synthesis provider failed."""
 

@@ -1,12 +1,45 @@
 """Every Prometheus metric of both services, in one module.
 
 Labels stay low-cardinality: provider, model, format, outcome, code, reason, state. Never a
-session, context, key or text.
+session, context, key or text. Every label value comes from a closed set: a value that can come
+from a client (a model id, a provider or error code that crossed Redis) goes through
+:func:`model_label`, :func:`provider_label` or :func:`code_label` first, which map anything they do
+not know to ``other``. (Formats are already closed: only names ``parse_format`` knows get that far.)
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from shared.errors import ERRORS_BY_CODE
+
+OTHER = "other"
+# Models that get their own series; a request naming any other model is still served (the provider
+# decides whether it knows it), it is only counted as ``other``.
+KNOWN_MODELS: frozenset[str] = frozenset({
+    "default", "piper",
+    "eleven_flash_v2_5", "eleven_flash_v2", "eleven_turbo_v2_5", "eleven_turbo_v2", "eleven_multilingual_v2",
+    "eleven_multilingual_v1", "eleven_monolingual_v1", "eleven_v3", "eleven_english_sts_v2",
+    "eleven_multilingual_sts_v2",
+})
+KNOWN_PROVIDERS: frozenset[str] = frozenset({"local", "elevenlabs", "emulator"})
+
+
+def model_label(model_id: str | None) -> str:
+    """The ``model`` label for a requested model id: known ids as themselves, none as ``default``."""
+    if not model_id:
+        return "default"
+    return model_id if model_id in KNOWN_MODELS else OTHER
+
+
+def provider_label(provider: str) -> str:
+    """The ``provider`` label: a provider this code base has, else ``other``."""
+    return provider if provider in KNOWN_PROVIDERS else OTHER
+
+
+def code_label(code: str) -> str:
+    """The ``code``/``reason`` label for an error code: one from shared.errors, else ``other``."""
+    return code if code in ERRORS_BY_CODE else OTHER
 
 # Milliseconds resolve: 0.5 ms … 5 s, then a tail for slow upstreams.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,

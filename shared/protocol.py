@@ -44,6 +44,8 @@ class JobSpec(Message):
     ``text`` is what the gateway had when it enqueued; more arrives as :class:`TextInput` on the
     job's input list/channel. ``input_closed`` means no more text will come (whole utterance).
     ``attempt`` counts retries of the same context (the gateway retries only before first audio).
+    ``tenant`` is the client key's id (opaque, never the key itself; one id for all of dev mode): the
+    worker shares the account's upstream permits fairly between tenants by it.
     """
 
     TYPE: ClassVar[str] = "job"

@@ -135,6 +135,12 @@ class Settings:
     upstream_first_audio_timeout_s: float = env_field("UPSTREAM_FIRST_AUDIO_TIMEOUT_S", 8.0, check=_positive)
     upstream_inactivity_timeout_s: int = env_field("UPSTREAM_INACTIVITY_TIMEOUT_S", 180,
                                                    check=lambda v: 1 <= v <= 180)
+    # A context takes an upstream permit only at its first non-blank text; one that never sends any
+    # ends with ``input_timeout`` after this long (the default: the longest idle ElevenLabs allows).
+    upstream_text_wait_s: float = env_field("UPSTREAM_TEXT_WAIT_S", 180.0, check=_positive)
+    # A placed context quiet this long (no text sent, no audio received) gives its permit back until
+    # it has something to synthesize again (ElevenLabs counts generating time, not open contexts).
+    upstream_idle_release_s: float = env_field("UPSTREAM_IDLE_RELEASE_S", 2.0, check=_positive)
 
     # local voice
     local_voice_threads: int = env_field("LOCAL_VOICE_THREADS", 2, check=_positive)

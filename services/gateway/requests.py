@@ -11,13 +11,20 @@ from gateway.contexts import ContextRequest
 from shared.audio.formats import UnsupportedFormat as AudioUnsupported
 from shared.audio.formats import parse_format
 from shared.errors import InvalidRequest, UnsupportedFormat
+from shared.voice_ids import check_voice_id
 
 
 async def build_request(catalog: Catalog, *, context_id: str, voice: str | None, model: str | None,
                         fmt: str, voice_settings: dict[str, Any] | None = None,
                         options: dict[str, Any] | None = None, text: str = "", input_closed: bool = False,
                         use_cache: bool = True) -> ContextRequest:
-    """Resolve the voice to a provider and parse the format; raise typed errors otherwise."""
+    """Resolve the voice to a provider and parse the format; raise typed errors otherwise.
+
+    Every entry point (native ``start``, ElevenLabs WS and HTTP paths, OpenAI's ``voice``) comes through
+    here, so this is where a voice id is checked (``invalid_request``, see shared/voice_ids.py).
+    """
+    if voice:
+        check_voice_id(voice)
     try:
         audio_format = parse_format(fmt)
     except AudioUnsupported as e:

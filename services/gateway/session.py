@@ -269,9 +269,9 @@ class SynthesisSession:
             del self._ended[next(iter(self._ended))]
         metrics.ACTIVE_CONTEXTS.dec()
         metrics.CONTEXTS.labels(outcome).inc()
-        metrics.CONTEXT_DURATION.labels(ctx.request.provider, outcome).observe(time.monotonic() - ctx.created_at)
+        metrics.CONTEXT_DURATION.labels(metrics.provider_label(ctx.request.provider), outcome).observe(time.monotonic() - ctx.created_at)
         if code:
-            metrics.CLIENT_ERRORS.labels(code).inc()
+            metrics.CLIENT_ERRORS.labels(metrics.code_label(code)).inc()
         log.info("context_summary", session_id=self.id, context_id=ctx.context_id, job_id=ctx.job_id,
                  outcome=outcome, code=code, provider=ctx.request.provider, format=ctx.request.fmt.name,
                  chunks=ctx.chunks_out, audio_bytes=ctx.audio_bytes, characters=ctx.characters,
@@ -325,7 +325,8 @@ class SynthesisSession:
             ctx.first_audio_at = now
             ctx.playback_start = now
             if ctx.ttfa_origin is not None:
-                metrics.TTFA.labels(ctx.request.provider, ctx.request.model_id or "default", fmt.name,
+                metrics.TTFA.labels(metrics.provider_label(ctx.request.provider),
+                                    metrics.model_label(ctx.request.model_id), fmt.name,
                                     "hit" if ctx.cached else "miss").observe(now - ctx.ttfa_origin)
         else:
             gap = now - (ctx.last_audio_at or now)
@@ -380,7 +381,7 @@ class SynthesisSession:
         self._jobs.pop(old, None)
         ctx.new_attempt()
         self._jobs[ctx.job_id] = ctx
-        metrics.RETRIES.labels(reason).inc()
+        metrics.RETRIES.labels(metrics.code_label(reason)).inc()
         log.info("context_retry", session_id=self.id, context_id=ctx.context_id, reason=reason,
                  old_job_id=old, job_id=ctx.job_id, attempt=ctx.attempt)
         try:

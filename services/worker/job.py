@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from shared import keys, protocol
 from shared.errors import InternalError, ServiceUnavailable, ShuttingDown, TTSError, UnknownVoice, from_code
 from shared.logging import get_logger
-from shared.metrics import JOB_DURATION, JOBS, UPSTREAM_TTFB, WORKER_ACTIVE_JOBS
+from shared.metrics import JOB_DURATION, JOBS, UPSTREAM_TTFB, WORKER_ACTIVE_JOBS, model_label, provider_label
 from worker.inputs import JobInput
 from worker.providers.base import SynthesisRequest, SynthesisStream
 from worker.state import STATE_KEY, WorkerState
@@ -41,8 +41,8 @@ async def synthesize(ctx: dict[str, Any], raw_spec: bytes) -> str:
         state.jobs_done += 1
         WORKER_ACTIVE_JOBS.set(len(state.active_jobs))
         structlog.contextvars.unbind_contextvars("job_id", "session_id", "context_id")
-    JOBS.labels(spec.provider, outcome).inc()
-    JOB_DURATION.labels(spec.provider).observe(time.monotonic() - t0)
+    JOBS.labels(provider_label(spec.provider), outcome).inc()
+    JOB_DURATION.labels(provider_label(spec.provider)).observe(time.monotonic() - t0)
     return outcome
 
 
@@ -91,7 +91,8 @@ class _JobRun:
                 raise UnknownVoice(f"this worker has no provider {spec.provider!r}")
             stream = await provider.open_stream(SynthesisRequest(
                 key=spec.job_id, voice_id=spec.voice_id, model_id=spec.model_id,
-                output_format=spec.output_format, voice_settings=spec.voice_settings, options=spec.options))
+                output_format=spec.output_format, voice_settings=spec.voice_settings, options=spec.options,
+                tenant=spec.tenant))
             feeder = asyncio.create_task(self._feed(stream, inputs), name=f"feed-{spec.job_id}")
             await self._pump(stream)
             if self.cancel_reason is not None:
@@ -144,7 +145,7 @@ class _JobRun:
                 break
             if self.chunks == 0 and self.first_text_at is not None:
                 self.ttfb_ms = (time.monotonic() - self.first_text_at) * 1000
-                UPSTREAM_TTFB.labels(spec.provider, spec.model_id or "default").observe(self.ttfb_ms / 1000)
+                UPSTREAM_TTFB.labels(provider_label(spec.provider), model_label(spec.model_id)).observe(self.ttfb_ms / 1000)
             last = self._publish(protocol.Audio(spec.job_id, spec.context_id, self.chunks, chunk.audio,
                                                 chunk.alignment))
             self.chunks += 1

@@ -29,6 +29,8 @@ def el_settings(**overrides: Any) -> Settings:
         "pool_max_sockets": 4, "pool_contexts_per_socket": 5, "pool_keepalive_s": 5.0,
         "upstream_concurrency": 50, "upstream_slot_wait_s": 5.0, "upstream_first_audio_timeout_s": 3.0,
         "upstream_inactivity_timeout_s": 20, "log_format": "json",
+        # Tests that hold permits with quiet contexts; the idle release has its own tests.
+        "upstream_idle_release_s": 60.0,
     }
     base.update(overrides)
     return Settings.from_env({}, **base)
@@ -89,6 +91,34 @@ async def collect(stream: SynthesisStream) -> Outcome:
     except TTSError as e:
         out.error = e
     return out
+
+
+HOLD_TEXT = "Hold "  # under the emulator's first generation threshold: takes a permit, generates nothing
+
+
+async def placed(stream: SynthesisStream, timeout: float = 15.0) -> None:
+    """Until ``stream`` (an UpstreamContext that asked for placement) is on a socket; re-raise a refusal."""
+    ctx: Any = stream
+    deadline = asyncio.get_running_loop().time() + timeout
+    while ctx.socket is None:
+        if ctx.outcome == "failed":
+            out = await collect(stream)
+            assert out.error is not None
+            raise out.error
+        assert asyncio.get_running_loop().time() < deadline, "never placed"
+        await asyncio.sleep(0.002)
+
+
+async def held(p: ElevenLabsProvider, req: SynthesisRequest | None = None, text: str = HOLD_TEXT) -> SynthesisStream:
+    """A context holding a permit and a slot: opened, sent ``text`` (no flush), placed."""
+    stream = await p.open_stream(req or request())
+    await stream.send_text(text)
+    try:
+        await placed(stream)
+    except BaseException:
+        await stream.cancel()
+        raise
+    return stream
 
 
 async def speak(p: ElevenLabsProvider, text: str, *, req: SynthesisRequest | None = None,

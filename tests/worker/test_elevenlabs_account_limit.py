@@ -30,7 +30,7 @@ from shared import keys
 from shared.errors import UpstreamBusy
 from shared.redis_client import create_redis
 from shared.redis_server import RedisServer
-from tests.worker.elevenlabs_fixtures import collect, el_settings, emulator, request
+from tests.worker.elevenlabs_fixtures import collect, el_settings, emulator, held, placed, request
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 3
@@ -87,14 +87,15 @@ class PeakSampler:
 
 async def _twelve_contexts(workers: list[ElevenLabsProvider]) -> tuple[list[float], list[float], float]:
     """Twelve contexts arriving 40 ms apart, alternating workers; returns when each was placed and done."""
-    placed = [0.0] * 12
+    placed_at = [0.0] * 12
     done = [0.0] * 12
 
     async def job(i: int) -> None:
         stream = await workers[i % len(workers)].open_stream(request())
-        placed[i] = time.monotonic()
         try:
-            await stream.send_text(f"Context {i:02d} speaks. ", flush=True)
+            await stream.send_text(f"Context {i:02d} speaks. ", flush=True)  # asks for the permit
+            await placed(stream, 20.0)
+            placed_at[i] = time.monotonic()
             await stream.end_input()
             out = await collect(stream)
         finally:
@@ -108,7 +109,7 @@ async def _twelve_contexts(workers: list[ElevenLabsProvider]) -> tuple[list[floa
         tasks.append(asyncio.create_task(job(i)))
         await asyncio.sleep(0.04)
     await asyncio.gather(*tasks)
-    return placed, done, time.monotonic() - t0
+    return placed_at, done, time.monotonic() - t0
 
 
 def _in_arrival_order(times: list[float], tie_s: float = 0.02) -> bool:
@@ -149,13 +150,13 @@ async def test_twelve_contexts_on_two_workers_never_exceed_the_account_limit(red
 async def test_waiters_on_two_workers_are_served_strictly_in_arrival_order(redis_url: str) -> None:
     # One permit frees at a time, so only the head of the line may take it: the order is exact.
     async with emulator() as emu, worker(emu, redis_url) as a, worker(emu, redis_url) as b:
-        live = [await a.open_stream(request()), await b.open_stream(request()), await a.open_stream(request())]
+        live = [await held(a), await held(b), await held(a)]
         r = aioredis.Redis.from_url(redis_url)
         line = keys.upstream_waiters(_account(emu))
         order: list[int] = []
 
         async def wait_in_line(i: int) -> Any:
-            stream = await (b, a)[i % 2].open_stream(request())
+            stream = await held((b, a)[i % 2])
             order.append(i)
             return stream
 
@@ -194,11 +195,11 @@ async def test_excess_gets_upstream_busy_after_the_bounded_wait(redis_url: str) 
     async with emulator(realtime_factor=1.0) as emu, \
             worker(emu, redis_url, upstream_slot_wait_s=0.3) as a, \
             worker(emu, redis_url, upstream_slot_wait_s=0.3) as b:
-        held = [await a.open_stream(request()), await a.open_stream(request()), await b.open_stream(request())]
+        holding = [await held(a), await held(a), await held(b)]
         assert b.status()["live_contexts"] == 1  # b's own count is far from its limit...
         t0 = time.monotonic()
         with pytest.raises(UpstreamBusy) as info:
-            await b.open_stream(request())  # ...but the account's is reached
+            await held(b)  # ...but the account's is reached
         assert 0.25 <= time.monotonic() - t0 < 1.0
         err = info.value
         assert err.code == "upstream_busy" and err.retryable
@@ -207,7 +208,7 @@ async def test_excess_gets_upstream_busy_after_the_bounded_wait(redis_url: str) 
         assert b.status()["account"]["account_leases"] == LIMIT
 
         # A waiter cancelled in line leaves no ticket that would block the others.
-        waiter = asyncio.create_task(b.open_stream(request()))
+        waiter = asyncio.create_task(held(b))
         await asyncio.sleep(0.1)
         waiter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -222,11 +223,11 @@ async def test_excess_gets_upstream_busy_after_the_bounded_wait(redis_url: str) 
         assert await r.zcard(keys.upstream_leases(acct)) == LIMIT
 
         # A freed permit goes straight to the next request, on the other worker.
-        await held[0].cancel()  # its permit returns at the upstream's final for the closed context
+        await holding[0].cancel()  # its permit returns at the upstream's final for the closed context
         t1 = time.monotonic()
-        nxt = await b.open_stream(request())
+        nxt = await held(b)
         assert time.monotonic() - t1 < 0.3
-        for s in (*held, nxt):
+        for s in (*holding, nxt):
             await s.cancel()
         await r.aclose()
 
@@ -234,17 +235,17 @@ async def test_excess_gets_upstream_busy_after_the_bounded_wait(redis_url: str) 
 async def test_a_waiter_is_woken_by_a_release_on_another_worker(redis_url: str) -> None:
     async with emulator() as emu, worker(emu, redis_url, upstream_lease_s=30.0) as a, \
             worker(emu, redis_url, upstream_lease_s=30.0) as b:
-        held = [await a.open_stream(request()) for _ in range(LIMIT)]
-        waiter = asyncio.create_task(b.open_stream(request()))
+        holding = [await held(a) for _ in range(LIMIT)]
+        waiter = asyncio.create_task(held(b))
         await asyncio.sleep(0.2)
         assert not waiter.done()
-        await held[0].cancel()
+        await holding[0].cancel()
         t0 = time.monotonic()
         stream = await waiter
         handoff = time.monotonic() - t0
         # Polling alone would wait up to lease_s / 3 = 10 s here; the wake list answers at once.
         assert handoff < 0.2
-        for s in (*held, stream):
+        for s in (*holding, stream):
             await s.cancel()
 
 
@@ -252,13 +253,13 @@ CHILD = """
 import asyncio, sys
 from shared.redis_client import create_redis
 from worker.providers.elevenlabs import ElevenLabsProvider
-from tests.worker.elevenlabs_fixtures import el_settings, request
+from tests.worker.elevenlabs_fixtures import el_settings, held
 
 async def main() -> None:
     settings = el_settings(upstream_concurrency=3, upstream_lease_s=1.5, upstream_slot_wait_s=5.0)
     p = ElevenLabsProvider(settings, base_url=sys.argv[1], redis=create_redis(sys.argv[2]))
     await p.start()
-    streams = [await p.open_stream(request()) for _ in range(3)]
+    streams = [await held(p) for _ in range(3)]
     print("held", len(streams), flush=True)
     await asyncio.sleep(3600)
 
@@ -281,7 +282,7 @@ async def test_a_killed_workers_permits_come_back_within_the_lease(redis_url: st
                 assert line, "the child exited"
             assert line.strip() == b"held 3"
             async with worker(emu, redis_url, upstream_lease_s=lease_s) as b:
-                waiter = asyncio.create_task(b.open_stream(request()))
+                waiter = asyncio.create_task(held(b))
                 await asyncio.sleep(2 * lease_s)  # the child refreshes its leases: b must keep waiting
                 assert not waiter.done()
                 child.send_signal(signal.SIGKILL)
@@ -306,7 +307,7 @@ async def test_the_free_permit_fast_path_is_one_round_trip(redis_url: str) -> No
     r = aioredis.Redis.from_url(redis_url)
     async with emulator() as emu, worker(emu, redis_url, upstream_lease_s=60.0) as a:
         await r.config_resetstat()
-        stream = await a.open_stream(request())
+        stream = await held(a)
         stats = await r.info("commandstats")
         # Redis counts the commands a script runs as calls too: the only one a client sent is the EVALSHA.
         calls = {name.removeprefix("cmdstat_"): s["calls"] for name, s in stats.items()}
@@ -350,16 +351,16 @@ async def test_redis_loss_fails_open_to_the_per_worker_limit_then_reconciles() -
                 worker(emu, server.url, upstream_concurrency=2, upstream_slot_wait_s=0.3,
                        upstream_lease_s=1.5) as a:
             acct = _account(emu)
-            first = await a.open_stream(request())
+            first = await held(a)
             assert await r.zcard(keys.upstream_leases(acct)) == 1
             before = fail_open()
             with structlog.testing.capture_logs() as logs:
                 server.stop()
-                second = await a.open_stream(request())  # admitted on the worker's own count
+                second = await held(a)  # admitted on the worker's own count
                 assert fail_open() - before == 1
                 assert a.status()["account"]["redis"] == "unreachable"
                 with pytest.raises(UpstreamBusy) as info:  # which still holds
-                    await a.open_stream(request())
+                    await held(a)
                 assert info.value.details["limit"] == "concurrency" and "scope" not in info.value.details
                 server = RedisServer(port=port).start()  # empty: the leases are gone with it
 
@@ -390,13 +391,12 @@ async def test_redis_loss_fails_open_to_the_per_worker_limit_then_reconciles() -
 async def test_a_context_moved_to_another_socket_keeps_its_permit(redis_url: str) -> None:
     async with emulator(ttfb_ms=200, realtime_factor=4.0, chunk_ms=120) as emu, \
             worker(emu, redis_url, pool_contexts_per_socket=2) as a:
-        speaking = await a.open_stream(request())
-        quiet = await a.open_stream(request())
+        speaking = await held(a, text="This one speaks and is cut off. ")
+        quiet = await held(a, text="quiet words ")
         assert isinstance(quiet, UpstreamContext) and isinstance(speaking, UpstreamContext)
         assert quiet.socket is speaking.socket
         emu.set_config(None, drop_after_chunks=1, fault_sockets=1)
-        await quiet.send_text("quiet words ")
-        await speaking.send_text("This one speaks and is cut off. ", flush=True)
+        await speaking.send_text("", flush=True)
         await speaking.end_input()
         cut = await collect(speaking)
         assert cut.error is not None and cut.chunks

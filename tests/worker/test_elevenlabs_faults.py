@@ -14,7 +14,7 @@ import structlog
 from worker.providers.elevenlabs.context import UpstreamContext
 
 from shared.errors import UpstreamDisconnected, UpstreamError, UpstreamRejected, UpstreamTimeout
-from tests.worker.elevenlabs_fixtures import Outcome, collect, emulator, provider, request, speak
+from tests.worker.elevenlabs_fixtures import Outcome, collect, emulator, placed, provider, request, speak
 
 LONG = "This sentence is long enough to stream for a while. "
 
@@ -39,14 +39,17 @@ async def test_socket_failure_mid_stream_hits_only_its_own_contexts(fault: str) 
         quiet = await p.open_stream(request())
         late = await p.open_stream(request())
         other = await p.open_stream(request())
+        # Placed (in this order) at their first text, all buffered upstream: nothing generated yet.
+        for stream, text in ((speaking, LONG), (quiet, "quiet words "), (late, "late "), (other, "ok ")):
+            await stream.send_text(text)
+            await placed(stream)
         assert _sid(speaking) == _sid(quiet) == _sid(late) != _sid(other)
         failed_sid = _sid(speaking)
         emu.set_config(None, **{fault: 3, "fault_sockets": 1})
 
-        await speaking.send_text(LONG, flush=True)
+        await speaking.send_text("", flush=True)
         await speaking.end_input()
-        await quiet.send_text("quiet words ")  # buffered upstream, nothing generated yet
-        await other.send_text("ok ", flush=True)  # two chunks: its socket never reaches the fault
+        await other.send_text("", flush=True)  # two chunks: its socket never reaches the fault
         await other.end_input()
         spoken = Outcome()
 
@@ -59,7 +62,7 @@ async def test_socket_failure_mid_stream_hits_only_its_own_contexts(fault: str) 
 
         listener = asyncio.create_task(listen())
         await _until(lambda: len(spoken.chunks) >= 1)
-        await late.send_text("late words ", flush=True)  # ended, but its audio is 200 ms away
+        await late.send_text("words ", flush=True)  # ended, but its audio is 200 ms away
         await late.end_input()
         await listener
 
@@ -102,9 +105,12 @@ async def test_stall_mid_stream_times_out_and_moves_the_silent_bystander() -> No
             provider(emu, upstream_first_audio_timeout_s=0.5) as p:
         speaking = await p.open_stream(request())
         bystander = await p.open_stream(request())
-        assert _sid(speaking) == _sid(bystander)
+        await speaking.send_text(LONG)
+        await placed(speaking)
         await bystander.send_text("bystander ")
-        await speaking.send_text(LONG, flush=True)
+        await placed(bystander)
+        assert _sid(speaking) == _sid(bystander)
+        await speaking.send_text("", flush=True)
         await speaking.end_input()
         t0 = time.monotonic()
         out = await collect(speaking)
@@ -160,8 +166,12 @@ async def test_garbage_frame_replaces_the_socket() -> None:
             provider(emu) as p:
         speaking = await p.open_stream(request())
         quiet = await p.open_stream(request())
+        await speaking.send_text(LONG)
+        await placed(speaking)
         await quiet.send_text("still here ")
-        await speaking.send_text(LONG, flush=True)
+        await placed(quiet)
+        assert _sid(speaking) == _sid(quiet)
+        await speaking.send_text("", flush=True)
         await speaking.end_input()
         out = await collect(speaking)
         assert type(out.error) is UpstreamError and out.error.details["audio_sent"] is True
@@ -277,10 +287,12 @@ async def test_one_silent_context_on_a_busy_socket_fails_alone_and_the_socket_is
     try:
         slow = await p.open_stream(request(key="slow-1"))
         busy = await p.open_stream(request(key="busy-1"))
+        await slow.send_text("never answered ", flush=True)
+        await placed(slow)
+        await busy.send_text("answered ", flush=True)
+        await placed(busy)
         first_sid = _sid(slow)
         assert _sid(busy) == first_sid
-        await slow.send_text("never answered ", flush=True)
-        await busy.send_text("answered ", flush=True)
         await busy.end_input()
         slow_out, busy_out = await asyncio.gather(collect(slow), collect(busy))
         assert isinstance(slow_out.error, UpstreamTimeout) and not slow_out.chunks

@@ -99,12 +99,12 @@ def test_handshake_classification() -> None:
 
 def test_socket_key_holds_everything_the_url_fixes() -> None:
     settings = el_settings(upstream_inactivity_timeout_s=180)
-    spec = build_spec("v 1", "", "ulaw_8000", {"stability": 0.4},
+    spec = build_spec("v-1", "", "ulaw_8000", {"stability": 0.4},
                       {"sync_alignment": True, "auto_mode": True, "language_code": "de",
                        "apply_text_normalization": "off", "seed": 7, "chunk_length_schedule": [50, 80],
                        "speed": 1.1}, settings)
     url = urlsplit(spec.key.url("wss://api.elevenlabs.io/v1"))
-    assert url.path == "/v1/text-to-speech/v%201/multi-stream-input"
+    assert url.path == "/v1/text-to-speech/v-1/multi-stream-input"
     assert parse_qs(url.query) == {
         "model_id": ["eleven_flash_v2_5"], "output_format": ["ulaw_8000"], "inactivity_timeout": ["180"],
         "sync_alignment": ["true"], "auto_mode": ["true"], "language_code": ["de"],

@@ -11,7 +11,7 @@ from worker.providers.elevenlabs.context import UpstreamContext
 
 from shared.audio import ulaw_decode
 from shared.errors import UpstreamBusy
-from tests.worker.elevenlabs_fixtures import VOICE, collect, emulator, provider, request, speak
+from tests.worker.elevenlabs_fixtures import VOICE, collect, emulator, held, placed, provider, request, speak
 
 
 async def test_context_completes_on_the_prewarmed_socket() -> None:
@@ -47,10 +47,10 @@ async def test_thirty_contexts_on_three_sockets_never_hit_the_cap() -> None:
 async def test_upstream_busy_after_the_bounded_wait_and_fifo_order() -> None:
     async with emulator(realtime_factor=1.0) as emu, \
             provider(emu, upstream_concurrency=1, upstream_slot_wait_s=0.3) as p:
-        holder = await p.open_stream(request())
+        holder = await held(p)
         t0 = time.monotonic()
         with pytest.raises(UpstreamBusy) as info:
-            await p.open_stream(request())
+            await held(p)
         assert 0.25 <= time.monotonic() - t0 < 1.0
         assert info.value.code == "upstream_busy" and info.value.details["limit"] == "concurrency"
         await holder.cancel()
@@ -62,8 +62,9 @@ async def test_upstream_busy_after_the_bounded_wait_and_fifo_order() -> None:
 
         async def job(i: int) -> None:
             stream = await p.open_stream(request())
+            await stream.send_text(f"job {i} ", flush=True)  # asks for its permit here
+            await placed(stream)
             order.append(i)
-            await stream.send_text(f"job {i} ", flush=True)
             await stream.end_input()
             out = await collect(stream)
             assert out.error is None and out.text() == f"job {i} "
@@ -82,13 +83,15 @@ async def test_contexts_needing_different_urls_get_different_sockets() -> None:
         reqs = [request(), request(voice="otherVoice"), request(fmt="ulaw_8000"),
                 request(sync_alignment=True), request(language_code="de"), request()]
         streams = [await p.open_stream(r) for r in reqs]
+        for s in streams:
+            await s.send_text("ab ", flush=True)
+            await placed(s)
         sockets = [s.socket for s in streams if isinstance(s, UpstreamContext)]
         assert len(sockets) == 6
         assert len({id(s) for s in sockets[:5]}) == 5  # one socket per distinct URL
         assert sockets[5] is sockets[0]  # same URL shares
         outs = []
         for s in streams:
-            await s.send_text("ab ", flush=True)
             await s.end_input()
             outs.append(await collect(s))
             await s.cancel()

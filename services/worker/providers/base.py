@@ -21,6 +21,7 @@ class SynthesisRequest:
     voice_settings: dict[str, Any] = field(default_factory=dict)
     # chunk_length_schedule, auto_mode, sync_alignment, language_code, apply_text_normalization, seed, speed
     options: dict[str, Any] = field(default_factory=dict)
+    tenant: str = ""  # the client key id (opaque), for per-tenant fairness over upstream permits
 
 
 @dataclass(slots=True)

@@ -12,9 +12,15 @@ anywhere purges them. A refresh re-adds leases Redis lost (a restart without per
 granted while Redis was unreachable), so the count converges back to the truth.
 
 Fairness: a caller that cannot take a permit at once joins a line of tickets numbered in arrival
-order, and a ticket may take a permit only while it is among the first ``free`` ones: a newcomer
-on any worker never overtakes an earlier waiter on another. A ticket expires like a lease when its
-waiter stops polling (a crashed worker's waiters leave the line).
+order. Who gets the free permits is decided in one place (``plan`` in the scripts), in two passes
+over the line: first, in arrival order, tickets of tenants holding less than their fair share
+``max(1, floor(limit / tenants))`` (tenants = client keys holding or waiting for a permit); then,
+only if permits are left, the rest in arrival order (every waiting tenant has its share by then, so
+nobody waits for a tenant over its share). With no ticket in line any free permit is the caller's
+(one call, no scan). A newcomer on any worker never overtakes an earlier waiter of a tenant under
+its share. A ticket expires like a lease when its waiter stops polling (a crashed worker's waiters
+leave the line). The tenant travels in the holder name (``<instance>:<tenant digest>:<context>``),
+a digest of the job's key id, so a script sees it without another key.
 
 Wake-up: whoever frees permits (a release, or a purge of lapsed leases) pushes the tickets now
 entitled to them onto their owner's wake list, and one ``BLPOP`` loop per provider instance (only
@@ -53,6 +59,8 @@ from shared.errors import UpstreamBusy, UpstreamError
 from shared.logging import get_logger
 from shared.metrics import UPSTREAM_ACCOUNT_LEASES, UPSTREAM_PERMIT_FAIL_OPEN
 
+from .account_scripts import ACQUIRE, REFRESH, RELEASE
+
 log = get_logger(__name__)
 
 # One script call; slower than this, Redis counts as unreachable. Generous: a loaded host's event-loop
@@ -63,111 +71,14 @@ _OP_TIMEOUT_S = 2.0
 _DOWN_S = 3.0
 _WAKE_BLOCK_S = 1  # BLPOP timeout of the wake loop (whole seconds: Redis 6.2 and 7 agree on those)
 
-# KEYS: leases, waiters, waiter deadlines (+ ticket counter for ACQUIRE)
-# ARGV: limit, lease ttl (ms), wake-list key prefix, then per script
-_PRELUDE = """
-local leases, waiters, deadlines = KEYS[1], KEYS[2], KEYS[3]
-local limit, ttl, wake_prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-
--- lapsed leases belong to dead holders, lapsed tickets to waiters that stopped polling
-local function purge()
-  local n = redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
-  for _, ticket in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now)) do
-    redis.call('ZREM', waiters, ticket)
-    redis.call('ZREM', deadlines, ticket)
-    n = n + 1
-  end
-  return n
-end
-
--- tell the tickets entitled to the free permits (the first `free` in line) to come and take them
-local function wake(skip)
-  local free = limit - redis.call('ZCARD', leases)
-  if free <= 0 then return end
-  for _, ticket in ipairs(redis.call('ZRANGE', waiters, 0, free - 1)) do
-    if ticket ~= skip then
-      local key = wake_prefix .. string.match(ticket, '^[^:]*')
-      redis.call('RPUSH', key, ticket)
-      redis.call('PEXPIRE', key, ttl)
-    end
-  end
-end
-
-local function keep(key)
-  redis.call('PEXPIRE', key, 3 * ttl)
-end
-"""
-
-# ARGV[4]: holder; ARGV[5]: '1' to join the line when refused. KEYS[4]: ticket counter.
-# -> {granted 0|1, permits held account-wide, tickets ahead of the caller, ms to the earliest lease expiry}
-ACQUIRE = _PRELUDE + """
-local holder = ARGV[4]
-local purged = purge()
-if redis.call('ZSCORE', leases, holder) then  -- granted by a call whose reply was lost
-  redis.call('ZADD', leases, now + ttl, holder)
-  return {1, redis.call('ZCARD', leases), 0, -1}
-end
-local held = redis.call('ZCARD', leases)
-local rank = redis.call('ZRANK', waiters, holder)
-local ahead = rank or redis.call('ZCARD', waiters)
-if ahead < limit - held then
-  if rank then
-    redis.call('ZREM', waiters, holder)
-    redis.call('ZREM', deadlines, holder)
-  end
-  redis.call('ZADD', leases, now + ttl, holder)
-  keep(leases)
-  if purged > 0 then wake(holder) end
-  return {1, held + 1, 0, -1}
-end
-if ARGV[5] == '1' then
-  if not rank then
-    redis.call('ZADD', waiters, redis.call('INCR', KEYS[4]), holder)
-  end
-  redis.call('ZADD', deadlines, now + ttl, holder)
-  keep(waiters)
-  keep(deadlines)
-  keep(KEYS[4])
-end
-if purged > 0 then wake(holder) end
-local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
-local next_expiry = -1
-if #first > 0 then next_expiry = tonumber(first[2]) - now end
-return {0, held, ahead, next_expiry}
-"""
-
-# ARGV[4..]: holders giving back a permit or leaving the line -> permits held account-wide
-RELEASE = _PRELUDE + """
-purge()
-for i = 4, #ARGV do
-  redis.call('ZREM', leases, ARGV[i])
-  redis.call('ZREM', waiters, ARGV[i])
-  redis.call('ZREM', deadlines, ARGV[i])
-end
-wake('')
-return redis.call('ZCARD', leases)
-"""
-
-# ARGV[4..]: holders whose contexts still live -> {permits held account-wide, leases re-added}
-# (A holder admitted while Redis did not answer may have left a ticket behind: it waits no more.)
-REFRESH = _PRELUDE + """
-local purged = purge()
-local added = 0
-for i = 4, #ARGV do
-  added = added + redis.call('ZADD', leases, now + ttl, ARGV[i])
-  redis.call('ZREM', waiters, ARGV[i])
-  redis.call('ZREM', deadlines, ARGV[i])
-end
-keep(leases)
-if purged > 0 then wake('') end
-return {redis.call('ZCARD', leases), added}
-"""
-
 
 class _Unreachable(Exception):
     """A Redis call failed or took longer than ``_OP_TIMEOUT_S``."""
+
+
+def tenant_tag(tenant: str) -> str:
+    """The tenant part of a holder name: a digest of the client key id (opaque, never has a ``:``)."""
+    return hashlib.sha256(tenant.encode()).hexdigest()[:12]
 
 
 def account_id(provider: str, base_url: str, api_key: str | None) -> str:
@@ -199,6 +110,7 @@ class AccountLimit:
         self._release = redis.register_script(RELEASE)
         self._refresh = redis.register_script(REFRESH)
         self._held: set[str] = set()
+        self._holders: dict[str, str] = {}  # context key -> holder, while it waits for or holds a permit
         self._waiting: dict[str, asyncio.Event] = {}
         self._leaving: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -208,9 +120,10 @@ class AccountLimit:
         self._outage = False
         self._closed = False
 
-    def holder(self, key: str) -> str:
-        """The member naming context ``key`` of this instance in Redis."""
-        return f"{self.instance}:{key}"
+    def holder(self, key: str, tenant: str = "") -> str:
+        """The member naming context ``key`` (of client key ``tenant``) of this instance in Redis."""
+        known = self._holders.get(key)
+        return known if known is not None else f"{self.instance}:{tenant_tag(tenant)}:{key}"
 
     # -- life cycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -243,11 +156,13 @@ class AccountLimit:
             await self._flush()
 
     # -- permits ------------------------------------------------------------------------------------------
-    async def acquire(self, key: str, deadline: float) -> None:
-        """Take a permit for context ``key``, in line until ``deadline`` (monotonic); else raise UpstreamBusy."""
+    async def acquire(self, key: str, deadline: float, tenant: str = "") -> None:
+        """Take a permit for context ``key`` of client key ``tenant``, in line until ``deadline``
+        (monotonic) and within the tenant's fair share; else raise UpstreamBusy."""
         if self._closed:
             raise UpstreamError("the ElevenLabs provider is not running")
-        holder = self.holder(key)
+        holder = self.holder(key, tenant)
+        self._holders[key] = holder
         if time.monotonic() < self._down_until:
             self._fail_open(holder)
             return
@@ -283,10 +198,12 @@ class AccountLimit:
                 if self._closed:
                     raise UpstreamError("the ElevenLabs provider shut down")
         except BaseException:
+            self._holders.pop(key, None)
             self._leave(holder)  # cancelled mid-call, a grant may have raced: give back ticket and permit
             raise
         finally:
             self._waiting.pop(holder, None)
+        self._holders.pop(key, None)
         self._leave(holder)
         waited = time.monotonic() - t0
         raise UpstreamBusy(f"the upstream account's {self.limit} concurrent generations stayed busy "
@@ -295,14 +212,15 @@ class AccountLimit:
 
     def release(self, key: str) -> None:
         """Give back context ``key``'s permit (idempotent; sent in the background, batched)."""
-        holder = self.holder(key)
-        if holder in self._held:
+        holder = self._holders.pop(key, None)
+        if holder is not None and holder in self._held:
             self._held.discard(holder)
             self._leave(holder)
 
     def held(self, key: str) -> bool:
         """Does context ``key`` hold a permit here?"""
-        return self.holder(key) in self._held
+        holder = self._holders.get(key)
+        return holder is not None and holder in self._held
 
     def status(self) -> dict[str, Any]:
         """For /admin/status and the heartbeat: the limit, permits held here and account-wide, waiters."""

@@ -1,7 +1,7 @@
 """Who goes next: a FIFO of contexts waiting for a socket slot, under the account's concurrency limit.
 
 ElevenLabs plans cap concurrent generations; every live context holds one permit from placement
-until its final (or its socket's end). First-time requests queue in arrival order; contexts moved
+until its final (or its socket's end), except while it idles dormant on its socket (:mod:`.lazy`). First-time requests queue in arrival order; contexts moved
 off a failed socket go ahead of them (they already hold a permit and were promised audio).
 """
 
@@ -29,6 +29,7 @@ class Waiter:
     since: float
     failure: Failure | None = None  # a retry's original failure, reported if the wait runs out
     timer: asyncio.TimerHandle | None = None
+    resume: bool = False  # a dormant context already on a socket: it needs a permit, not a slot
 
 
 class Admission:
@@ -88,6 +89,13 @@ class Admission:
                 continue
             if w.needs_permit and self.exhausted:
                 break
+            if w.resume:
+                self.remove(w)
+                self.live += 1
+                w.ctx.holds_permit = True
+                if w.fut is not None:
+                    w.fut.set_result(None)
+                continue
             slot = find(w.ctx)
             if slot is None:
                 continue

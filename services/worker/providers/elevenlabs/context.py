@@ -1,5 +1,13 @@
 """One upstream context as the job sees it: a :class:`SynthesisStream` that can move between sockets.
 
+A context asks for an upstream permit and a socket slot only at its first non-blank text: until
+then it costs the account nothing (a tenant's idle contexts never make another tenant wait), and
+one that sends no text within ``UPSTREAM_TEXT_WAIT_S`` ends with ``input_timeout``; one that ends
+with no text at all finishes at once without touching the upstream. Once placed, a context that
+has been quiet (no text sent, no audio received) for ``UPSTREAM_IDLE_RELEASE_S`` gives its permits
+back and turns *dormant* on its socket; its next text, flush or end is held back until it has a
+permit again (:meth:`rest` / :meth:`resume`).
+
 Until its first audio reaches the consumer a context keeps every text message it sent, so a socket
 failure can replay it on another socket without the listener noticing. Once audio went out it can
 only finish on its socket or fail. Its deadline timer watches the upstream, not the consumer.
@@ -12,7 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.errors import TTSError, UpstreamTimeout
+from shared.errors import InputTimeout, TTSError, UpstreamTimeout
 from worker.providers.base import AudioChunk, ChunkQueue
 
 from . import messages
@@ -28,13 +36,25 @@ class ContextHost(Protocol):
     def unplaced_cancelled(self, ctx: UpstreamContext) -> None:
         """The context was cancelled while waiting to be (re)placed."""
 
+    def wants_permit(self, ctx: UpstreamContext) -> None:
+        """A dormant context has something to synthesize again: get it a permit (in the background)."""
+
+    def wants_placement(self, ctx: UpstreamContext) -> None:
+        """The context has text to synthesize: take a permit and a slot for it (in the background)."""
+
+    def forget(self, ctx: UpstreamContext) -> None:
+        """The context ended without ever asking for placement."""
+
 
 class UpstreamContext:
     """A running context: push text in, iterate audio out (implements ``SynthesisStream``)."""
 
-    def __init__(self, context_id: str, spec: ContextSpec, host: ContextHost, timeout_s: float) -> None:
-        """``timeout_s`` bounds the wait for audio after a flush/end and the gap between frames after end."""
+    def __init__(self, context_id: str, spec: ContextSpec, host: ContextHost, timeout_s: float,
+                 tenant: str = "") -> None:
+        """``timeout_s`` bounds the wait for audio after a flush/end and the gap between frames after end;
+        ``tenant`` (the client key id) is whose fair share of the account's permits it counts against."""
         self.id = context_id
+        self.tenant = tenant
         self.spec = spec
         self.host = host
         self.queue = ChunkQueue()
@@ -62,6 +82,29 @@ class UpstreamContext:
         self._armed = False
         self._last_progress = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self.placement_requested = False  # asked for a permit and a slot (at its first non-blank text)
+        self.placing: asyncio.Task[None] | None = None  # that request, while it waits
+        self._text_timer: asyncio.TimerHandle | None = None
+        self.dormant = False  # on its socket without permits (idle); see rest()/resume()
+        self.last_activity = self.created_at  # last text/flush/end sent or audio received
+        self._held_back: list[str] = []  # messages that wait for the permit while dormant
+
+    def wait_for_text(self, seconds: float) -> None:
+        """Start the clock: no non-blank text within ``seconds`` ends the context with ``input_timeout``."""
+        self._text_timer = asyncio.get_running_loop().call_later(seconds, self._no_text, seconds)
+
+    def _no_text(self, seconds: float) -> None:
+        self._text_timer = None
+        if self.placement_requested or self.outcome is not None:
+            return
+        self.fail(InputTimeout(f"no text to synthesize within {seconds:g}s of the context's start",
+                               waited_s=seconds))
+        self.host.forget(self)
+
+    def _stop_text_wait(self) -> None:
+        if self._text_timer is not None:
+            self._text_timer.cancel()
+            self._text_timer = None
 
     # -- SynthesisStream --------------------------------------------------------------------------------
     async def send_text(self, text: str, flush: bool = False) -> None:
@@ -77,11 +120,20 @@ class UpstreamContext:
             msg = messages.flush(self.id)
         if self.history is not None:
             self.history.append(msg)
-        if self.socket is not None:
+        self.last_activity = time.monotonic()
+        if self.dormant:
+            self._held_back.append(msg)
+            if text.strip() or flush:
+                self._wake()
+        elif self.socket is not None:
             self.socket.enqueue(self, msg)
+        elif not self.placement_requested and text.strip():
+            self.placement_requested = True
+            self._stop_text_wait()
+            self.host.wants_placement(self)  # the history so far goes out at placement
         if flush and self._has_text:
             self._flushed = True
-            if not self.audio_received:
+            if not self.audio_received and not self.dormant:
                 self._arm()
 
     async def end_input(self) -> None:
@@ -89,6 +141,18 @@ class UpstreamContext:
         if self.outcome is not None or self.ended:
             return
         self.ended = True
+        if not self.placement_requested:
+            # Nothing to synthesize: the final now, and the upstream never hears of this context.
+            self._stop_text_wait()
+            self.outcome = "final"
+            self.history = None
+            self.queue.finish()
+            self.host.forget(self)
+            return
+        self.last_activity = time.monotonic()
+        if self.dormant:
+            self._wake()  # flush and close go out with the permit (resume)
+            return
         if self.socket is not None:
             self.socket.end_context(self)
         self._arm()
@@ -102,10 +166,15 @@ class UpstreamContext:
         if self.cancelled:
             return
         self.cancelled = True
+        self._stop_text_wait()
         if self.outcome is None:
             self.outcome = "cancelled"
         self.queue.abort()
         self.history = None
+        if self.dormant:
+            self._held_back.clear()
+            if self.placing is not None:
+                self.placing.cancel()  # no permit needed any more: closing generates nothing
         if self.socket is not None:
             self.socket.close_context(self)
         else:
@@ -117,6 +186,33 @@ class UpstreamContext:
 
     # -- driven by the socket and the pool ------------------------------------------------------------------
     @property
+    def awaiting_audio(self) -> bool:
+        """Flushed (or ended) and its deadline for audio runs: generating upstream, however slowly."""
+        return self._armed
+
+    def rest(self) -> None:
+        """The pool took its permits back while it idles: hold back what needs generating until resumed."""
+        self.dormant = True
+
+    def resume(self) -> None:
+        """It has permits again: send what was held back (and the end, if it came meanwhile)."""
+        self.dormant = False
+        held, self._held_back = self._held_back, []
+        if self.socket is None or self.outcome is not None:
+            return
+        for msg in held:
+            self.socket.enqueue(self, msg)
+        if self.ended:
+            self.socket.end_context(self)
+            self._arm()
+        elif self._flushed and not self.audio_received:
+            self._arm()
+
+    def _wake(self) -> None:
+        if self.placing is None:
+            self.host.wants_permit(self)
+
+    @property
     def live(self) -> bool:
         """True while the consumer still waits for audio or its end."""
         return self.outcome is None
@@ -125,7 +221,9 @@ class UpstreamContext:
         """Every message to send on a fresh socket: init, the text so far, and the end if it came."""
         out = [messages.init_context(self.id, self.spec.voice_settings, self.spec.generation_config)]
         out.extend(self.history or ())
-        if self.ended:
+        if self.cancelled:
+            out.append(messages.close_context(self.id))  # cancelled while its placement was under way
+        elif self.ended:
             out += [messages.flush(self.id), messages.close_context(self.id)]
         return out
 
@@ -155,6 +253,7 @@ class UpstreamContext:
         """Upstream audio for this context (already base64-decoded)."""
         now = time.monotonic()
         self._last_progress = now
+        self.last_activity = now
         if not self.audio_received:
             self.audio_received = True
             self.first_audio_at = now
@@ -181,6 +280,7 @@ class UpstreamContext:
 
     def fail(self, error: TTSError) -> None:
         """End the consumer's iteration with ``error`` and close the upstream context if it is still open."""
+        self._stop_text_wait()
         if self.outcome is None:
             self.outcome = "failed"
             self.history = None

@@ -16,6 +16,7 @@ from shared.audio import UnsupportedFormat as _FormatNameError
 from shared.audio.formats import AudioFormat
 from shared.errors import InvalidRequest, UnknownVoice, UnsupportedFormat
 from shared.settings import Settings
+from shared.voice_ids import check_voice_id
 
 DEFAULT_FORMAT = "pcm_24000"
 
@@ -61,7 +62,7 @@ class SocketKey:
             query["apply_text_normalization"] = self.apply_text_normalization
         if self.seed is not None:
             query["seed"] = str(self.seed)
-        voice = quote(self.voice_id, safe="")
+        voice = quote(check_voice_id(self.voice_id), safe="")
         return f"{base}/v1/text-to-speech/{voice}/multi-stream-input?{urlencode(query)}"
 
     def label(self) -> dict[str, str]:
@@ -102,6 +103,9 @@ def build_spec(voice_id: str, model_id: str, output_format: str, voice_settings:
     voice = voice_id or settings.default_voice
     if not voice:
         raise UnknownVoice("no voice given and no DEFAULT_VOICE configured")
+    # The gateway checked it already; checked again because it becomes a path segment of a URL that
+    # carries the API key (``..`` would name another endpoint).
+    check_voice_id(voice)
     try:
         fmt = parse_format(output_format or DEFAULT_FORMAT)
     except _FormatNameError as e:

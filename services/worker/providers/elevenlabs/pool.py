@@ -1,5 +1,8 @@
 """The upstream socket pool: placement under the per-socket cap, sizing, liveness and replacement.
 
+Placement is asked for at a context's first non-blank text, not when its job starts, and a placed
+context that idles gives its permits back (:mod:`.lazy`).
+
 Placement: a context goes to the least-loaded open socket of its :class:`SocketKey` with a free
 slot (a slot frees only at the context's final), else to a new socket while the pool is under
 ``pool_max_sockets``. Every live context also holds one of ``upstream_concurrency`` permits (the
@@ -24,6 +27,7 @@ import asyncio
 import contextvars
 import random
 import time
+from collections import OrderedDict
 from typing import Any
 
 import aiohttp
@@ -45,6 +49,7 @@ from .account_limit import AccountLimit
 from .admission import Admission, Waiter
 from .connection import SocketState, UpstreamSocket
 from .context import UpstreamContext
+from .lazy import PermitTiming
 from .messages import Failure
 from .options import SocketKey, default_key
 
@@ -54,9 +59,12 @@ MAX_ATTEMPTS = 3  # placements per context: the first one plus two transparent r
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_MAX_S = 5.0
 _BENIGN = frozenset({"inactivity", "closed"})  # an idle socket closed by the server is not an outage
+# Keys with recent connect failures (for backoff), least recently failed dropped first: every voice,
+# model and format a client names is a key, so this map must not grow with them.
+FAILURE_MEMORY = 256
 
 
-class SocketPool:
+class SocketPool(PermitTiming):
     """Every upstream socket of one provider instance, shared by all the worker's jobs."""
 
     def __init__(self, settings: Settings, *, ws_base: str, headers: dict[str, str],
@@ -72,7 +80,9 @@ class SocketPool:
         self._closers: set[asyncio.Task[None]] = set()
         self._admission = Admission(settings.upstream_concurrency)
         self._account = account
-        self._failures: dict[SocketKey, int] = {}
+        self._failures: OrderedDict[SocketKey, int] = OrderedDict()
+        self._unplaced: set[UpstreamContext] = set()  # opened, not (yet) on a socket
+        self._placing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._maint: asyncio.Task[None] | None = None
         self._closed = False
@@ -124,6 +134,13 @@ class SocketPool:
             self._maint.cancel()
             await asyncio.wait([self._maint])
         shutdown = UpstreamDisconnected("provider shut down")
+        for task in list(self._placing):
+            task.cancel()
+        if self._placing:
+            await asyncio.wait(list(self._placing))
+        for ctx in list(self._unplaced):
+            ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=ctx.audio_sent))
+        self._unplaced.clear()
         for w in self._admission.drain():
             if w.fut is not None and not w.fut.done():
                 w.fut.set_exception(UpstreamError("provider shut down"))
@@ -143,15 +160,17 @@ class SocketPool:
         self._gauges()
 
     # -- admission ----------------------------------------------------------------------------------------
-    async def acquire(self, ctx: UpstreamContext) -> None:
-        """Place ``ctx`` on a socket (FIFO behind earlier requests); raise UpstreamBusy after the bounded wait."""
+    async def acquire(self, ctx: UpstreamContext, resume: bool = False) -> None:
+        """Place ``ctx`` on a socket (FIFO behind earlier requests); raise UpstreamBusy after the bounded wait.
+
+        ``resume``: ``ctx`` is dormant on its socket and needs only its permits back."""
         if self._closed or self._session is None:
             raise UpstreamError("the ElevenLabs provider is not running")
         t0 = time.monotonic()
         deadline = t0 + self.settings.upstream_slot_wait_s
         if self._account is not None:
             try:
-                await self._account.acquire(ctx.id, deadline)
+                await self._account.acquire(ctx.id, deadline, ctx.tenant)
             except UpstreamBusy as e:
                 POOL_SLOT_WAIT.labels(self.provider).observe(time.monotonic() - t0)
                 UPSTREAM_ERRORS.labels(self.provider, "busy").inc()
@@ -160,7 +179,7 @@ class SocketPool:
             if self._closed:
                 self._account.release(ctx.id)
                 raise UpstreamError("the ElevenLabs provider shut down")
-        w = Waiter(ctx, asyncio.get_running_loop().create_future(), True, t0)
+        w = Waiter(ctx, asyncio.get_running_loop().create_future(), True, t0, resume=resume)
         assert w.fut is not None
         self._admission.append(w)
         self._pump()
@@ -184,6 +203,11 @@ class SocketPool:
 
     def _abandon(self, w: Waiter) -> None:
         self._admission.remove(w)
+        if w.resume:
+            if w.fut is not None and not w.fut.done():
+                w.fut.cancel()
+            self._release(w.ctx)  # whatever it got back meanwhile; it stays dormant on its socket
+            return
         if w.fut is not None and w.fut.done() and not w.fut.cancelled():
             w.ctx.abort()  # placed just as the caller gave up: close it upstream, release at its final
         elif w.fut is not None:
@@ -291,6 +315,8 @@ class SocketPool:
 
     def _release(self, ctx: UpstreamContext) -> None:
         """``ctx`` is done upstream: its permits (this process's and the account's) return (idempotent)."""
+        if ctx.placing is not None and ctx.placing is not asyncio.current_task():
+            ctx.placing.cancel()  # a dormant context asking for permits again: it needs none now
         self._admission.release(ctx)
         if self._account is not None:
             self._account.release(ctx.id)
@@ -313,7 +339,9 @@ class SocketPool:
             if not self._closed:
                 POOL_RECONNECTS.labels(self.provider, failure.reason).inc()
                 if failure.reason not in _BENIGN:
-                    self._failures[sock.key] = self._failures.get(sock.key, 0) + 1
+                    self._failures[sock.key] = self._failures.pop(sock.key, 0) + 1
+                    while len(self._failures) > FAILURE_MEMORY:
+                        self._failures.popitem(last=False)
             benign = failure.reason in _BENIGN and not sock.lost_contexts
             (log.info if benign else log.warning)(
                 "upstream_socket_closed", socket=sock.sid, reason=failure.reason, code=failure.error.code,
@@ -330,7 +358,10 @@ class SocketPool:
                 ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=ctx.audio_sent))
             self._release(ctx)
             return
-        if failure.retry and not ctx.no_retry and not ctx.audio_sent and ctx.attempts < MAX_ATTEMPTS:
+        # A dormant context holds no permit to carry over: it fails, and the gateway (which has its text)
+        # retries it if no audio went out.
+        if failure.retry and not ctx.no_retry and not ctx.audio_sent and ctx.attempts < MAX_ATTEMPTS \
+                and not ctx.dormant:
             self._requeue(ctx, failure)
             return
         ctx.fail(ctx.timeout_error() if ctx.no_retry else failure.for_context(ctx.audio_sent))
@@ -355,7 +386,10 @@ class SocketPool:
         self._failures.pop(sock.key, None)
 
     def unplaced_cancelled(self, ctx: UpstreamContext) -> None:
-        """A context cancelled while waiting for a retry placement gives its permit back."""
+        """A context cancelled while waiting for a (first or retry) placement gives its permit back."""
+        self._unplaced.discard(ctx)
+        if ctx.placing is not None and ctx.placing is not asyncio.current_task():
+            ctx.placing.cancel()  # its acquire gives back a ticket or a permit it got meanwhile
         w = self._admission.find(ctx)
         if w is not None:
             self._admission.remove(w)
@@ -376,6 +410,7 @@ class SocketPool:
         for sock in self._all():
             if sock.state is SocketState.OPEN:
                 sock.send_keepalives(now, self.keepalive_s)
+                self.rest_idle(sock, now)
                 if not sock.draining and sock.opened_at is not None and now - sock.opened_at >= max_age:
                     sock.draining = True
                     POOL_RECONNECTS.labels(self.provider, "max_age").inc()
@@ -452,6 +487,8 @@ class SocketPool:
             "sockets": self._state_counts(),
             "live_contexts": self._admission.live,
             "waiting": len(self._admission),
+            "unplaced_contexts": len(self._unplaced),
+            "dormant_contexts": sum(1 for s in self._all() for c in s.contexts.values() if c.dormant),
             "keys": len(self._sockets),
             "limits": {
                 "min_sockets": self.settings.pool_min_sockets,

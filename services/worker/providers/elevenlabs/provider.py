@@ -74,11 +74,13 @@ class ElevenLabsProvider:
             self._session = None
 
     async def open_stream(self, request: SynthesisRequest) -> SynthesisStream:
-        """Validate ``request`` and place its context; may wait, then raise UpstreamBusy."""
+        """Validate ``request`` and open its context; a permit and a slot are taken at its first text
+        (a refusal, such as ``upstream_busy``, then ends the stream's iteration)."""
         spec = build_spec(request.voice_id, request.model_id, request.output_format, request.voice_settings,
                           request.options, self.settings)
-        ctx = UpstreamContext(request.key, spec, self.pool, self.settings.upstream_first_audio_timeout_s)
-        await self.pool.acquire(ctx)
+        ctx = UpstreamContext(request.key, spec, self.pool, self.settings.upstream_first_audio_timeout_s,
+                              tenant=request.tenant)
+        self.pool.open(ctx)  # no permit yet: the first non-blank text asks for one
         return ctx
 
     def voices(self) -> list[Voice]:
