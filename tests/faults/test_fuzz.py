@@ -380,11 +380,13 @@ def check_native(actions: list[Action], seen: Seen) -> None:
         return
     assert not seen.barrier, ("the session outlived a fatal frame", fatal.describe())
     rest = actions[actions.index(fatal) + 1:]
-    if any(a.kind == "oversize" and not a.event for a in rest) and seen.ended_by == "ConnectionResetError":
+    if any(a.kind == "oversize" and not a.event for a in rest) and seen.ended_by in ("ConnectionResetError",
+                                                                                      "BrokenPipeError"):
         # Known limit: while aiohttp waits for the client's close frame it reads on, and a pipelined frame
         # over its 4x backstop makes it drop the connection unread, so the kernel resets it and the client
         # may lose the error and close frames already sent. Only a client that keeps sending > 256 KB
-        # frames after its session was refused meets this.
+        # frames after its session was refused meets this. The client sees the reset on a read
+        # (ECONNRESET) or, when its own write hits it first, as EPIPE; asyncio then stops reading.
         return
     code = fatal.fatal
     if not fatal.event:
