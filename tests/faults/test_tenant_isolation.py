@@ -171,13 +171,16 @@ CACHED = ("This greeting is long enough that its cached audio is well over a meg
 
 
 async def test_a_stuck_client_cannot_pile_up_cache_hits(procs: Procs, redis_url: str) -> None:
-    limit = 256 << 10
+    # Below one cached entry (~1.4 MB), yet above what a client that does read can fall behind on a
+    # loaded 2-core box while the emulator sends faster than real time (256 KiB shed the priming reader).
+    limit = 768 << 10
     stack = await start_stack(procs, redis_url, CACHE_ENABLED=True, SESSION_QUEUE_BYTES=limit)
     r = aioredis.Redis.from_url(redis_url)
     try:
         async with aiohttp.ClientSession() as http, NativeClient.connect(stack.base, http) as c:
             primed = await c.speak("prime", CACHED, format="pcm_48000", timeout=60)
-        assert primed.final is not None and primed.final["audio_bytes"] > 4 * limit, primed.final
+            assert primed.final is not None, (primed.error, c.session_errors)
+        assert primed.final["audio_bytes"] > limit, primed.final
         await until(lambda: _stored(r, 1), 10, "the phrase stored")
     finally:
         await r.aclose()
