@@ -107,7 +107,7 @@ async def test_error_after_audio_started_truncates_the_body(redis_url: str) -> N
 @pytest.mark.parametrize(("body", "query", "status", "code"), [
     ({"model_id": "eleven_flash_v2_5"}, {}, 422, "invalid_request"),
     ({"text": "   "}, {}, 422, "invalid_request"),
-    ({"text": "hi"}, {"output_format": "opus_48000_64"}, 422, "unsupported_format"),
+    ({"text": "hi"}, {"output_format": "opus_48000_48"}, 422, "unsupported_format"),
     ({"text": "hi", "voice_settings": {"stability": "high"}}, {}, 422, "invalid_message"),
     ("not json", {}, 400, "invalid_json"),
 ])
