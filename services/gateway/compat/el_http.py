@@ -51,7 +51,7 @@ async def tts_audio(request: web.Request) -> web.StreamResponse:
 async def tts_stream_with_timestamps(request: web.Request) -> web.StreamResponse:
     """``POST .../stream/with-timestamps``: one JSON line per chunk, alignment in absolute seconds."""
     try:
-        tenant, req = await _parse(request)
+        tenant, req = await _parse(request, timestamps=True)
         timeline = Timeline(req.fmt)
         words = WordCutter() if m.query_bool(request.query, "words", False) else None
 
@@ -83,7 +83,7 @@ async def tts_stream_with_timestamps(request: web.Request) -> web.StreamResponse
 async def tts_with_timestamps(request: web.Request) -> web.StreamResponse:
     """``POST .../with-timestamps``: one JSON object, streamed as the audio comes (never held whole)."""
     try:
-        tenant, req = await _parse(request)
+        tenant, req = await _parse(request, timestamps=True)
         timeline = Timeline(req.fmt)
         b64 = Base64Stream()
         alignment = AlignmentJson(words=bool(m.query_bool(request.query, "words", False)))
@@ -101,7 +101,7 @@ async def tts_with_timestamps(request: web.Request) -> web.StreamResponse:
         return el_error(e)
 
 
-async def _parse(request: web.Request) -> tuple[str, ContextRequest]:
+async def _parse(request: web.Request, timestamps: bool = False) -> tuple[str, ContextRequest]:
     services = request.app[SERVICES]
     if services.draining:
         raise ShuttingDown("gateway is restarting; retry")
@@ -114,6 +114,10 @@ async def _parse(request: web.Request) -> tuple[str, ContextRequest]:
     if not isinstance(text, str) or not text.strip():
         raise InvalidRequest("text is required and must be a non-empty string", field="text")
     options: dict[str, Any] = {k: body[k] for k in _PASSED_OPTIONS if body.get(k) is not None}
+    if timestamps:
+        # Timing for every chunk: without it ElevenLabs sends one block of timing for the whole
+        # generation on its first chunk (none after), which a long text outgrows (issue 17.5).
+        options["sync_alignment"] = True
     req = await build_request(services.catalog, context_id=CONTEXT_ID, voice=request.match_info["voice_id"],
                               model=m.normalize_model(_str(body.get("model_id"))), fmt=fmt.name,
                               voice_settings=m.clean_voice_settings(body.get("voice_settings")),
