@@ -14,6 +14,15 @@ import json
 from typing import Any
 
 
+def absolute_pair(alignment: dict[str, Any] | None, offset_s: float) -> tuple[dict[str, Any] | None,
+                                                                            dict[str, Any] | None]:
+    """(alignment, normalized_alignment) in HTTP form; the second is the provider's normalized-text
+    timing where it sent one that differs (numbers spelled out...), else the same object."""
+    al = absolute_alignment(alignment, offset_s)
+    normalized = alignment.get("normalized") if alignment else None
+    return al, (absolute_alignment(normalized, offset_s) if normalized else al)
+
+
 def absolute_alignment(alignment: dict[str, Any] | None, offset_s: float) -> dict[str, Any] | None:
     """ElevenLabs' chunk alignment (ms, relative) as its HTTP form (seconds from the stream start)."""
     if not alignment or not alignment.get("chars"):
@@ -61,36 +70,49 @@ class WordCutter:
 
 
 class AlignmentJson:
-    """A whole clip's alignment kept as serialized JSON fragments: ~20 bytes a character, not ~100."""
+    """A whole clip's alignments kept as serialized JSON fragments: ~40 bytes a character, not ~200."""
 
     def __init__(self, words: bool = False) -> None:
-        self._chars = bytearray()
-        self._starts = bytearray()
-        self._ends = bytearray()
+        self._original = _Arrays()
+        self._normalized = _Arrays()
         self._words = bytearray() if words else None
         self._cutter = WordCutter()
 
-    def add(self, al: dict[str, Any] | None) -> None:
-        """Append one chunk's HTTP-form alignment."""
-        if al:
-            _append(self._chars, al["characters"])
-            _append(self._starts, al["character_start_times_seconds"])
-            _append(self._ends, al["character_end_times_seconds"])
+    def add(self, al: dict[str, Any] | None, normalized: dict[str, Any] | None = None) -> None:
+        """Append one chunk's HTTP-form alignment (and its normalized-text one, if different)."""
+        self._original.add(al)
+        self._normalized.add(normalized or al)
         if self._words is not None:
             _append(self._words, self._cutter.feed(al))
 
     def render(self) -> bytes:
         """``,"alignment":…,"normalized_alignment":…[,"words":[…]]}`` — the end of the response object."""
-        if self._chars:
-            al = (b'{"characters":[' + self._chars + b'],"character_start_times_seconds":[' + self._starts
-                  + b'],"character_end_times_seconds":[' + self._ends + b"]}")
-        else:
-            al = b"null"
-        out = b',"alignment":' + al + b',"normalized_alignment":' + al
+        out = b',"alignment":' + self._original.render() + b',"normalized_alignment":' + self._normalized.render()
         if self._words is not None:
             _append(self._words, self._cutter.end())
             out += b',"words":[' + self._words + b"]"
         return out + b"}"
+
+
+class _Arrays:
+    """The three alignment arrays of one text, as JSON fragments."""
+
+    def __init__(self) -> None:
+        self.chars = bytearray()
+        self.starts = bytearray()
+        self.ends = bytearray()
+
+    def add(self, al: dict[str, Any] | None) -> None:
+        if al:
+            _append(self.chars, al["characters"])
+            _append(self.starts, al["character_start_times_seconds"])
+            _append(self.ends, al["character_end_times_seconds"])
+
+    def render(self) -> bytes:
+        if not self.chars:
+            return b"null"
+        return (b'{"characters":[' + self.chars + b'],"character_start_times_seconds":[' + self.starts
+                + b'],"character_end_times_seconds":[' + self.ends + b"]}")
 
 
 def _append(buf: bytearray, items: list[Any]) -> None:

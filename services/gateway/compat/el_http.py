@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gateway.appkeys import SERVICES
 from gateway.compat import el_messages as m
-from gateway.compat.alignment import AlignmentJson, WordCutter, absolute_alignment
+from gateway.compat.alignment import AlignmentJson, WordCutter, absolute_pair
 from gateway.compat.audio_edge import CONTEXT_ID, Base64Stream, Timeline, Utterance, stream_body
 from gateway.compat.auth_edge import principal_of
 from gateway.compat.http_errors import el_error
@@ -57,9 +57,9 @@ async def tts_stream_with_timestamps(request: web.Request) -> web.StreamResponse
 
         def line(ev: AudioEvent) -> bytes:
             start = timeline.advance(ev.audio)
-            al = absolute_alignment(ev.alignment, start)
+            al, normalized = absolute_pair(ev.alignment, start)
             obj: dict[str, Any] = {"audio_base64": base64.b64encode(ev.audio).decode("ascii"), "alignment": al,
-                                   "normalized_alignment": al}
+                                   "normalized_alignment": normalized}
             if words is not None:
                 obj["words"] = words.feed(al)
             return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
@@ -89,7 +89,7 @@ async def tts_with_timestamps(request: web.Request) -> web.StreamResponse:
         alignment = AlignmentJson(words=bool(m.query_bool(request.query, "words", False)))
 
         def piece(ev: AudioEvent) -> bytes:
-            alignment.add(absolute_alignment(ev.alignment, timeline.advance(ev.audio)))
+            alignment.add(*absolute_pair(ev.alignment, timeline.advance(ev.audio)))
             return b64.feed(ev.audio)
 
         async with Utterance(request.app[SERVICES], api="el_http", tenant=tenant) as utt:
