@@ -238,3 +238,22 @@ async def test_words_are_an_opt_in_view_on_both_timestamp_endpoints(el) -> None:
                             json={"text": text}) as r:
         lines = [json.loads(x) for x in (await r.read()).splitlines() if x.strip()]
     assert [w for x in lines for w in x["words"]] == words
+
+
+@pytest.mark.parametrize("fmt", ["pcm_16000", "opus_48000_64"])
+async def test_native_alignment_offsets_give_the_http_times(redis_url: str, fmt: str) -> None:
+    """Native protocol: offset_ms + charStartTimesMs is the same absolute timeline /with-timestamps gives."""
+    from tests.support.stack import NativeClient
+
+    text = "The native socket says where every chunk starts. " * 2
+    async with el_stack(redis_url, emu_config={"chunk_ms": 100}) as stack:
+        async with stack.http.post(tts_url(stack, "/with-timestamps", output_format=fmt), json={"text": text}) as r:
+            http_starts = (await r.json())["alignment"]["character_start_times_seconds"]
+        async with NativeClient.connect(stack.base, stack.http) as client:
+            res = await client.speak("n", text, format=fmt, options={"sync_alignment": True})
+    alignments = [e for e in res.events if e["type"] == "alignment"]
+    assert len(alignments) > 5 and "".join(c for a in alignments for c in a["chars"]) == text
+    offsets = [a["offset_ms"] for a in alignments]
+    assert offsets == sorted(offsets) and offsets[-1] > 1000  # continuous, never reset
+    native = [round((a["offset_ms"] + t) / 1000, 3) for a in alignments for t in a["charStartTimesMs"]]
+    assert native == pytest.approx(http_starts, abs=0.002)
