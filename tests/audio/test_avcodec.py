@@ -97,3 +97,10 @@ def test_chunks_of_any_size_including_odd_bytes() -> None:
     decoded, rate = decode_to_pcm16(stream, fmt)
     assert len(decoded) / 2 / rate == pytest.approx(1.0, abs=0.01)
     assert dominant_frequency(decoded, rate) == pytest.approx(300, abs=3)
+
+
+def test_warm_up_initialises_every_codec() -> None:
+    """What a worker runs in a thread at start (FFmpeg's first load must not stall its event loop)."""
+    from shared.audio.avcodec import warm_up
+
+    warm_up()  # raises if any encoder is missing from the installed PyAV build
