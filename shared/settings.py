@@ -148,6 +148,10 @@ class Settings:
     # ElevenLabs/OpenAI-compatible endpoints: unlike ElevenLabs (5, then the socket dies) a client socket
     # may run this many contexts; the next one alone gets an error frame.
     compat_max_contexts_per_socket: int = env_field("COMPAT_MAX_CONTEXTS_PER_SOCKET", 32, check=_positive)
+    # OpenAI voice names (alloy ... cedar) -> catalogue voices; a name not listed means DEFAULT_VOICE.
+    openai_voices: tuple[str, ...] = env_field(
+        "OPENAI_VOICES", (), check=lambda v: all(item.count("=") == 1 and all(item.split("=")) for item in v),
+        hint="comma-separated name=voice_id, e.g. alloy=joe,nova=21m00Tcm4TlvDq8ikWAM")
     # TLS on the gateway's own port (the ElevenLabs SDK's WebSocket helper always dials wss://).
     tls_cert_file: str | None = env_field("TLS_CERT_FILE", None, hint="PEM certificate chain")
     tls_key_file: str | None = env_field("TLS_KEY_FILE", None, hint="PEM private key")

@@ -14,6 +14,7 @@ from arq.connections import RedisSettings
 from arq.worker import func
 
 from shared import keys
+from shared.audio.avcodec import warm_up as warm_up_codecs
 from shared.logging import get_logger
 from shared.pubsub import PubSubHub
 from shared.queue import JOB_FUNCTION, job_deserializer, job_serializer
@@ -57,7 +58,9 @@ def build_worker(settings: Settings, providers: dict[str, Provider] | None = Non
         state = WorkerState(settings=settings, worker_id=wid, redis=redis, hub=hub, publisher=publisher,
                             inputs=inputs, providers=provs)
         ctx[STATE_KEY] = state
-        await asyncio.gather(*(p.start() for p in provs.values()))
+        # Codec warm-up in a thread, alongside the providers: FFmpeg's first load (~0.5 s) must not stall
+        # the event loop inside the first opus/aac/flac request.
+        await asyncio.gather(*(p.start() for p in provs.values()), asyncio.to_thread(warm_up_codecs))
         publisher.start()
         await hub.start(keys.WAKE_CHANNEL, handler=worker.wake)  # payload: the new job's id (or empty)
         state.ready = True

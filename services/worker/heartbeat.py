@@ -32,7 +32,7 @@ def heartbeat_payload(state: WorkerState) -> bytes:
         "providers": {name: p.status() for name, p in state.providers.items()},
         "voices": [{"voice_id": v.voice_id, "name": v.name, "provider": v.provider, "language": v.language,
                     "description": v.description, "default_model": v.default_model,
-                    "sample_rate": v.sample_rate}
+                    "sample_rate": v.sample_rate, "labels": v.labels}
                    for p in state.providers.values() for v in p.voices()],
         "at": time.time(),
     }, use_bin_type=True)

@@ -23,7 +23,44 @@ def decode_to_pcm16(data: bytes, fmt: AudioFormat) -> tuple[bytes, int]:
         return alaw_decode(data), fmt.sample_rate
     if fmt.codec == "wav":
         return decode_wav(data)
+    if fmt.codec in ("opus", "aac", "flac"):
+        return decode_av(data, fmt.codec)
     return decode_mp3(data)
+
+
+_DEMUXERS = {"opus": "ogg", "aac": "aac", "flac": "flac"}
+
+
+def decode_av(data: bytes, codec: str) -> tuple[bytes, int]:
+    """Decode Ogg Opus, ADTS AAC or FLAC with FFmpeg (PyAV) to PCM16 mono at the stream's rate.
+
+    FFmpeg's decoders are independent of the encoders under test: a stream they read back as the
+    expected samples is a stream any FFmpeg-based player (browsers, ffplay, mpv) reads.
+    """
+    import io
+
+    import av
+
+    out: list[np.ndarray] = []
+    rate = 0
+    if len(data) < 64:  # no audio packet fits: an empty stream (an Ogg header alone is 129 bytes)
+        return b"", 48000 if codec == "opus" else 0
+    try:
+        container = av.open(io.BytesIO(bytes(data)), mode="r", format=_DEMUXERS[codec])
+    except av.error.EOFError:
+        return b"", 0  # headers only: a clip with no audio
+    with container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="s16", layout="mono")
+        for frame in container.decode(stream):
+            rate = frame.sample_rate
+            for converted in resampler.resample(frame):
+                out.append(converted.to_ndarray().reshape(-1))
+        for converted in resampler.resample(None):
+            out.append(converted.to_ndarray().reshape(-1))
+        rate = rate or stream.rate
+    samples = np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
+    return samples.astype("<i2").tobytes(), rate
 
 
 def decode_wav(data: bytes) -> tuple[bytes, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from shared.audio.formats import AudioFormat
 from shared.audio.g711 import alaw_encode, ulaw_encode
@@ -11,11 +12,24 @@ from shared.audio.resample import StreamResampler
 from shared.audio.wav import streaming_wav_header
 
 
+class StreamEncoder(Protocol):
+    """A streaming codec: PCM16 in, whole frames/pages out; ``flush()`` ends the stream."""
+
+    def encode(self, pcm16: bytes) -> bytes:
+        """Feed PCM16 (any byte length); return the output completed so far."""
+        ...
+
+    def flush(self) -> bytes:
+        """End the stream and return the rest."""
+        ...
+
+
 class OutputEncoder:
     """Turn a stream of PCM16 mono chunks at ``source_rate`` into the bytes of ``fmt``.
 
     Every returned chunk is sample-aligned (2 bytes for pcm/wav, 1 for ulaw/alaw) or, for MP3, whole
-    frames, so a consumer may forward each chunk as it comes and stop at any chunk boundary. For WAV,
+    frames (Ogg pages for Opus, ADTS frames for AAC, FLAC frames after the stream's own header), so a
+    consumer may forward each chunk as it comes and stop at any chunk boundary. For WAV,
     the first call to ``feed()`` or ``finish()`` returns the streaming RIFF header before any audio,
     even when no audio is ready yet: a client gets its header without waiting for the resampler, and
     there is exactly one header per stream. One encoder serves one stream; ``finish()`` ends it.
@@ -26,11 +40,17 @@ class OutputEncoder:
         self.source_rate = source_rate
         self.format = fmt
         self._resampler = StreamResampler(source_rate, fmt.sample_rate)
-        self._mp3: Mp3StreamEncoder | None = None
+        self._codec: StreamEncoder | None = None
         self._g711: Callable[[bytes], bytes] | None = None
         if fmt.codec == "mp3":
             assert fmt.bitrate_kbps is not None
-            self._mp3 = Mp3StreamEncoder(fmt.sample_rate, fmt.bitrate_kbps)
+            self._codec = Mp3StreamEncoder(fmt.sample_rate, fmt.bitrate_kbps)
+        elif fmt.codec in ("opus", "aac", "flac"):
+            # Imported here: PyAV loads FFmpeg's libraries, which a process that never encodes these
+            # (the gateway) should not pay for.
+            from shared.audio.avcodec import AvStreamEncoder
+
+            self._codec = AvStreamEncoder(fmt.codec, fmt.sample_rate, fmt.bitrate_kbps)
         elif fmt.codec == "ulaw":
             self._g711 = ulaw_encode
         elif fmt.codec == "alaw":
@@ -56,8 +76,8 @@ class OutputEncoder:
             return b""
         self._finished = True
         out = self._take_header() + self._encode(self._resampler.flush())
-        if self._mp3 is not None:
-            out += self._mp3.flush()
+        if self._codec is not None:
+            out += self._codec.flush()
         return out
 
     def _take_header(self) -> bytes:
@@ -67,8 +87,8 @@ class OutputEncoder:
     def _encode(self, pcm16: bytes) -> bytes:
         if not pcm16:
             return b""
-        if self._mp3 is not None:
-            return self._mp3.encode(pcm16)
+        if self._codec is not None:
+            return self._codec.encode(pcm16)
         if self._g711 is not None:
             return self._g711(pcm16)
         return pcm16

@@ -16,11 +16,14 @@ MP3 = (
     "mp3_44100_128",
     "mp3_44100_192",
 )
+OPUS = tuple(f"opus_48000_{k}" for k in (32, 64, 96, 128, 192))  # ElevenLabs' names (Ogg Opus)
+AAC = ("aac_24000_64", "aac_44100_128", "aac_48000_128")  # ours: OpenAI's ``aac`` is the 24 kHz one
 
 
 def test_supported_set_is_exactly_the_documented_one() -> None:
     expected = (
         {f"pcm_{r}" for r in RATES} | {f"wav_{r}" for r in RATES} | {"ulaw_8000", "alaw_8000"} | set(MP3)
+        | set(OPUS) | set(AAC) | {f"flac_{r}" for r in RATES}
     )
     assert set(SUPPORTED_FORMATS) == expected
     assert len(SUPPORTED_FORMATS) == len(expected)
@@ -31,7 +34,7 @@ def test_name_round_trips_through_its_fields(name: str) -> None:
     fmt = parse_format(name)
     rebuilt = f"{fmt.codec}_{fmt.sample_rate}" + (f"_{fmt.bitrate_kbps}" if fmt.bitrate_kbps else "")
     assert fmt.name == name == rebuilt
-    assert (fmt.bitrate_kbps is not None) == (fmt.codec == "mp3")
+    assert (fmt.bitrate_kbps is not None) == (fmt.codec in ("mp3", "opus", "aac"))
     assert parse_format(name) is parse_format(name)
 
 
@@ -51,6 +54,9 @@ def test_parameters() -> None:
         ("wav_16000", "audio/wav", 32000, False, 2),
         ("mp3_44100_128", "audio/mpeg", 16000, False, None),
         ("mp3_22050_32", "audio/mpeg", 4000, False, None),
+        ("opus_48000_64", "audio/ogg;codecs=opus", 8000, False, None),
+        ("aac_24000_64", "audio/aac", 8000, False, None),
+        ("flac_24000", "audio/flac", 24000, False, None),  # nominal: half of PCM16
     ],
 )
 def test_wire_properties(
@@ -64,7 +70,7 @@ def test_wire_properties(
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "pcm", "pcm_11025", "PCM_24000", "mp3_44100", "opus_48000_64", "ulaw_16000"]
+    "bad", ["", "pcm", "pcm_11025", "PCM_24000", "mp3_44100", "opus_48000_48", "opus_24000_64", "ulaw_16000"]
 )
 def test_unknown_names_are_rejected_with_the_supported_list(bad: str) -> None:
     with pytest.raises(UnsupportedFormat) as info:

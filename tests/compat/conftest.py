@@ -68,10 +68,11 @@ async def el_stack(redis_url: str, emu_config: dict[str, Any] | None = None,
                    **overrides: Any) -> AsyncIterator[Stack]:
     """Emulator + worker (ElevenLabs provider pointed at it) + gateway."""
     async with run_emulator(EmulatorConfig(**(emu_config or {}))) as emu:
+        defaults: dict[str, Any] = {"elevenlabs_voices": (EL_VOICE,)}  # () = every voice the account lists
         settings = fast_settings(redis_url, providers=("elevenlabs",), elevenlabs_base_url=emu.http_url,
                                  elevenlabs_api_key="test-upstream-key", default_voice=EL_VOICE,
-                                 elevenlabs_voices=(EL_VOICE,), pool_min_sockets=1, pool_max_sockets=16,
-                                 upstream_concurrency=200, **overrides)
+                                 pool_min_sockets=1, pool_max_sockets=16,
+                                 upstream_concurrency=200, **{**defaults, **overrides})
         async with running_worker(settings) as worker, idle_on_exit(worker), running_gateway(settings) as base, \
                 aiohttp.ClientSession() as http:
             await wait_ready(base, http)

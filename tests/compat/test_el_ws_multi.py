@@ -271,7 +271,7 @@ async def test_binary_frames_and_bad_query_close_the_socket(el) -> None:
         await c.ws.send_bytes(b"\x00\x01")
         assert await c.drain_until_closed() == 1008
     assert c.socket_errors[0]["error"] == "binary_not_accepted"
-    async with connect(el, output_format="opus_48000_64") as c:
+    async with connect(el, output_format="opus_48000_48") as c:
         assert await c.drain_until_closed() == 1008
     assert c.socket_errors[0]["error"] == "unsupported_format"
     async with connect(el, sync_alignment="maybe") as c:

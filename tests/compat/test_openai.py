@@ -10,7 +10,9 @@ import openai
 import pytest
 from emulator.synth import decode_text
 
-from tests.compat.conftest import el_stack
+from shared.audio.analysis import decode_to_pcm16
+from shared.audio.formats import parse_format
+from tests.compat.conftest import el_stack, local_stack
 
 TEXT = "OpenAI clients only change the base URL."
 
@@ -46,22 +48,40 @@ async def test_first_bytes_arrive_while_it_still_speaks(redis_url: str) -> None:
     assert arrivals[0] < total / 3 and arrivals[-1] > total * 0.8
 
 
-@pytest.mark.parametrize("fmt", ["opus", "aac", "flac"])
-async def test_unsupported_formats_are_refused_clearly(el, fmt: str) -> None:
+@pytest.mark.parametrize(("fmt", "name"), [("opus", "opus_48000_64"), ("aac", "aac_24000_64"),
+                                         ("flac", "flac_24000")])
+async def test_compressed_formats_stream_with_the_openai_library(el, fmt: str, name: str) -> None:
     oa = client(el)
-    with pytest.raises(openai.BadRequestError) as info:
-        await oa.audio.speech.create(model="tts-1", voice="alloy", input="hi", response_format=fmt)  # type: ignore[arg-type]
+    async with oa.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alloy", input=TEXT, response_format=fmt) as resp:  # type: ignore[arg-type]
+        assert resp.headers["content-type"] == parse_format(name).content_type
+        assert "x-instructions" not in resp.headers  # none sent, nothing to report
+        audio = b"".join([c async for c in resp.iter_bytes()])
     await oa.close()
-    err = info.value.body
-    assert isinstance(err, dict) and err["code"] == "unsupported_format" and err["param"] == "response_format"
-    assert fmt in err["message"] and "mp3, wav or pcm" in err["message"]
-    assert err["type"] == "invalid_request_error"
+    pcm, rate = decode_to_pcm16(audio, parse_format(name))
+    assert rate == parse_format(name).sample_rate
+    slack = 2 * 1024 / rate if fmt == "aac" else 0.0  # ADTS cannot signal AAC's encoder priming
+    assert len(TEXT) * 0.06 - 0.01 <= len(pcm) / 2 / rate <= len(TEXT) * 0.06 + slack + 0.01
+
+
+async def test_instructions_are_ignored_and_the_response_says_so(el) -> None:
+    body = {"model": "gpt-4o-mini-tts", "voice": "coral", "input": TEXT, "response_format": "pcm",
+            "instructions": "Speak like a cheerful pirate."}
+    async with el.http.post(f"{el.base}/v1/audio/speech", json=body) as r:
+        assert r.status == 200
+        assert r.headers["X-Instructions"] == "ignored; provider elevenlabs takes no instructions"
+        assert decode_text(await r.read(), 24000) == TEXT  # the speech itself is unaffected
+    async with el.http.post(f"{el.base}/v1/audio/speech", json={**body, "instructions": ["not", "text"]}) as r:
+        assert r.status == 400
+        assert (await r.json())["error"]["param"] == "instructions"
 
 
 async def test_bad_requests_in_openai_shape(el) -> None:
     for body, param in (({"model": "tts-1", "voice": "alloy"}, "input"),
                         ({"model": "tts-1", "voice": "alloy", "input": "hi", "speed": 9}, "speed"),
                         ({"model": "tts-1", "voice": "alloy", "input": "hi", "response_format": "ogg"},
+                         "response_format"),
+                        ({"model": "tts-1", "voice": "alloy", "input": "hi", "response_format": ["opus"]},
                          "response_format")):
         async with el.http.post(f"{el.base}/v1/audio/speech", json=body) as r:
             assert r.status == 400
@@ -95,3 +115,20 @@ async def test_sse_stream_format(el) -> None:
     assert events[-1]["type"] == "speech.audio.done"
     audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
     assert decode_text(audio, 24000) == TEXT
+
+
+async def test_every_current_openai_voice_name_maps_to_a_configured_voice(redis_url: str) -> None:
+    """alloy ... cedar: mapped by OPENAI_VOICES where configured, else the default voice."""
+    names = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
+             "marin", "cedar")
+    async with local_stack(redis_url, openai_voices=("marin=joe", "cedar=nobody-here")) as stack:
+        oa = client(stack)
+        for voice in names:
+            if voice == "cedar":
+                continue
+            audio = await oa.audio.speech.create(model="tts-1", voice=voice, input="Hi.", response_format="pcm")
+            assert len(audio.content) > 12000, voice
+        # The mapping is really used: cedar points at a voice this deployment does not offer.
+        with pytest.raises(openai.NotFoundError):
+            await oa.audio.speech.create(model="tts-1", voice="cedar", input="Hi.", response_format="pcm")
+        await oa.close()

@@ -93,12 +93,38 @@ async def test_sdk_voices_and_models(el_sdk: AsyncElevenLabs) -> None:
     assert models and models[0].model_id == "eleven_flash_v2_5" and models[0].can_do_text_to_speech
 
 
+async def test_sdk_voices_search_pages_through_v2(redis_url: str, http_client: httpx.AsyncClient) -> None:
+    """``client.voices.search`` (GET /v2/voices): pages of one, then a search, parsed by the SDK."""
+    async with el_stack(redis_url, elevenlabs_voices=()) as stack:  # all four of the emulator's voices
+        client = AsyncElevenLabs(base_url=stack.base, api_key="xi-anything", httpx_client=http_client)
+        names, token = [], None
+        for _ in range(10):
+            page = await client.voices.search(page_size=1, next_page_token=token)
+            names += [v.name for v in page.voices]
+            assert page.total_count == 4
+            if not page.has_more:
+                assert page.next_page_token is None
+                break
+            token = page.next_page_token
+        assert names == ["Adam", "George", "Rachel", "Sarah"]
+        found = await client.voices.search(search="geor")
+        assert [v.name for v in found.voices] == ["George"] and found.has_more is False
+
+
+async def test_sdk_stream_opus(el_sdk: AsyncElevenLabs) -> None:
+    audio = b"".join([c async for c in el_sdk.text_to_speech.stream(EL_VOICE, text=TEXT,
+                                                                     output_format="opus_48000_96")])
+    assert audio.startswith(b"OggS")
+    pcm, rate = decode_to_pcm16(audio, parse_format("opus_48000_96"))
+    assert rate == 48000 and abs(len(pcm) / 2 / rate - len(TEXT) * 0.06) < 0.01
+
+
 async def test_sdk_errors_surface_as_api_errors(el_sdk: AsyncElevenLabs) -> None:
     from elevenlabs.core.api_error import ApiError
 
     with pytest.raises(ApiError) as info:
         _ = [c async for c in el_sdk.text_to_speech.stream(EL_VOICE, text=TEXT,
-                                                           output_format="opus_48000_64")]  # type: ignore[arg-type]
+                                                           output_format="opus_48000_48")]  # type: ignore[arg-type]
     assert info.value.status_code == 422
     assert info.value.body["detail"]["status"] == "unsupported_format"
 

@@ -41,7 +41,10 @@ def test_audio_frame_decoded_once_with_alignment() -> None:
         "alignment": {"chars": ["a"], "charStartTimesMs": [0], "charDurationsMs": [60]},
         "normalizedAlignment": {"chars": [" ", "a"], "charStartTimesMs": [0, 1], "charDurationsMs": [1, 59]}}))
     assert frame.context_id == "c1" and frame.audio == pcm and not frame.is_final
-    assert frame.alignment == {"chars": ["a"], "charStartTimesMs": [0], "charDurationsMs": [60]}
+    assert frame.alignment == {"chars": ["a"], "charStartTimesMs": [0], "charDurationsMs": [60],
+                               # the normalized text's own timing rides along (issue 17.4)
+                               "normalized": {"chars": [" ", "a"], "charStartTimesMs": [0, 1],
+                                              "charDurationsMs": [1, 59]}}
 
 
 def test_frame_variants_snake_case_and_plural_alignment_keys() -> None:
@@ -121,7 +124,7 @@ def test_socket_key_holds_everything_the_url_fixes() -> None:
 def test_request_validation() -> None:
     settings = el_settings()
     with pytest.raises(UnsupportedFormat):
-        build_spec("v", "", "opus_48000_64", {}, {}, settings)
+        build_spec("v", "", "opus_48000_48", {}, {}, settings)
     with pytest.raises(UnknownVoice):
         build_spec("", "", "", {}, {}, el_settings(default_voice=""))
     for bad in ({"chunk_length_schedule": [10]}, {"seed": -1}, {"auto_mode": "yes"},

@@ -11,9 +11,10 @@ context; the edge adds one only if a stream somehow starts without it, never a s
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Self
+from typing import Self
 
 from aiohttp import web
 
@@ -21,8 +22,9 @@ from gateway.contexts import ContextRequest
 from gateway.events import AudioEvent, ErrorEvent, SessionClosing
 from gateway.services import GatewayServices
 from gateway.session import SynthesisSession
+from shared.audio.clock import PlayClock
 from shared.audio.formats import AudioFormat
-from shared.audio.wav import HEADER_SIZE, streaming_wav_header
+from shared.audio.wav import streaming_wav_header
 from shared.errors import SlowConsumer, TTSError
 from shared.logging import get_logger
 
@@ -70,37 +72,9 @@ class Utterance:
         await self.close()
 
 
-class Timeline:
-    """Playing time of the audio sent so far, so chunk-relative alignment becomes absolute seconds."""
-
-    def __init__(self, fmt: AudioFormat) -> None:
-        self.fmt = fmt
-        self.seconds = 0.0
-        self._header_left = HEADER_SIZE if fmt.codec == "wav" else 0
-
-    def advance(self, audio: bytes) -> float:
-        """Account for ``audio``; return where it starts, in seconds from the start of the stream."""
-        start = self.seconds
-        payload = len(audio)
-        if self._header_left:
-            skipped = min(self._header_left, payload)
-            self._header_left -= skipped
-            payload -= skipped
-        if self.fmt.bytes_per_second:
-            self.seconds += payload / self.fmt.bytes_per_second
-        return start
-
-
-def absolute_alignment(alignment: dict[str, Any] | None, offset_s: float) -> dict[str, Any] | None:
-    """ElevenLabs' chunk alignment (ms, relative) as its HTTP form (seconds from the stream start)."""
-    if not alignment or not alignment.get("chars"):
-        return None
-    starts = alignment.get("charStartTimesMs") or []
-    durations = alignment.get("charDurationsMs") or []
-    begin = [round(offset_s + s / 1000, 3) for s in starts]
-    end = [round(offset_s + (s + d) / 1000, 3) for s, d in zip(starts, durations)]
-    return {"characters": list(alignment["chars"]), "character_start_times_seconds": begin,
-            "character_end_times_seconds": end}
+# Playing time of the audio sent so far, read from the stream's own framing (exact for VBR codecs
+# too), so chunk-relative alignment becomes absolute seconds.
+Timeline = PlayClock
 
 
 def ensure_wav_header(fmt: AudioFormat, first: bytes) -> bytes:
@@ -121,7 +95,8 @@ async def first_audio(utterance: Utterance, fmt: AudioFormat) -> AudioEvent | No
 
 
 async def stream_body(request: web.Request, utterance: Utterance, fmt: AudioFormat, *, content_type: str,
-                      render: Callable[[AudioEvent], bytes], prologue: bytes = b"", epilogue: bytes = b"",
+                      render: Callable[[AudioEvent], bytes], prologue: bytes = b"",
+                      epilogue: bytes | Callable[[], bytes] = b"",
                       headers: dict[str, str] | None = None) -> web.StreamResponse:
     """Stream every chunk as ``render(chunk)``; raise the context's error if it comes before any audio."""
     first = await first_audio(utterance, fmt)
@@ -138,8 +113,9 @@ async def stream_body(request: web.Request, utterance: Utterance, fmt: AudioForm
             if body:
                 await resp.write(body)
             event = await utterance.next_audio()
-        if epilogue:
-            await resp.write(epilogue)
+        tail = epilogue() if callable(epilogue) else epilogue
+        if tail:
+            await resp.write(tail)
     except TTSError as e:
         # Headers are gone: cut the connection so the client sees an incomplete body, not success.
         log.info("http_stream_aborted", code=e.code, session_id=utterance.session.id)
@@ -155,8 +131,30 @@ async def stream_body(request: web.Request, utterance: Utterance, fmt: AudioForm
 
 
 async def collect(utterance: Utterance, fmt: AudioFormat) -> AsyncIterator[AudioEvent]:
-    """Every chunk in order (for the non-streaming JSON endpoint, which must hold the whole clip)."""
+    """Every chunk in order."""
     event = await first_audio(utterance, fmt)
     while event is not None:
         yield event
         event = await utterance.next_audio()
+
+
+class Base64Stream:
+    """Base64 of a byte stream, piece by piece: the pieces concatenate to the base64 of the whole.
+
+    Base64 maps 3 bytes to 4 characters, so up to 2 bytes wait for the next piece; ``end()`` pads them.
+    """
+
+    def __init__(self) -> None:
+        self._carry = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Base64 of as much of ``carry + data`` as is a multiple of 3 bytes."""
+        data = self._carry + data
+        cut = len(data) - len(data) % 3
+        self._carry = data[cut:]
+        return base64.b64encode(data[:cut])
+
+    def end(self) -> bytes:
+        """The padded last group."""
+        tail, self._carry = self._carry, b""
+        return base64.b64encode(tail)

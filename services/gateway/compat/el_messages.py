@@ -209,9 +209,12 @@ def audio_frames(audio: bytes, alignment: dict[str, Any] | None, context_id: str
     step = MAX_AUDIO_PER_FRAME - MAX_AUDIO_PER_FRAME % max(1, sample_width)
     for start in range(0, max(len(audio), 1), step):
         piece = audio[start:start + step]
-        al = alignment if start == 0 else None
+        al = norm = alignment if start == 0 else None
+        if al is not None and "normalized" in al:  # the provider's own normalized-text timing
+            norm = al["normalized"]
+            al = {k: v for k, v in al.items() if k != "normalized"}
         frame: dict[str, Any] = {"audio": base64.b64encode(piece).decode("ascii"), "isFinal": None,
-                                 "normalizedAlignment": al, "alignment": al}
+                                 "normalizedAlignment": norm, "alignment": al}
         if context_id is not None:
             frame["contextId"] = context_id
         yield json.dumps(frame, separators=(",", ":"))

@@ -1,13 +1,16 @@
 """OpenAI's ``POST /v1/audio/speech``, streamed as it is synthesized.
 
-Body: ``input`` (required), ``voice`` (OpenAI's names — alloy, echo, … — mean the deployment's
-default voice unless the catalogue has a voice of that id; any other id is looked up as given),
+Body: ``input`` (required), ``voice`` (OpenAI's names — alloy, ash, ballad, coral, echo, fable, nova,
+onyx, sage, shimmer, verse, marin, cedar — mean the voice ``OPENAI_VOICES`` maps them to, else a
+catalogue voice of that id, else the deployment's default voice; any other id is looked up as given),
 ``model`` (tts-1, tts-1-hd, gpt-4o-mini-tts and other unknown ids mean the voice's default model;
 an ElevenLabs id such as eleven_flash_v2_5 is passed on),
 ``response_format`` (mp3 → mp3_44100_128, wav → a streaming 24 kHz WAV with one header, pcm → raw
-24 kHz s16le as OpenAI sends it; opus, aac and flac are refused with 400 ``unsupported_format``),
+24 kHz s16le as OpenAI sends it, opus → Ogg Opus 48 kHz 64 kbps, aac → ADTS AAC 24 kHz 64 kbps,
+flac → a FLAC stream at 24 kHz; all streamed as they are encoded),
 ``speed`` (0.25–4.0; the provider may allow less: the local voice 0.5–2.0, ElevenLabs 0.7–1.2),
-``instructions`` (ignored), ``stream_format`` (``audio``, the default, or ``sse``: ``speech.audio.delta``
+``instructions`` (no provider here takes free-form style instructions: ignored, and the response
+says so in ``X-Instructions: ignored; ...``), ``stream_format`` (``audio``, the default, or ``sse``: ``speech.audio.delta``
 events then ``speech.audio.done``). Errors: ``{"error":{"message","type","param","code"}}``.
 """
 
@@ -28,12 +31,14 @@ from gateway.events import AudioEvent
 from gateway.jsonbody import request_object
 from gateway.requests import build_request
 from shared.audio.formats import parse_format
-from shared.errors import InvalidRequest, ShuttingDown, TTSError, UnsupportedFormat
+from shared.errors import InvalidRequest, ShuttingDown, TTSError
 
 OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer",
                            "verse", "marin", "cedar"})
-FORMATS = {"mp3": "mp3_44100_128", "wav": "wav_24000", "pcm": "pcm_24000"}
-REFUSED = ("opus", "aac", "flac")
+FORMATS = {"mp3": "mp3_44100_128", "wav": "wav_24000", "pcm": "pcm_24000", "opus": "opus_48000_64",
+           "aac": "aac_24000_64", "flac": "flac_24000"}
+_FORMAT_LIST = ", ".join(FORMATS)
+MAX_INSTRUCTIONS = 4096  # OpenAI's own limit
 
 
 async def speech(request: web.Request) -> web.StreamResponse:
@@ -58,20 +63,29 @@ async def speech(request: web.Request) -> web.StreamResponse:
                 raise InvalidRequest("'speed' must be a number from 0.25 to 4.0", field="speed")
             if speed != 1.0:
                 options["speed"] = float(speed)
+        instructions = body.get("instructions")
+        if instructions is not None and (not isinstance(instructions, str) or len(instructions) > MAX_INSTRUCTIONS):
+            raise InvalidRequest(f"'instructions' must be a string of at most {MAX_INSTRUCTIONS} characters",
+                                 field="instructions")
         voice = await _voice(request, body.get("voice"))
         model = body.get("model")
         req = await build_request(services.catalog, context_id=CONTEXT_ID, voice=voice,
                                   model=normalize_model(model if isinstance(model, str) else None),
                                   fmt=fmt.name, options=options, text=text, input_closed=True)
+        headers = {}
+        if instructions and instructions.strip():
+            # No provider here takes a style prompt (ElevenLabs' TTS models and Piper have no such input);
+            # dropping it silently would leave a client believing it was heard.
+            headers["X-Instructions"] = f"ignored; provider {req.provider} takes no instructions"
         async with Utterance(services, api="openai", tenant=principal.key_id) as utt:
             await utt.start(req)
             if stream_format == "sse":
                 return await stream_body(request, utt, fmt, content_type="text/event-stream", render=_sse_delta,
                                          epilogue=_sse({"type": "speech.audio.done", "usage": {
                                              "input_tokens": len(text), "output_tokens": 0,
-                                             "total_tokens": len(text)}}))
+                                             "total_tokens": len(text)}}), headers=headers)
             return await stream_body(request, utt, fmt, content_type=fmt.content_type,
-                                     render=lambda ev: ev.audio)
+                                     render=lambda ev: ev.audio, headers=headers)
     except TTSError as e:
         return openai_error(e)
 
@@ -84,12 +98,10 @@ def _format(name: Any) -> str:
     if name is None:
         return FORMATS["mp3"]
     if not isinstance(name, str):  # a list or object is unhashable: it used to escape as a 500
-        raise InvalidRequest("response_format must be one of mp3, wav, pcm", field="response_format")
-    if name in REFUSED:
-        raise UnsupportedFormat(f"response_format {name!r} is not supported by this gateway; use mp3, wav or pcm",
-                                field="response_format")
+        raise InvalidRequest(f"response_format must be one of {_FORMAT_LIST}", field="response_format")
     if name not in FORMATS:
-        raise InvalidRequest(f"response_format must be one of mp3, wav, pcm (got {name!r})", field="response_format")
+        raise InvalidRequest(f"response_format must be one of {_FORMAT_LIST} (got {name!r})",
+                             field="response_format")
     return FORMATS[name]
 
 
@@ -101,12 +113,18 @@ async def _voice(request: web.Request, voice: Any) -> str | None:
         return None
     if not isinstance(voice, str):
         raise InvalidRequest("'voice' must be a string", field="voice")
-    snap = await request.app[SERVICES].catalog.snapshot()
-    if voice in snap.voices:
-        return voice
     if voice.lower() in OPENAI_VOICES:
-        return None
+        mapped = openai_voice_map(request.app[SERVICES].settings.openai_voices).get(voice.lower())
+        if mapped:
+            return mapped
+        snap = await request.app[SERVICES].catalog.snapshot()
+        return voice if voice in snap.voices else None
     return voice
+
+
+def openai_voice_map(entries: tuple[str, ...]) -> dict[str, str]:
+    """``OPENAI_VOICES`` (``name=voice_id`` items, validated at start) as a dict keyed by lower-case name."""
+    return {name.strip().lower(): vid.strip() for name, vid in (e.split("=", 1) for e in entries)}
 
 
 def _sse(obj: dict[str, Any]) -> bytes:

@@ -22,5 +22,6 @@ def add_routes(app: web.Application) -> None:
     r.add_post(f"{_TTS}/stream/with-timestamps", el_http.tts_stream_with_timestamps)
     r.add_get("/v1/voices", listings.list_voices)
     r.add_get("/v1/voices/{voice_id}", listings.get_voice)
+    r.add_get("/v2/voices", listings.list_voices_v2)
     r.add_get("/v1/models", listings.list_models)
     r.add_post("/v1/audio/speech", openai_http.speech)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -17,6 +18,7 @@ from gateway.native.frames import encode_audio_frame
 from gateway.requests import build_request
 from gateway.session import SynthesisSession
 from shared import metrics
+from shared.audio.clock import PlayClock
 from shared.errors import (
     WS_GOING_AWAY,
     WS_INTERNAL_ERROR,
@@ -69,9 +71,12 @@ async def native_ws(request: web.Request) -> web.StreamResponse:
         await _close(ws, e, code=1011)
         return ws
     await ws.send_json({"type": "session", "session_id": session.id, "protocol": PROTOCOL_VERSION})
-    writer = asyncio.create_task(_write_events(ws, session), name=f"ws-writer-{session.id}")
+    # Per started context (oldest first per id, so a reused id never takes an older one's clock): where its
+    # next chunk starts. Registered at start, before any audio can be queued; dropped at its final/error.
+    clocks: dict[str, deque[PlayClock]] = {}
+    writer = asyncio.create_task(_write_events(ws, session, clocks), name=f"ws-writer-{session.id}")
     try:
-        await _read_commands(ws, session, request)
+        await _read_commands(ws, session, request, clocks)
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -82,7 +87,8 @@ async def native_ws(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _read_commands(ws: web.WebSocketResponse, session: SynthesisSession, request: web.Request) -> None:
+async def _read_commands(ws: web.WebSocketResponse, session: SynthesisSession, request: web.Request,
+                         clocks: dict[str, deque[PlayClock]]) -> None:
     settings = session.settings
     async for msg in ws:
         if msg.type == WSMsgType.TEXT:
@@ -92,7 +98,7 @@ async def _read_commands(ws: web.WebSocketResponse, session: SynthesisSession, r
             cmd: m.Command | None = None
             try:
                 cmd = m.parse(msg.data)
-                await _apply(ws, session, cmd, request)
+                await _apply(ws, session, cmd, request, clocks)
             except TTSError as e:
                 if e.ws_close is not None:
                     await _close(ws, e)
@@ -117,7 +123,7 @@ async def _read_commands(ws: web.WebSocketResponse, session: SynthesisSession, r
 
 
 async def _apply(ws: web.WebSocketResponse, session: SynthesisSession, cmd: m.Command,
-                 request: web.Request) -> None:
+                 request: web.Request, clocks: dict[str, deque[PlayClock]]) -> None:
     if isinstance(cmd, m.Text):
         await session.send_text(cmd.context_id, cmd.text, cmd.flush)
     elif isinstance(cmd, m.Start):
@@ -125,7 +131,13 @@ async def _apply(ws: web.WebSocketResponse, session: SynthesisSession, cmd: m.Co
                                   model=cmd.model, fmt=cmd.format, voice_settings=cmd.voice_settings,
                                   options=cmd.options, text=cmd.text, input_closed=cmd.end,
                                   use_cache=cmd.cache)
-        ctx = await session.start(req)
+        clock = PlayClock(req.fmt)
+        clocks.setdefault(cmd.context_id, deque()).append(clock)
+        try:
+            ctx = await session.start(req)
+        except BaseException:
+            _drop_clock(clocks, cmd.context_id, clock)
+            raise
         fmt = req.fmt
         await ws.send_json({"type": "started", "context_id": cmd.context_id, "voice": req.voice_id,
                             "provider": req.provider, "format": fmt.name, "sample_rate": fmt.sample_rate,
@@ -142,7 +154,8 @@ async def _apply(ws: web.WebSocketResponse, session: SynthesisSession, cmd: m.Co
         await ws.send_json({"type": "pong", "id": cmd.id})
 
 
-async def _write_events(ws: web.WebSocketResponse, session: SynthesisSession) -> None:
+async def _write_events(ws: web.WebSocketResponse, session: SynthesisSession,
+                        clocks: dict[str, deque[PlayClock]]) -> None:
     ids: dict[str, bytes] = {}
     try:
         while not ws.closed:
@@ -151,21 +164,40 @@ async def _write_events(ws: web.WebSocketResponse, session: SynthesisSession) ->
                 cid = ids.get(event.context_id)
                 if cid is None:
                     cid = ids[event.context_id] = event.context_id.encode("ascii")
+                pending = clocks.get(event.context_id)
+                offset_s = pending[0].advance(event.audio) if pending else 0.0
                 await ws.send_bytes(encode_audio_frame(cid, event.seq, event.audio))
                 if event.alignment is not None:
+                    # Times stay chunk-relative (as ElevenLabs sends them); offset_ms says where the chunk
+                    # starts in the context's audio, so offset_ms + charStartTimesMs never resets.
                     await ws.send_json({"type": "alignment", "context_id": event.context_id, "seq": event.seq,
-                                        **event.alignment})
+                                        "offset_ms": round(offset_s * 1000, 1), **event.alignment})
             elif isinstance(event, FinalEvent):
                 ids.pop(event.context_id, None)
+                _drop_clock(clocks, event.context_id)
                 await ws.send_json(_final_json(event))
             elif isinstance(event, ErrorEvent):
                 ids.pop(event.context_id or "", None)
+                _drop_clock(clocks, event.context_id or "")
                 await _send_error(ws, event.context_id, event.error, count=False)
             elif isinstance(event, SessionClosing):
                 await _close(ws, event.error)
                 return
     except (ConnectionError, RuntimeError) as e:  # aiohttp raises a bare ConnectionError on a lost peer
         log.debug("ws_writer_stopped", session_id=session.id, error=type(e).__name__)
+
+
+def _drop_clock(clocks: dict[str, deque[PlayClock]], context_id: str, clock: PlayClock | None = None) -> None:
+    """Forget a context's clock: ``clock`` (a start that failed) or the oldest (the context ended)."""
+    pending = clocks.get(context_id)
+    if not pending:
+        return
+    if clock is None:
+        pending.popleft()
+    elif clock in pending:
+        pending.remove(clock)
+    if not pending:
+        del clocks[context_id]
 
 
 def _final_json(e: FinalEvent) -> dict[str, Any]:

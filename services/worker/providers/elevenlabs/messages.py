@@ -134,7 +134,12 @@ def parse_frame(data: str | bytes) -> ServerFrame:
         frame.bad_audio = True
     if frame.audio is not None:
         # ``alignment`` follows the text we sent; ``normalizedAlignment`` only when that is missing.
-        frame.alignment = _alignment(obj.get("alignment")) or _alignment(obj.get("normalizedAlignment"))
+        original, normalized = _alignment(obj.get("alignment")), _alignment(obj.get("normalizedAlignment"))
+        frame.alignment = original or normalized
+        if original is not None and normalized is not None and normalized != original:
+            # The normalized text's own timing (numbers spelled out...) rides along for the edges that
+            # send ``normalizedAlignment``; dropped where a converter merges chunks (then it is the original).
+            original["normalized"] = normalized
     err = obj.get("error")
     if err is not None or (obj.get("message") and frame.audio is None and not frame.is_final):
         frame.error = str(err) if err is not None else "error"
