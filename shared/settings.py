@@ -125,6 +125,10 @@ class Settings:
     # ElevenLabs/OpenAI-compatible endpoints: unlike ElevenLabs (5, then the socket dies) a client socket
     # may run this many contexts; the next one alone gets an error frame.
     compat_max_contexts_per_socket: int = env_field("COMPAT_MAX_CONTEXTS_PER_SOCKET", 32, check=_positive)
+    # Absolute deadline for a compatible socket's key (first message): heartbeats do not extend it.
+    ws_auth_timeout_s: float = env_field("WS_AUTH_TIMEOUT_S", 10.0, check=_positive)
+    # Open sessions of a revoked key are closed within this many seconds (gateway/revocation.py).
+    revocation_check_s: float = env_field("REVOCATION_CHECK_S", 2.0, check=_positive)
     # TLS on the gateway's own port (the ElevenLabs SDK's WebSocket helper always dials wss://).
     tls_cert_file: str | None = env_field("TLS_CERT_FILE", None, hint="PEM certificate chain")
     tls_key_file: str | None = env_field("TLS_KEY_FILE", None, hint="PEM private key")
