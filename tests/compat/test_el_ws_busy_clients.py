@@ -12,7 +12,6 @@ import time
 from emulator.synth import decode_text
 
 from shared import metrics
-
 from tests.compat.conftest import EL_VOICE, el_stack
 from tests.compat.elclient import ElClient
 
