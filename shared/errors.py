@@ -242,6 +242,14 @@ class Timeout(TTSError):
     retryable = True
 
 
+class Overloaded(TTSError):
+    """The worker cannot keep one more stream real-time: refused at once rather than slowing every stream."""
+
+    code = "overloaded"
+    http_status = 503
+    retryable = True
+
+
 class UpstreamError(TTSError):
     """The synthesis provider failed."""
 

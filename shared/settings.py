@@ -121,6 +121,9 @@ class Settings:
 
     # local voice
     local_voice_threads: int = env_field("LOCAL_VOICE_THREADS", 2, check=_positive)
+    # Concurrent local-voice streams a worker accepts before refusing with ``overloaded``; 0 = measured at
+    # start (the engine's real-time factor on this machine x threads, with headroom).
+    local_voice_max_streams: int = env_field("LOCAL_VOICE_MAX_STREAMS", 0, check=_non_negative)
 
     # ElevenLabs/OpenAI-compatible endpoints: unlike ElevenLabs (5, then the socket dies) a client socket
     # may run this many contexts; the next one alone gets an error frame.
