@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from worker.providers.base import SynthesisRequest
-from worker.providers.local import LocalProvider, LocalStream
+from worker.providers.local import CAPACITY_HEADROOM, LocalProvider, LocalStream
 from worker.providers.local_sched import NeedScheduler, Playback
 from worker.providers.piper_engine import PiperEngine, get_engine
 
@@ -158,7 +158,7 @@ async def test_measured_capacity_comes_from_the_engine(engine: PiperEngine) -> N
     try:
         rtf = engine.realtime_factor()
         assert rtf > 0 and provider.realtime_factor == rtf
-        assert provider.capacity == max(1, int(rtf * 2 * 0.75))
+        assert provider.capacity == max(1, int(rtf * 2 * CAPACITY_HEADROOM))
     finally:
         await provider.close()
 

@@ -40,9 +40,10 @@ log = structlog.get_logger(__name__)
 VOICE_ID = "joe"
 MODEL_ID = "piper"  # the only model; any ``model_id`` in a request is accepted and ignored
 PROVIDER = "local"
-# Share of the measured throughput offered as capacity: pieces are synthesized whole (a slot is held
-# for up to a second), and the machine is shared with the rest of the worker.
-CAPACITY_HEADROOM = 0.75
+# Share of the measured throughput offered as capacity. bench/local_capacity.py on 2 cores found 12
+# streams real-time where real-time factor x threads was 25: encoding, resampling, the event loop and
+# two runs sharing caches eat the rest, and pieces are synthesized whole (a slot is held up to ~1 s).
+CAPACITY_HEADROOM = 0.5
 
 
 class LocalProvider:
