@@ -64,7 +64,8 @@ async def test_immediate_close_context_stops_audio_and_frees_the_upstream(redis_
         cancelled_jobs = metrics.JOBS.labels("elevenlabs", "cancelled")._value.get()
         await c.send(text=" ", context_id="old")
         await c.send(text=long_text, context_id="old", flush=True)
-        await c.pump_until(lambda c: len(c.get("old").chunks) >= 2, timeout=10)
+        await c.send(context_id="old", close_context=True)  # LiveKit: the whole turn sent and closed...
+        await c.pump_until(lambda c: len(c.get("old").chunks) >= 2, timeout=10)  # ...then the user barges in
         t0 = time.monotonic()
         await c.send(context_id="old", close_context=True, immediate=True)
         await c.pump_until(lambda c: c.final("old"), timeout=5)
@@ -75,7 +76,7 @@ async def test_immediate_close_context_stops_audio_and_frees_the_upstream(redis_
         await c.pump_until(lambda c: c.final("new"), timeout=20)
         await stack.emu.wait_until(lambda s: s.contexts_active == 0, timeout=5)
         await c.quiet_for(0.5)
-        # A second close of the cancelled id gets nothing more; an immediate close of an unknown id one final.
+        # A later close of the cancelled id gets nothing more; an immediate close of an unknown id one final.
         await c.send(context_id="old", close_context=True, immediate=True)
         await c.send(context_id="never", close_context=True, immediate=True)
         await c.pump_until(lambda c: c.final("never"), timeout=5)
