@@ -263,6 +263,14 @@ class InputTimeout(TTSError):
     http_status = 408
 
 
+class Overloaded(TTSError):
+    """The worker cannot keep one more stream real-time: refused at once rather than slowing every stream."""
+
+    code = "overloaded"
+    http_status = 503
+    retryable = True
+
+
 class UpstreamError(TTSError):
     """The synthesis provider failed."""
 

@@ -81,6 +81,11 @@ JOBS = Counter("tts_jobs_total", "Jobs finished by a worker, by outcome", ["prov
 JOB_DURATION = Histogram("tts_job_duration_seconds", "Job run time on a worker", ["provider"],
                          buckets=DURATION_BUCKETS)
 WORKER_ACTIVE_JOBS = Gauge("tts_worker_active_jobs", "Jobs running on this worker")
+LOCAL_STREAMS = Gauge("tts_local_voice_streams", "Open local-voice streams on this worker")
+LOCAL_CAPACITY = Gauge("tts_local_voice_capacity_streams",
+                       "Local-voice streams this worker keeps real-time (measured or LOCAL_VOICE_MAX_STREAMS)")
+LOCAL_WAITING = Gauge("tts_local_voice_waiting_streams", "Local-voice streams waiting for a synthesis slot")
+OVERLOADED = Counter("tts_overloaded_total", "Contexts refused because the worker was at capacity", ["provider"])
 UPSTREAM_TTFB = Histogram("tts_upstream_ttfb_seconds", "First text sent upstream to first audio back",
                           ["provider", "model"], buckets=LATENCY_BUCKETS)
 UPSTREAM_CONNECT = Histogram("tts_upstream_connect_seconds", "Upstream WebSocket connect time",

@@ -144,6 +144,9 @@ class Settings:
 
     # local voice
     local_voice_threads: int = env_field("LOCAL_VOICE_THREADS", 2, check=_positive)
+    # Concurrent local-voice streams a worker accepts before refusing with ``overloaded``; 0 = measured at
+    # start (the engine's real-time factor on this machine x threads, with headroom).
+    local_voice_max_streams: int = env_field("LOCAL_VOICE_MAX_STREAMS", 0, check=_non_negative)
 
     # ElevenLabs/OpenAI-compatible endpoints: unlike ElevenLabs (5, then the socket dies) a client socket
     # may run this many contexts; the next one alone gets an error frame.
@@ -152,6 +155,11 @@ class Settings:
     openai_voices: tuple[str, ...] = env_field(
         "OPENAI_VOICES", (), check=lambda v: all(item.count("=") == 1 and all(item.split("=")) for item in v),
         hint="comma-separated name=voice_id, e.g. alloy=joe,nova=21m00Tcm4TlvDq8ikWAM")
+
+    # Absolute deadline for a compatible socket's key (first message): heartbeats do not extend it.
+    ws_auth_timeout_s: float = env_field("WS_AUTH_TIMEOUT_S", 10.0, check=_positive)
+    # Open sessions of a revoked key are closed within this many seconds (gateway/revocation.py).
+    revocation_check_s: float = env_field("REVOCATION_CHECK_S", 2.0, check=_positive)
     # TLS on the gateway's own port (the ElevenLabs SDK's WebSocket helper always dials wss://).
     tls_cert_file: str | None = env_field("TLS_CERT_FILE", None, hint="PEM certificate chain")
     tls_key_file: str | None = env_field("TLS_KEY_FILE", None, hint="PEM private key")

@@ -14,7 +14,7 @@ import msgpack
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway import admin, demo, edge, health, monitor, tenancy, voices
+from gateway import admin, demo, edge, health, monitor, revocation, tenancy, voices
 from gateway.appkeys import BACKGROUND, SERVICES, SETTINGS
 from gateway.catalog import Catalog
 from gateway.compat.routes import add_routes as add_compat_routes
@@ -61,6 +61,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SERVICES] = services
     tasks = [asyncio.create_task(monitor.monitor_forever(services), name="context-monitor"),
              asyncio.create_task(_heartbeat_forever(services), name="gateway-heartbeat")]
+    if not settings.auth_disabled:
+        tasks.append(asyncio.create_task(revocation.watch_forever(services), name="revocation-watch"))
     app[BACKGROUND] = tasks
     if settings.auth_disabled:
         log.warning("auth_disabled", message="AUTH_DISABLED is on: anyone who can reach this port may "

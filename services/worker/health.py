@@ -26,9 +26,12 @@ def create_health_app(worker: WakeableWorker) -> web.Application:
             await state.redis.ping()
         except (RedisError, OSError):
             return web.json_response({"status": "redis_unreachable"}, status=503)
+        providers = {n: p.status() for n, p in state.providers.items()}
+        # Still ready (the queue, not a Service, routes jobs here), but an autoscaler can see a full worker.
         return web.json_response({"status": "ready", "worker_id": state.worker_id,
                                   "active_jobs": len(state.active_jobs),
-                                  "providers": {n: p.status() for n, p in state.providers.items()}})
+                                  "saturated": any(p.get("saturated") for p in providers.values()),
+                                  "providers": providers})
 
     async def metrics(_: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest())

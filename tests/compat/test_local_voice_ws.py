@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from shared.audio.analysis import rms
+from tests.compat.conftest import local_stack
 from tests.compat.elclient import ElClient
 
 
@@ -39,3 +42,29 @@ async def test_local_voice_barge_in_with_new_ids(local) -> None:
         rec = c.get(f"turn{i}")
         assert rec.finals == 1 and rec.frames_after_final == 0 and not rec.errors
         assert len(rec.audio) / 32000 > 1.0
+
+
+async def test_beyond_capacity_a_context_is_refused_and_an_immediate_close_frees_the_slot(redis_url: str) -> None:
+    """One real-time stream fits (LOCAL_VOICE_MAX_STREAMS=1): the next is refused at once with a retryable
+    ``overloaded``, the playing one is untouched, and barging in with ``immediate`` frees its slot at once."""
+    long_text = " ".join(["This answer keeps the only local voice stream of the worker busy for a while."] * 4)
+    async with local_stack(redis_url, local_voice_max_streams=1) as stack, \
+            ElClient.connect(stack.base, stack.http, output_format="pcm_16000") as c:
+        await c.send(text=long_text, context_id="playing", flush=True)
+        await c.pump_until(lambda c: bool(c.get("playing").chunks), timeout=30)
+        t0 = time.monotonic()
+        await c.send(text="One stream too many.", context_id="extra", flush=True)
+        await c.pump_until(lambda c: c.final("extra"), timeout=10)
+        refused_after = time.monotonic() - t0
+        await c.send(context_id="playing", close_context=True, immediate=True)
+        await c.pump_until(lambda c: c.final("playing"), timeout=5)
+        await c.send(text="Now there is room.", context_id="next", flush=True)
+        await c.send(context_id="next", close_context=True)
+        await c.pump_until(lambda c: c.final("next"), timeout=30)
+    extra = c.get("extra")
+    assert [e["error"] for e in extra.errors] == ["overloaded"] and extra.audio == b"" and extra.finals == 1
+    assert refused_after < 5.0  # at once (one transparent retry included), not after a stall
+    playing = c.get("playing")
+    assert playing.finals == 1 and not playing.errors and playing.frames_after_final == 0
+    nxt = c.get("next")
+    assert not nxt.errors and nxt.finals == 1 and len(nxt.audio) / 32000 > 0.5 and rms(nxt.audio) > 0.01

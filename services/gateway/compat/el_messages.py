@@ -126,6 +126,8 @@ class ClientMessage:
     flush: bool = False
     close_context: bool = False
     close_socket: bool = False
+    # Extension: with ``close_context``, cancel now (no more audio, isFinal at once) instead of finishing.
+    immediate: bool = False
     voice_settings: dict[str, Any] | None = None
     chunk_length_schedule: list[float] | None = None
     api_key: str | None = None
@@ -157,6 +159,7 @@ def parse_client_message(raw: str) -> ClientMessage:
     return ClientMessage(
         text=text, context_id=cid or None, flush=_flag(msg, "flush"),
         close_context=_flag(msg, "close_context"), close_socket=_flag(msg, "close_socket"),
+        immediate=_flag(msg, "immediate"),
         voice_settings=clean_voice_settings(msg.get("voice_settings")), chunk_length_schedule=schedule,
         api_key=key)
 

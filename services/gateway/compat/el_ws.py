@@ -12,15 +12,22 @@ Rules (where ElevenLabs is unsettled, the choice is the one that keeps real clie
   (pipecat's id-less keep-alive and a keep-alive racing a context's init cost nothing).
 - ``voice_settings`` are fixed by a context's first message; later ones are ignored, not fatal.
 - ``close_context`` ends input: buffered text is still spoken, then ``isFinal``. A close for an id
-  that never ran still gets an ``isFinal``; every closed context gets exactly one.
+  that never ran still gets an ``isFinal``; every closed context gets exactly one. With
+  ``"immediate": true`` (an extension) the context is cancelled instead: no more audio, its
+  ``isFinal`` at once, its job cancelled and its slot free (barge-in that stops paying).
 - Text for an id whose earlier incarnation is still draining starts a new context under that id;
   the draining one is cancelled and its remaining output dropped (it would be indistinguishable).
 - More than ``COMPAT_MAX_CONTEXTS_PER_SOCKET`` live contexts: only the new one gets an error frame
   (``too_many_contexts``) and later its ``isFinal``; the socket and the other contexts go on.
 - A failed context gets an error frame naming it, then its ``isFinal`` (pipecat ignores errors).
 - Inactivity: a context without messages for ``inactivity_timeout`` has its input ended (its
-  audio finishes normally); a socket with no live context and no message for that long is closed
-  with 1008 and ElevenLabs' text. On ``stream-input`` the socket closes when its context idles.
+  audio finishes normally); a socket with nothing in flight for that long (no live context and no
+  client message; the clock starts at the later of the last message and the last context ending)
+  is closed with 1008 and ElevenLabs' text. A client waiting for its own audio is never idle. On
+  ``stream-input`` the socket closes when its context idles.
+- Contexts refused at start (limit, bad request) are remembered so their later messages are
+  dropped, but only the most recent ``_REJECTED_MEMORY`` of them: a client that never closes them
+  cannot grow the socket's maps.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 _RECENT_ENDED = 256
+_REJECTED_MEMORY = 256
 # A client whose bounded buffer overflowed gets this long to take its error and close frame; then its
 # connection is cut (its pipe may be full for good, and nothing may wait on it for ever).
 SHED_GRACE_S = 2.0
@@ -106,7 +114,11 @@ class ElSocket:
         self.contexts: dict[str | None, ClientContext] = {}
         self.by_internal: dict[str, ClientContext] = {}
         self.recent_ended: OrderedDict[str | None, None] = OrderedDict()
+        self.rejected: OrderedDict[str | None, None] = OrderedDict()
         self.last_message_at = time.monotonic()
+        # When the socket last had a context in flight: idleness is counted from the later of this and
+        # the last client message (a client waiting for its round's audio sends nothing).
+        self.last_busy_at = self.last_message_at
         self.closing = False  # close_socket (or stream-input's end): finish, then close 1000
         self.done = asyncio.Event()  # the socket must end (closed, or about to be)
         self._serial = 0
@@ -163,9 +175,10 @@ class ElSocket:
             if ctx is None:
                 continue
             if isinstance(event, AudioEvent):
-                if not ctx.muted:
-                    for frame in m.audio_frames(event.audio, event.alignment, self._wire_id(ctx), width):
-                        await self.send(frame)
+                for frame in m.audio_frames(event.audio, event.alignment, self._wire_id(ctx), width):
+                    if ctx.muted:
+                        break  # cancelled (immediate close) while this chunk was going out
+                    await self.send(frame)
                 continue
             self._forget(ctx)
             if ctx.muted:
@@ -186,7 +199,10 @@ class ElSocket:
     async def send_final(self, ctx: ClientContext) -> None:
         """The context's one isFinal."""
         ctx.ended = True
+        self.last_busy_at = time.monotonic()
         self._remember_ended(ctx.client_id)
+        if ctx.rejected:
+            self.rejected.pop(ctx.client_id, None)
         if self.multi and self.contexts.get(ctx.client_id) is ctx:
             del self.contexts[ctx.client_id]  # a long-lived socket sees endless fresh ids (LiveKit, pipecat)
         await self.send(m.final_frame(self._wire_id(ctx)))
@@ -207,6 +223,16 @@ class ElSocket:
     def _forget(self, ctx: ClientContext) -> None:
         self.by_internal.pop(ctx.internal_id, None)
 
+    def _remember_rejected(self, ctx: ClientContext) -> None:
+        """Keep a refused context (its messages are dropped until its close), boundedly."""
+        self.rejected[ctx.client_id] = None
+        self.rejected.move_to_end(ctx.client_id)
+        while len(self.rejected) > _REJECTED_MEMORY:
+            oldest, _ = self.rejected.popitem(last=False)
+            old = self.contexts.get(oldest)
+            if old is not None and old.rejected:
+                del self.contexts[oldest]  # a later message for it is treated as a new context
+
     def _live(self) -> list[ClientContext]:
         return [c for c in self.contexts.values() if not c.ended and not c.rejected]
 
@@ -223,6 +249,7 @@ class ElSocket:
         ctx = ClientContext(client_id, f"{self._serial}", msg.voice_settings or {})
         self.contexts[client_id] = ctx
         self.recent_ended.pop(client_id, None)
+        self.rejected.pop(client_id, None)
         text = "" if msg.text is None or msg.text == " " else msg.text
         options = dict(self.query.options)
         if msg.chunk_length_schedule is not None:
@@ -243,6 +270,7 @@ class ElSocket:
             if not self.multi:
                 raise
             ctx.rejected = True
+            self._remember_rejected(ctx)
             metrics.CLIENT_ERRORS.labels(e.code).inc()
             await self.send(m.error_frame(e.code, e.message, context_id=client_id))
         return ctx
@@ -254,6 +282,15 @@ class ElSocket:
         ctx.input_closed = True
         with contextlib.suppress(ContextClosed, ServiceUnavailable):
             await self.session.end_input(ctx.internal_id)
+
+    async def cancel_context(self, ctx: ClientContext) -> None:
+        """``close_context`` with ``immediate``: no more audio, the final now, the job cancelled."""
+        if ctx.ended:
+            return
+        ctx.muted = True
+        with contextlib.suppress(TTSError):
+            await self.session.cancel(ctx.internal_id, "cancelled")
+        await self.send_final(ctx)
 
     async def send_text(self, ctx: ClientContext, text: str, flush: bool) -> None:
         """Append text to a running context."""
@@ -297,6 +334,8 @@ class ElSocket:
             await asyncio.sleep(step)
             now = time.monotonic()
             live = self._live()
+            if live:
+                self.last_busy_at = now
             if not self.multi:
                 idle = now - self.last_message_at > timeout
                 if idle and not any(c.input_closed for c in live):
@@ -306,7 +345,7 @@ class ElSocket:
             for ctx in live:
                 if not ctx.input_closed and now - ctx.last_activity > timeout:
                     await self.end_context(ctx)
-            if not live and now - self.last_message_at > timeout:
+            if not live and now - max(self.last_message_at, self.last_busy_at) > timeout:
                 await self.fail(Timeout(m.inactivity_message(timeout)))
                 return
 

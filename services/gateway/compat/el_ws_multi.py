@@ -35,6 +35,9 @@ async def dispatch(sock: ElSocket, msg: m.ClientMessage) -> None:
             if ctx.rejected:
                 await sock.send_final(ctx)
                 return
+            if msg.immediate:
+                await sock.cancel_context(ctx)  # barge-in: stop paying for audio nobody will play
+                return
             if msg.text and not ctx.input_closed:
                 await sock.send_text(ctx, msg.text, msg.flush)
             await sock.end_context(ctx)

@@ -24,7 +24,6 @@ from shared.errors import (
     Forbidden,
     MessageTooLarge,
     ShuttingDown,
-    Timeout,
     TTSError,
     Unauthorized,
 )
@@ -57,7 +56,8 @@ async def serve(request: web.Request, *, multi: bool, dispatch: Dispatch) -> web
     first: m.ClientMessage | None = None
     if principal is None:
         try:
-            first = await _first_message(ws, query.inactivity_timeout_s, settings.max_message_bytes)
+            first = await _first_message(ws, min(query.inactivity_timeout_s, settings.ws_auth_timeout_s),
+                                         settings.max_message_bytes)
             if first is None or not first.api_key:
                 raise auth_error or Unauthorized("missing API key")
             principal = await principal_of(request, first.api_key)
@@ -131,11 +131,18 @@ async def _handle(sock: ElSocket, msg: m.ClientMessage, dispatch: Dispatch) -> N
             await sock.fail(e)
 
 
-async def _first_message(ws: web.WebSocketResponse, timeout: float, limit: int) -> m.ClientMessage | None:
+async def _first_message(ws: web.WebSocketResponse, deadline: float, limit: int) -> m.ClientMessage | None:
+    """The message that must carry the key, within one absolute deadline.
+
+    Not ``ws.receive(timeout=...)``: aiohttp restarts that timeout at every frame it handles itself,
+    heartbeat pongs included, so a client that only answers pings held an unauthenticated socket for ever.
+    """
     try:
-        msg = await ws.receive(timeout=timeout)
+        async with asyncio.timeout(deadline):
+            msg = await ws.receive()
     except TimeoutError:
-        raise Timeout(m.inactivity_message(timeout)) from None
+        shown = int(deadline) if float(deadline).is_integer() else deadline
+        raise Unauthorized(f"no API key within {shown} seconds: send it in the first message") from None
     if msg.type != WSMsgType.TEXT:
         return None
     if len(msg.data) > limit:

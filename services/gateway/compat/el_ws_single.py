@@ -2,7 +2,8 @@
 
 ``{"text":" "}`` first (BOS, may carry voice_settings/generation_config/a key), then text, then
 ``{"text":""}`` (EOS): the rest is spoken, ``{"isFinal":true}`` follows and the server closes
-with 1000. Whitespace-only text after BOS is forwarded (it may separate two words). Nothing is
+with 1000. ``{"close_context": true, "immediate": true}`` (an extension) stops at once: no more
+audio, ``isFinal``, close 1000. Whitespace-only text after BOS is forwarded (it may separate two words). Nothing is
 accepted after EOS. ``close_context``/``close_socket`` act as EOS.
 """
 
@@ -13,6 +14,7 @@ from aiohttp import web
 from gateway.compat import el_messages as m
 from gateway.compat.el_ws import ElSocket
 from gateway.compat.el_ws_serve import serve
+from shared.errors import WS_NORMAL
 
 
 async def stream_input_ws(request: web.Request) -> web.StreamResponse:
@@ -27,6 +29,10 @@ async def dispatch(sock: ElSocket, msg: m.ClientMessage) -> None:
         ctx = await sock.open_context(None, msg)
         if msg.text == "" or msg.close_context or msg.close_socket:
             await sock.end_context(ctx)
+        return
+    if msg.close_context and msg.immediate and not ctx.ended:
+        await sock.cancel_context(ctx)  # the extension: the stream ends now, without the rest of its audio
+        await sock.close(WS_NORMAL)
         return
     if ctx.input_closed:
         return

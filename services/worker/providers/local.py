@@ -4,12 +4,20 @@ Text arrives like LLM tokens; :class:`~worker.text_split.TextSplitter` releases 
 sentence (or a clause of a long one) is complete, and that piece is synthesized while the rest of
 the text is still arriving. The model is loaded once per process and shared by every provider
 instance; inference runs in threads (it releases the GIL), never on the event loop.
+
+The threads are shared by need (:mod:`worker.providers.local_sched`): the stream whose listener
+has the least audio buffered goes first. Capacity is measured, not guessed: at start the engine's
+real-time factor on this machine times ``threads``, with ``CAPACITY_HEADROOM`` kept for scheduling
+granularity and neighbours (``LOCAL_VOICE_MAX_STREAMS`` overrides it). A context beyond it is
+refused at once with ``overloaded`` (retryable), so the streams already playing stay real-time
+instead of all degrading together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,8 +29,9 @@ import structlog
 from shared import errors
 from shared.audio.encoder import OutputEncoder
 from shared.audio.formats import AudioFormat, UnsupportedFormat, parse_format
-from shared.metrics import UPSTREAM_ERRORS
+from shared.metrics import LOCAL_CAPACITY, LOCAL_STREAMS, LOCAL_WAITING, OVERLOADED, UPSTREAM_ERRORS
 from worker.providers.base import AudioChunk, ChunkQueue, SynthesisRequest, Voice
+from worker.providers.local_sched import DEFAULT_FIRST_PIECE_AHEAD_S, NeedScheduler, Playback
 from worker.providers.piper_engine import PiperEngine, SpokenPart, default_paths, get_engine
 from worker.text_split import DEFAULT_FIRST_MAX_WORDS, DEFAULT_MAX_WORDS, TextSplitter
 
@@ -31,6 +40,10 @@ log = structlog.get_logger(__name__)
 VOICE_ID = "joe"
 MODEL_ID = "piper"  # the only model; any ``model_id`` in a request is accepted and ignored
 PROVIDER = "local"
+# Share of the measured throughput offered as capacity. bench/local_capacity.py on 2 cores found 12
+# streams real-time where real-time factor x threads was 25: encoding, resampling, the event loop and
+# two runs sharing caches eat the rest, and pieces are synthesized whole (a slot is held up to ~1 s).
+CAPACITY_HEADROOM = 0.5
 
 
 class LocalProvider:
@@ -53,10 +66,12 @@ class LocalProvider:
         first_max_words: int | None = DEFAULT_FIRST_MAX_WORDS,
         model_path: Path | None = None,
         config_path: Path | None = None,
+        max_streams: int = 0,
+        first_piece_ahead_s: float = DEFAULT_FIRST_PIECE_AHEAD_S,
     ) -> None:
-        """Configure; nothing is loaded until :meth:`start`."""
-        if threads < 1 or chunk_ms < 10:
-            raise ValueError("threads must be >= 1 and chunk_ms >= 10")
+        """Configure; nothing is loaded until :meth:`start`. ``max_streams`` 0: measured at start."""
+        if threads < 1 or chunk_ms < 10 or max_streams < 0:
+            raise ValueError("threads must be >= 1, chunk_ms >= 10 and max_streams >= 0")
         self.threads = threads
         self.deterministic = deterministic
         self.chunk_ms = chunk_ms
@@ -70,6 +85,10 @@ class LocalProvider:
         self._executor: ThreadPoolExecutor | None = None
         self._start_lock = asyncio.Lock()
         self._streams: set[LocalStream] = set()
+        self.max_streams = max_streams
+        self.capacity: int = max_streams or 0  # set at start when measured
+        self.realtime_factor: float | None = None
+        self.scheduler = NeedScheduler(threads, first_piece_ahead_s)
 
     async def start(self) -> None:
         """Load the model in a thread (seconds, once per process; later providers share it)."""
@@ -81,11 +100,18 @@ class LocalProvider:
                 self._engine = await loop.run_in_executor(
                     self._executor, get_engine, *self._paths, self.threads
                 )
+                if not self.max_streams:
+                    self.realtime_factor = await loop.run_in_executor(self._executor,
+                                                                      self._engine.realtime_factor)
+                    self.capacity = max(1, math.floor(self.realtime_factor * self.threads * CAPACITY_HEADROOM))
+                LOCAL_CAPACITY.set(self.capacity)
                 log.info(
                     "local_voice_ready",
                     load_seconds=round(self._engine.load_seconds, 2),
                     threads=self.threads,
                     alignments=self._engine.alignments,
+                    realtime_factor=None if self.realtime_factor is None else round(self.realtime_factor, 2),
+                    capacity_streams=self.capacity,
                 )
 
     async def close(self) -> None:
@@ -111,8 +137,13 @@ class LocalProvider:
             raise errors.InvalidRequest("speed must be a number from 0.5 to 2.0")
         await self.start()
         assert self._engine is not None and self._executor is not None
+        if len(self._streams) >= self.capacity:
+            OVERLOADED.labels(PROVIDER).inc()
+            raise errors.Overloaded(f"this worker keeps {self.capacity} local-voice streams real-time and all "
+                                    "are in use; retry shortly")
         stream = LocalStream(self, self._engine, self._executor, fmt, float(speed))
         self._streams.add(stream)
+        LOCAL_STREAMS.set(len(self._streams))
         return stream
 
     def voices(self) -> list[Voice]:
@@ -141,11 +172,16 @@ class LocalProvider:
             "alignments": "phoneme" if engine and engine.alignments else "proportional",
             "threads": self.threads,
             "active_streams": len(self._streams),
+            "capacity_streams": self.capacity,
+            "realtime_factor": None if self.realtime_factor is None else round(self.realtime_factor, 2),
+            "waiting_streams": self.scheduler.waiting,
+            "saturated": engine is not None and len(self._streams) >= self.capacity,
             "sample_rate": self.sample_rate,
         }
 
     def _discard(self, stream: LocalStream) -> None:
         self._streams.discard(stream)
+        LOCAL_STREAMS.set(len(self._streams))
 
 
 class LocalStream:
@@ -178,6 +214,7 @@ class LocalStream:
         self._stop = threading.Event()  # read by the synthesis thread between pieces of audio
         self._ended = False
         self._spoken = 0  # pieces handed to the engine; touched only by the (one at a time) pool thread
+        self.playback = Playback()  # how far ahead of its listener this stream is (for the scheduler)
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="local-voice-stream")
         # A callback, not a finally: a task cancelled before its first step never runs its body.
@@ -226,12 +263,16 @@ class LocalStream:
 
     async def _run(self) -> None:
         carry: list[tuple[str, int, int]] = []  # chars whose audio the encoder has not released yet
+        pending = [0]  # samples fed to the encoder since the last chunk went out
+        scheduler = self._provider.scheduler
         try:
             while (piece := await self._pieces.get()) is not None:
-                await self._loop.run_in_executor(self._executor, self._speak, piece, carry)
+                async with scheduler.turn(self.playback):
+                    LOCAL_WAITING.set(scheduler.waiting)
+                    await self._loop.run_in_executor(self._executor, self._speak, piece, carry, pending)
             tail = self._encoder.finish()
             if tail or carry:
-                self._emit(tail, carry)
+                self._emit(tail, carry, pending[0])
             self._chunks.finish()
         except Exception as e:
             UPSTREAM_ERRORS.labels(PROVIDER, "synthesis").inc()
@@ -240,7 +281,7 @@ class LocalStream:
             error.__cause__ = e
             self._chunks.fail(error)
 
-    def _speak(self, piece: str, carry: list[tuple[str, int, int]]) -> None:
+    def _speak(self, piece: str, carry: list[tuple[str, int, int]], pending: list[int]) -> None:
         """Synthesize one piece and hand its audio to the loop slice by slice (runs in a pool thread)."""
         if self._stop.is_set():
             return
@@ -260,19 +301,22 @@ class LocalStream:
                 last = b == len(part.pcm)
                 carry.extend(_chars_in(part, a, b, last))
                 audio = self._encoder.feed(part.pcm[a:b].tobytes())
+                pending[0] += b - a
                 if audio:
                     try:
-                        self._loop.call_soon_threadsafe(self._emit, audio, list(carry))
+                        self._loop.call_soon_threadsafe(self._emit, audio, list(carry), pending[0])
                     except RuntimeError:  # the loop is gone (process shutting down): nobody listens
                         return
                     carry.clear()
+                    pending[0] = 0
                 else:  # held back by the encoder: these chars belong to the next chunk, at its start
                     carry[:] = [(c, start - (b - a), dur) for c, start, dur in carry]
 
-    def _emit(self, audio: bytes, chars: list[tuple[str, int, int]]) -> None:
-        """Queue one chunk (on the loop); dropped if the stream was cancelled meanwhile."""
+    def _emit(self, audio: bytes, chars: list[tuple[str, int, int]], samples: int) -> None:
+        """Queue one chunk of ``samples`` source samples (on the loop); dropped if the stream was cancelled."""
         if self._chunks.closed:
             return
+        self.playback.add(samples / self._engine.sample_rate)
         alignment = None
         if chars:
             ms = 1000 / self._engine.sample_rate

@@ -25,6 +25,10 @@ logging.getLogger("piper").setLevel(logging.INFO)
 
 _WORD = re.compile(r"\S*?(\w(?:\S*\w)?)\S*")  # group 1: the word without the punctuation around it
 
+# About four seconds of speech: long enough to average out, short enough for a worker's start.
+_CALIBRATION = ("The quick brown fox jumps over the lazy dog, and then it runs back across the field "
+                "to see whether anybody noticed what it had done.")
+
 _engines: dict[tuple[str, str], PiperEngine] = {}
 _engines_lock = threading.Lock()
 
@@ -108,6 +112,24 @@ class PiperEngine:
         self.sample_rate: int = config.sample_rate
         self.length_scale: float = config.length_scale
         self.load_seconds = time.perf_counter() - started
+        self._realtime_factor: float | None = None
+        self._calibrate_lock = threading.Lock()
+
+    def realtime_factor(self) -> float:
+        """Seconds of audio one synthesis run makes per wall second on this machine (measured once, blocking).
+
+        Measured with the run's share of the cores (``intra_op_num_threads``), so ``threads`` runs side
+        by side make about ``threads`` times as much. A warm-up run first: ONNX's first run is slow.
+        """
+        with self._calibrate_lock:
+            if self._realtime_factor is None:
+                for _ in self.synthesize(_CALIBRATION[:40], deterministic=True):
+                    pass
+                began = time.perf_counter()
+                samples = sum(len(p.pcm) for p in self.synthesize(_CALIBRATION, deterministic=True))
+                wall = max(1e-6, time.perf_counter() - began)
+                self._realtime_factor = samples / self.sample_rate / wall
+            return self._realtime_factor
 
     def synthesize(
         self,

@@ -18,7 +18,8 @@ def build_providers(settings: Settings, *, redis: aioredis.Redis | None = None) 
         if name == "local":
             from worker.providers.local import LocalProvider
 
-            providers[name] = LocalProvider(threads=settings.local_voice_threads)
+            providers[name] = LocalProvider(threads=settings.local_voice_threads,
+                                            max_streams=settings.local_voice_max_streams)
         elif name == "elevenlabs":
             from worker.providers.elevenlabs import ElevenLabsProvider
 
