@@ -13,7 +13,7 @@ from aiohttp import WSMsgType, web
 from gateway.appkeys import SERVICES
 from gateway.auth import Principal
 from gateway.compat import el_messages as m
-from gateway.compat.auth_edge import principal_of
+from gateway.compat.auth_edge import has_credentials, principal_of
 from gateway.compat.el_ws import ElSocket, close_code_for
 from gateway.compat.http_errors import el_error
 from shared import metrics
@@ -52,6 +52,11 @@ async def serve(request: web.Request, *, multi: bool, dispatch: Dispatch) -> web
         query = m.WsQuery.parse(request.query)
     except TTSError as e:
         await _fail_bare(ws, e)
+        return ws
+    if auth_error is not None and has_credentials(request):
+        # The handshake carried a key and it was refused (unknown, revoked): a client that puts its key
+        # there sends no other one, so waiting for a first message would only hold the socket open.
+        await _fail_bare(ws, auth_error)
         return ws
     first: m.ClientMessage | None = None
     if principal is None:
