@@ -174,8 +174,9 @@ class WakeableWorker(Worker):
         if not fresh or free <= 0:
             return
         fresh = fresh[:free]
-        scores = await self.pool.eval(_CLAIM_SCRIPT, 1, self.queue_name, timestamp_ms(),
-                                      int(self.in_progress_timeout_s * 1000), in_progress_key_prefix, *fresh)
+        scores: list[int] = await self.pool.eval(  # type: ignore[misc]
+            _CLAIM_SCRIPT, 1, self.queue_name, str(timestamp_ms()), str(int(self.in_progress_timeout_s * 1000)),
+            in_progress_key_prefix, *fresh)
         for job_id, score in zip(fresh, scores):
             if score == -1:
                 if job_id not in self.tasks:
