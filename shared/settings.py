@@ -84,6 +84,7 @@ class Settings:
     max_context_chars: int = env_field("MAX_CONTEXT_CHARS", 40000, check=_positive)
     max_contexts_per_session: int = env_field("MAX_CONTEXTS_PER_SESSION", 16, check=_positive)
     job_start_timeout_s: float = env_field("JOB_START_TIMEOUT_S", 10.0, check=_positive)
+    job_expires_s: float = env_field("JOB_EXPIRES_S", 120.0, check=_positive)
     first_audio_timeout_s: float = env_field("FIRST_AUDIO_TIMEOUT_S", 15.0, check=_positive)
     inter_chunk_timeout_s: float = env_field("INTER_CHUNK_TIMEOUT_S", 15.0, check=_positive)
     drain_grace_s: float = env_field("DRAIN_GRACE_S", 20.0, check=_non_negative)

@@ -53,7 +53,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     hub = PubSubHub(redis, service="gateway")
     services = GatewayServices(settings=settings, gateway_id=gateway_id, redis=redis, hub=hub,
-                               dispatcher=Dispatcher(redis, settings.queue_name),
+                               dispatcher=Dispatcher(redis, settings.queue_name, settings.job_expires_s),
                                catalog=Catalog(redis, settings.default_voice))
     hub.on_disconnect = lambda: _fail_inflight(services)
     await hub.start()
