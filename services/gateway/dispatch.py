@@ -11,6 +11,9 @@ from shared.queue import JOB_EXPIRES_MS, job_keys, job_payload
 
 # An input list outlives any sane utterance but never leaks for ever.
 INPUT_TTL_S = 3600
+# A Cancel left for a job that may still run on a worker whose subscriber is not back yet (workers
+# reconnect with a backoff of at most 1 s); a job that already ended never reads it, so keep it short.
+CANCEL_TTL_S = 3
 
 
 class Dispatcher:
@@ -54,6 +57,24 @@ class Dispatcher:
         pipe = self._redis.pipeline(transaction=True)
         pipe.zrem(self.queue_name, job_id)
         pipe.delete(*job_keys(job_id), keys.input_list(job_id))
+        await pipe.execute()
+
+    async def abandon(self, job_ids: list[str]) -> None:
+        """Remove these jobs from Redis and cancel any that still runs, in one MULTI (after a Redis outage).
+
+        Like :meth:`forget`, plus a Cancel: published live, and left alone in the job's input list for
+        ``CANCEL_TTL_S`` so a worker that resubscribes only after this still reads it at its replay.
+        """
+        if not job_ids:
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrem(self.queue_name, *job_ids)
+        for job_id in job_ids:
+            data = protocol.encode(protocol.Cancel(0, "cancelled"))
+            pipe.delete(*job_keys(job_id), keys.input_list(job_id))
+            pipe.rpush(keys.input_list(job_id), data)
+            pipe.expire(keys.input_list(job_id), CANCEL_TTL_S)
+            pipe.publish(keys.input_channel(job_id), data)
         await pipe.execute()
 
     async def expired_jobs(self, job_ids: list[str]) -> set[str]:

@@ -16,13 +16,14 @@ from redis.exceptions import RedisError
 from gateway.contexts import QUEUED, RUNNING, ContextState
 from gateway.services import GatewayServices
 from gateway.session import SynthesisSession
-from shared.errors import JobExpired, NoWorkers, Timeout, WorkerLost
+from shared.errors import JobExpired, NoWorkers, ServiceUnavailable, Timeout, WorkerLost
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 CHECK_INTERVAL_S = 0.2
 # A job still queued after this long has its arq key checked (an enqueue-to-start normally takes ms).
 EXPIRY_CHECK_AFTER_S = 0.5
+_BACKGROUND: set[asyncio.Task[None]] = set()  # strong references to fire-and-forget clean-ups
 
 
 async def monitor_forever(services: GatewayServices) -> None:
@@ -89,6 +90,38 @@ async def _fail_expired(services: GatewayServices, waiting: list[tuple[Synthesis
                 f"the job expired after {services.settings.job_expires_s:g} s in the queue before a worker "
                 "claimed it; nothing was spoken, retry"))
             await services.dispatcher.forget(ctx.job_id)
+
+
+def fail_inflight(services: GatewayServices) -> None:
+    """The subscriber lost Redis: fail every live context and remember its job for :func:`after_reconnect`."""
+    # Frames published while the subscriber was down are gone: say so instead of leaving a gap.
+    for session in list(services.registry.sessions.values()):
+        for ctx in list(session.contexts.values()):
+            if ctx.live:
+                services.outage_jobs.add(ctx.job_id)
+                session.fail_context(ctx, ServiceUnavailable("lost the connection to Redis mid-context"))
+
+
+def after_reconnect(services: GatewayServices) -> None:
+    """Redis is back: the failed contexts' jobs must neither run (again) nor linger, even if an AOF reloaded them."""
+    if services.outage_jobs:
+        task = asyncio.get_running_loop().create_task(_abandon_outage_jobs(services), name="abandon-outage-jobs")
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+
+async def _abandon_outage_jobs(services: GatewayServices) -> None:
+    jobs = sorted(services.outage_jobs)
+    for attempt in range(5):
+        try:
+            await services.dispatcher.abandon(jobs)
+        except (RedisError, OSError) as e:
+            log.warning("outage_jobs_not_abandoned", jobs=len(jobs), error=type(e).__name__, attempt=attempt)
+            await asyncio.sleep(0.2 * 2 ** attempt)
+            continue
+        services.outage_jobs.difference_update(jobs)
+        log.info("outage_jobs_abandoned", jobs=len(jobs))
+        return
 
 
 def _overdue(ctx: ContextState, now: float, first_audio_s: float, gap_s: float) -> bool:
