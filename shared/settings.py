@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -92,6 +93,8 @@ class Settings:
 
     # worker
     worker_id: str | None = env_field("WORKER_ID", None)
+    # Loopback unless asked: the port serves /metrics without a key. Container images set 0.0.0.0.
+    worker_metrics_host: str = env_field("WORKER_METRICS_HOST", "127.0.0.1")
     worker_metrics_port: int = env_field("WORKER_METRICS_PORT", 9100, check=lambda p: 0 <= p < 65536)
     worker_max_jobs: int = env_field("WORKER_MAX_JOBS", 200, check=_positive)
     worker_poll_s: float = env_field("WORKER_POLL_S", 0.5, check=_positive)
@@ -179,8 +182,13 @@ class Settings:
         return base
 
     def secrets(self) -> list[str]:
-        """Every secret value set, so log and response scrubbers can search for them."""
-        return [v for f in fields(self) if f.metadata.get("secret") and (v := getattr(self, f.name))]
+        """Every secret value set, so log and response scrubbers can search for them.
+
+        Includes the password of ``REDIS_URL`` (``redis://:PASSWORD@host`` / ``rediss://user:PASSWORD@host``).
+        """
+        found = [v for f in fields(self) if f.metadata.get("secret") and (v := getattr(self, f.name))]
+        password = urlsplit(self.redis_url).password
+        return [*found, password] if password else found
 
 
 def _parse(f: Any, name: str, raw: str) -> Any:

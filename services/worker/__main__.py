@@ -15,7 +15,7 @@ log = get_logger("worker")
 
 async def amain(settings: Settings) -> None:
     worker = build_worker(settings)
-    health = await start_health_server(worker, "0.0.0.0", settings.worker_metrics_port)
+    health = await start_health_server(worker, settings.worker_metrics_host, settings.worker_metrics_port)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await worker.async_run()
