@@ -45,19 +45,17 @@ _CLAIM_SCRIPT = """
 local out = {}
 for i = 5, #ARGV do
   local lock = ARGV[3] .. ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
   if redis.call('EXISTS', lock) == 1 then
     out[#out + 1] = -1
+  elseif (not score) or tonumber(score) > tonumber(ARGV[1]) then
+    out[#out + 1] = 0
   elseif redis.call('EXISTS', ARGV[4] .. ARGV[i]) == 0 then
     redis.call('ZREM', KEYS[1], ARGV[i])
     out[#out + 1] = -2
   else
-    local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-    if (not score) or tonumber(score) > tonumber(ARGV[1]) then
-      out[#out + 1] = 0
-    else
-      redis.call('PSETEX', lock, ARGV[2], '1')
-      out[#out + 1] = math.floor(tonumber(score))
-    end
+    redis.call('PSETEX', lock, ARGV[2], '1')
+    out[#out + 1] = math.floor(tonumber(score))
   end
 end
 return out
