@@ -137,6 +137,46 @@ class Child:
             self._pump.join(2.0)
 
 
+def describe_exit(code: int) -> str:
+    """``exited with code 3`` or ``killed by SIGKILL`` (Popen reports a signal as a negative code)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class CrashLoop(RuntimeError):
+    """A process crashed too often within the window: restarting it again would only hide the fault."""
+
+
+class Restarts:
+    """Crash bookkeeping of one supervised process: exponential backoff and the give-up rule.
+
+    A crash ``window_s`` seconds after the previous ones no longer counts towards the limit, so a
+    process that crashes once a day is restarted for ever, while one that cannot stay up is not.
+    """
+
+    def __init__(self, limit: int, window_s: float, first_delay_s: float = 0.5, max_delay_s: float = 8.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.first_delay_s = first_delay_s
+        self.max_delay_s = max_delay_s
+        self.total = 0  # restarts since the run began (what the log line counts)
+        self._recent: collections.deque[float] = collections.deque(maxlen=max(limit, 1) + 1)
+
+    def crashed(self, now: float) -> float:
+        """Record a crash; the delay before the restart, or :class:`CrashLoop` when over the limit."""
+        while self._recent and now - self._recent[0] > self.window_s:
+            self._recent.popleft()
+        self._recent.append(now)
+        if len(self._recent) > self.limit:
+            raise CrashLoop(f"crashed {len(self._recent)} times within {self.window_s:.0f}s")
+        self.total += 1
+        return min(self.first_delay_s * 2 ** (len(self._recent) - 1), self.max_delay_s)
+
+
 def stop_all(children: Sequence[Child], grace_s: float, log: Callable[[str], None],
              hurry: threading.Event | None = None) -> None:
     """SIGTERM every running child, wait up to ``grace_s``, then SIGKILL the stragglers' groups.

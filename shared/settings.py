@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -101,6 +102,7 @@ class Settings:
     max_context_chars: int = env_field("MAX_CONTEXT_CHARS", 40000, check=_positive)
     max_contexts_per_session: int = env_field("MAX_CONTEXTS_PER_SESSION", 16, check=_positive)
     job_start_timeout_s: float = env_field("JOB_START_TIMEOUT_S", 10.0, check=_positive)
+    job_expires_s: float = env_field("JOB_EXPIRES_S", 120.0, check=_positive)
     first_audio_timeout_s: float = env_field("FIRST_AUDIO_TIMEOUT_S", 15.0, check=_positive)
     inter_chunk_timeout_s: float = env_field("INTER_CHUNK_TIMEOUT_S", 15.0, check=_positive)
     drain_grace_s: float = env_field("DRAIN_GRACE_S", 20.0, check=_non_negative)
@@ -108,6 +110,8 @@ class Settings:
 
     # worker
     worker_id: str | None = env_field("WORKER_ID", None)
+    # Loopback unless asked: the port serves /metrics without a key. Container images set 0.0.0.0.
+    worker_metrics_host: str = env_field("WORKER_METRICS_HOST", "127.0.0.1")
     worker_metrics_port: int = env_field("WORKER_METRICS_PORT", 9100, check=lambda p: 0 <= p < 65536)
     worker_max_jobs: int = env_field("WORKER_MAX_JOBS", 200, check=_positive)
     worker_poll_s: float = env_field("WORKER_POLL_S", 0.5, check=_positive)
@@ -217,8 +221,13 @@ class Settings:
         return base
 
     def secrets(self) -> list[str]:
-        """Every secret value set, so log and response scrubbers can search for them."""
-        return [v for f in fields(self) if f.metadata.get("secret") and (v := getattr(self, f.name))]
+        """Every secret value set, so log and response scrubbers can search for them.
+
+        Includes the password of ``REDIS_URL`` (``redis://:PASSWORD@host`` / ``rediss://user:PASSWORD@host``).
+        """
+        found = [v for f in fields(self) if f.metadata.get("secret") and (v := getattr(self, f.name))]
+        password = urlsplit(self.redis_url).password
+        return [*found, password] if password else found
 
 
 # A guessable admin token opens every key; a guessable token secret mints tokens for any key.

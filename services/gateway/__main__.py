@@ -6,6 +6,7 @@ import ssl
 import sys
 
 from aiohttp import web
+from redis.exceptions import AuthenticationError
 
 from gateway.app import create_app
 from shared.logging import configure, get_logger
@@ -43,12 +44,17 @@ def main() -> None:
     tls = ssl_context(settings)
     scheme = "https" if tls else "http"
     print(f"gateway listening on {scheme}://{settings.gateway_host}:{settings.gateway_port}", flush=True)
-    web.run_app(app, host=settings.gateway_host, port=settings.gateway_port, print=None, ssl_context=tls,
-                shutdown_timeout=settings.drain_grace_s + 5, access_log=None, loop=loop,
-                handler_cancellation=True,
-                # aiohttp's only header deadline: it runs from the connection's start (and from each
-                # response on), so a client trickling its headers is cut off after this too.
-                keepalive_timeout=settings.header_read_timeout_s)
+    try:
+        web.run_app(app, host=settings.gateway_host, port=settings.gateway_port, print=None, ssl_context=tls,
+                    shutdown_timeout=settings.drain_grace_s + 5, access_log=None, loop=loop,
+                    handler_cancellation=True,
+                    # aiohttp's only header deadline: it runs from the connection's start (and from each
+                    # response on), so a client trickling its headers is cut off after this too.
+                    keepalive_timeout=settings.header_read_timeout_s)
+    except AuthenticationError as e:
+        # A configuration error, not an outage to ride out: say which variable, exit like a bad setting.
+        log.error("redis_auth_failed", error=str(e), hint="REDIS_URL: Redis refused its user or password")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

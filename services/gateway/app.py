@@ -22,7 +22,7 @@ from gateway.dispatch import Dispatcher
 from gateway.native.handler import native_ws
 from gateway.services import GatewayServices
 from shared import keys
-from shared.errors import ServiceUnavailable, ShuttingDown
+from shared.errors import ShuttingDown
 from shared.logging import get_logger
 from shared.pubsub import PubSubHub
 from shared.redis_client import create_redis
@@ -54,9 +54,10 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     hub = PubSubHub(redis, service="gateway")
     services = GatewayServices(settings=settings, gateway_id=gateway_id, redis=redis, hub=hub,
-                               dispatcher=Dispatcher(redis, settings.queue_name),
+                               dispatcher=Dispatcher(redis, settings.queue_name, settings.job_expires_s),
                                catalog=Catalog(redis, settings.default_voice))
-    hub.on_disconnect = lambda: _fail_inflight(services)
+    hub.on_disconnect = lambda: monitor.fail_inflight(services)
+    hub.on_reconnect = lambda: monitor.after_reconnect(services)
     await hub.start()
     app[SERVICES] = services
     tasks = [asyncio.create_task(monitor.monitor_forever(services), name="context-monitor"),
@@ -79,14 +80,6 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     await hub.close()
     await redis.aclose()
     log.info("gateway_stopped", gateway_id=gateway_id)
-
-
-def _fail_inflight(services: GatewayServices) -> None:
-    # Frames published while the subscriber was down are gone: say so instead of leaving a gap.
-    for session in list(services.registry.sessions.values()):
-        for ctx in list(session.contexts.values()):
-            if ctx.live:
-                session.fail_context(ctx, ServiceUnavailable("lost the connection to Redis mid-context"))
 
 
 async def _heartbeat_forever(services: GatewayServices) -> None:

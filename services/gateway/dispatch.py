@@ -11,14 +11,18 @@ from shared.queue import JOB_EXPIRES_MS, job_keys, job_payload
 
 # An input list outlives any sane utterance but never leaks for ever.
 INPUT_TTL_S = 3600
+# A Cancel left for a job that may still run on a worker whose subscriber is not back yet (workers
+# reconnect with a backoff of at most 1 s); a job that already ended never reads it, so keep it short.
+CANCEL_TTL_S = 3
 
 
 class Dispatcher:
     """Writes jobs and their input to Redis."""
 
-    def __init__(self, redis: aioredis.Redis, queue_name: str) -> None:
+    def __init__(self, redis: aioredis.Redis, queue_name: str, job_expires_s: float = JOB_EXPIRES_MS / 1000) -> None:
         self._redis = redis
         self.queue_name = queue_name
+        self.job_expires_ms = max(1, int(job_expires_s * 1000))
 
     async def enqueue(self, spec: protocol.JobSpec) -> None:
         """Enqueue the job and wake the workers, in one round trip.
@@ -29,7 +33,7 @@ class Dispatcher:
         """
         score = int(spec.enqueued_at * 1000)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.psetex(job_keys(spec.job_id)[0], JOB_EXPIRES_MS, job_payload(spec))
+        pipe.psetex(job_keys(spec.job_id)[0], self.job_expires_ms, job_payload(spec))
         pipe.zadd(self.queue_name, {spec.job_id: score})
         pipe.publish(keys.WAKE_CHANNEL, spec.job_id)  # workers claim the named job without a poll
         await pipe.execute()
@@ -54,6 +58,34 @@ class Dispatcher:
         pipe.zrem(self.queue_name, job_id)
         pipe.delete(*job_keys(job_id), keys.input_list(job_id))
         await pipe.execute()
+
+    async def abandon(self, job_ids: list[str]) -> None:
+        """Remove these jobs from Redis and cancel any that still runs, in one MULTI (after a Redis outage).
+
+        Like :meth:`forget`, plus a Cancel: published live, and left alone in the job's input list for
+        ``CANCEL_TTL_S`` so a worker that resubscribes only after this still reads it at its replay.
+        """
+        if not job_ids:
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrem(self.queue_name, *job_ids)
+        for job_id in job_ids:
+            data = protocol.encode(protocol.Cancel(0, "cancelled"))
+            pipe.delete(*job_keys(job_id), keys.input_list(job_id))
+            pipe.rpush(keys.input_list(job_id), data)
+            pipe.expire(keys.input_list(job_id), CANCEL_TTL_S)
+            pipe.publish(keys.input_channel(job_id), data)
+        await pipe.execute()
+
+    async def expired_jobs(self, job_ids: list[str]) -> set[str]:
+        """Which of these queued jobs lost their arq key (expired): no worker can ever start them."""
+        if not job_ids:
+            return set()
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.exists(job_keys(job_id)[0])
+        found = await pipe.execute()
+        return {job_id for job_id, n in zip(job_ids, found) if not n}
 
     async def live_workers(self, worker_ids: list[str]) -> set[str]:
         """Which of these workers still have a heartbeat."""

@@ -50,6 +50,8 @@ class GatewayServices:
     catalog: Catalog
     registry: Registry = field(default_factory=Registry)
     draining: bool = False
+    # Jobs of contexts failed because Redis went away; removed from Redis once it is back (gateway/monitor.py).
+    outage_jobs: set[str] = field(default_factory=set)
     # Tenancy (gateway/tenancy.py fills these in): None means "not enforced" / "no cache".
     tokens: TokenSigner | None = None
     admission: KeyAdmission | None = None

@@ -10,6 +10,7 @@ retries: only before a context's first audio went out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -286,6 +287,11 @@ class SynthesisSession:
             return None
         ctx = self._jobs.get(getattr(msg, "job_id", ""))
         if ctx is None:
+            if isinstance(msg, protocol.JobStarted):
+                # A job starting for a context that already ended (failed in a Redis outage and reloaded
+                # from its AOF, cancelled while queued): stop it before it pays upstream for nobody.
+                with contextlib.suppress(RedisError, OSError):
+                    await self.services.dispatcher.push_input(msg.job_id, protocol.Cancel(0, "cancelled"))
             return None  # a cancelled, retried or finished job: its frames must not leak
         if isinstance(msg, protocol.Audio):
             return self._on_audio(ctx, msg)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from redis.exceptions import AuthenticationError
+
 from shared.logging import configure, get_logger
 from shared.settings import Settings
 from worker.app import build_worker
@@ -15,7 +17,7 @@ log = get_logger("worker")
 
 async def amain(settings: Settings) -> None:
     worker = build_worker(settings)
-    health = await start_health_server(worker, "0.0.0.0", settings.worker_metrics_port)
+    health = await start_health_server(worker, settings.worker_metrics_host, settings.worker_metrics_port)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await worker.async_run()
@@ -28,11 +30,16 @@ def main() -> None:
     settings = Settings.from_env()
     configure(settings.log_level, settings.log_format, settings.secrets(), service="worker")
     try:
-        import uvloop
+        try:
+            import uvloop
 
-        uvloop.run(amain(settings))
-    except ImportError:
-        asyncio.run(amain(settings))
+            uvloop.run(amain(settings))
+        except ImportError:
+            asyncio.run(amain(settings))
+    except AuthenticationError as e:
+        # A configuration error, not an outage to ride out: say which variable, exit like a bad setting.
+        log.error("redis_auth_failed", error=str(e), hint="REDIS_URL: Redis refused its user or password")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

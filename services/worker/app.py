@@ -20,7 +20,7 @@ from shared.pubsub import PubSubHub
 from shared.queue import JOB_FUNCTION, job_deserializer, job_serializer
 from shared.redis_client import create_redis
 from shared.settings import Settings
-from worker import heartbeat
+from worker import heartbeat, listeners
 from worker.inputs import InputRouter
 from worker.job import synthesize
 from worker.providers.base import Provider
@@ -65,11 +65,13 @@ def build_worker(settings: Settings, providers: dict[str, Provider] | None = Non
         await hub.start(keys.WAKE_CHANNEL, handler=worker.wake)  # payload: the new job's id (or empty)
         state.ready = True
         ctx["heartbeat_task"] = asyncio.create_task(heartbeat.beat_forever(state), name="heartbeat")
+        # Jobs whose gateway died (nobody subscribed to their session) are cancelled within ~0.3 s.
+        ctx["listeners_task"] = asyncio.create_task(listeners.watch_forever(state), name="listeners")
         log.info("worker_started", worker_id=wid, providers=sorted(provs), max_jobs=settings.worker_max_jobs)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         state: WorkerState | None = ctx.get(STATE_KEY)
-        for name in ("drain_beat", "heartbeat_task"):
+        for name in ("drain_beat", "heartbeat_task", "listeners_task"):
             task = ctx.get(name)
             if task is not None:
                 task.cancel()

@@ -83,6 +83,12 @@ class InputRouter:
         except (aioredis.RedisError, OSError):
             pass  # the list carries a TTL; it goes away by itself
 
+    def cancel_local(self, job_id: str, reason: str) -> None:
+        """Cancel a running job from inside the worker (its listener is gone: nobody will send one)."""
+        inp = self._open.get(job_id)
+        if inp is not None:
+            inp.offer_raw(protocol.encode(protocol.Cancel(0, reason)))
+
     def on_reconnect(self) -> None:
         """After a pub/sub outage, re-read every open job's list to fill what was missed."""
         for inp in list(self._open.values()):

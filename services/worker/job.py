@@ -85,6 +85,7 @@ class _JobRun:
             return "orphaned"
         stream: SynthesisStream | None = None
         feeder: asyncio.Task[None] | None = None
+        state.listening[spec.job_id] = spec.session_id  # from now on a dead gateway cancels it
         try:
             provider = state.providers.get(spec.provider)
             if provider is None:
@@ -122,6 +123,7 @@ class _JobRun:
                 feeder.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await feeder
+            state.listening.pop(spec.job_id, None)
             if stream is not None:
                 with contextlib.suppress(Exception):
                     await stream.cancel()
@@ -168,6 +170,7 @@ class _JobRun:
                 await stream.end_input()
             elif isinstance(msg, protocol.Cancel):
                 self.cancel_reason = msg.reason
+                self.session_gone = self.session_gone or msg.reason == "session_gone"  # no one to tell
                 await stream.cancel()
                 return
 

@@ -24,7 +24,7 @@ from signal import Signals
 from typing import Any
 
 from arq.connections import create_pool
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker
 from redis.exceptions import RedisError
@@ -37,22 +37,25 @@ MAX_POLL_BACKOFF_S = 1.0
 # An id found running on another worker is not asked about again for this long (it stays listed
 # until it finishes; a rare re-check covers a worker that died with it locked).
 ELSEWHERE_RECHECK_S = 2.0
-# Per id: -1 locked (running somewhere), 0 not claimable now (gone or scheduled later), else its
-# score, after taking arq's in-progress lock. Atomic, like arq's WATCH/MULTI claim it replaces.
+# Per id: -1 locked (running somewhere), -2 expired (its job key is gone: dropped from the queue here,
+# never handed to arq, whose "job expired" path logs a failure for a job the gateway already ended),
+# 0 not claimable now (gone or scheduled later), else its score, after taking arq's in-progress
+# lock. Atomic, like arq's WATCH/MULTI claim it replaces.
 _CLAIM_SCRIPT = """
 local out = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local lock = ARGV[3] .. ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
   if redis.call('EXISTS', lock) == 1 then
     out[#out + 1] = -1
+  elseif (not score) or tonumber(score) > tonumber(ARGV[1]) then
+    out[#out + 1] = 0
+  elseif redis.call('EXISTS', ARGV[4] .. ARGV[i]) == 0 then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    out[#out + 1] = -2
   else
-    local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-    if (not score) or tonumber(score) > tonumber(ARGV[1]) then
-      out[#out + 1] = 0
-    else
-      redis.call('PSETEX', lock, ARGV[2], '1')
-      out[#out + 1] = math.floor(tonumber(score))
-    end
+    redis.call('PSETEX', lock, ARGV[2], '1')
+    out[#out + 1] = math.floor(tonumber(score))
   end
 end
 return out
@@ -174,12 +177,16 @@ class WakeableWorker(Worker):
         if not fresh or free <= 0:
             return
         fresh = fresh[:free]
-        scores = await self.pool.eval(_CLAIM_SCRIPT, 1, self.queue_name, timestamp_ms(),
-                                      int(self.in_progress_timeout_s * 1000), in_progress_key_prefix, *fresh)
+        scores: list[int] = await self.pool.eval(  # type: ignore[misc]
+            _CLAIM_SCRIPT, 1, self.queue_name, str(timestamp_ms()), str(int(self.in_progress_timeout_s * 1000)),
+            in_progress_key_prefix, job_key_prefix, *fresh)
         for job_id, score in zip(fresh, scores):
             if score == -1:
                 if job_id not in self.tasks:
                     self._elsewhere[job_id] = now
+                continue
+            if score == -2:
+                log.info("job_expired_unclaimed", job_id=job_id)
                 continue
             if score == 0:
                 continue  # gone, or re-enqueued for later

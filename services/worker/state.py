@@ -29,6 +29,8 @@ class WorkerState:
     providers: dict[str, Provider]
     started_at: float = field(default_factory=time.time)
     active_jobs: set[str] = field(default_factory=set)
+    # Running jobs whose input is open -> their session id (worker/listeners.py watches these).
+    listening: dict[str, str] = field(default_factory=dict)
     # Providers started (models loaded, pools warmed): /readyz answers 200 only from then on.
     ready: bool = False
     draining: bool = False

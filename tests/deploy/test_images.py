@@ -133,7 +133,8 @@ def test_source_layout_matches_the_package_map(dockerfile: Dockerfile) -> None:
 
 def test_dockerignore_keeps_secrets_and_clutter_out(dockerignore: DockerIgnore) -> None:
     for rel in (".git/config", ".venv/bin/python", ".env", "tests/conftest.py", "shared/__pycache__/x.pyc",
-                "services/gateway/__pycache__/app.cpython-311.pyc", "deploy/k8s/base/secrets.env"):
+                "services/gateway/__pycache__/app.cpython-311.pyc", "deploy/k8s/base/gateway-secrets.env",
+                "deploy/k8s/overlays/production/redis.secrets.env"):
         assert dockerignore.excluded(rel), rel
     for rel in ("pyproject.toml", "deploy/docker/pyproject_deps.py", "shared/settings.py",
                 "services/worker/app.py", "services/gateway/app.py"):

@@ -45,6 +45,7 @@ OVERLAYS = ["base", "overlays/dev", "overlays/production"]
 K8S_VERSIONS = ["1.29.0", None]  # oldest supported here, and the newest schema kubernetes-validate bundles
 DRAIN_MARGIN_S = 5  # beyond the drain: closing sockets, stopping the loop, flushing logs
 SERVICE_MODULES = {"gateway": "gateway", "worker": "worker"}
+PROD_SECRET_FILES = ["gateway.secrets.env", "worker.secrets.env", "redis.secrets.env"]
 
 
 # ---- compose -----------------------------------------------------------------------------------------
@@ -155,19 +156,26 @@ def test_compose_grafana_mounts_what_provisioning_expects(compose: dict[str, Any
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    """Each kustomization rendered; production from a copy with secrets.env made from its example."""
+    """Each kustomization rendered; production from a copy with its *.secrets.env made from the examples."""
     kubectl = find_kubectl()
     tree = tmp_path_factory.mktemp("k8s") / "k8s"
     shutil.copytree(K8S, tree)
     prod = tree / "overlays" / "production"
-    (prod / "secrets.env").unlink(missing_ok=True)  # an operator's local copy, never used here
+    for local in prod.glob("*secrets.env"):
+        local.unlink()  # an operator's local copies, never used here
     out: dict[str, list[dict[str, Any]]] = {}
     for name in OVERLAYS:
         if name == "overlays/production":
-            missing = run([kubectl, "kustomize", str(tree / name)])
-            assert missing.returncode != 0 and "secrets.env" in missing.stderr, \
-                "production must refuse to render without its uncommitted secrets.env"
-            shutil.copy(prod / "secrets.env.example", prod / "secrets.env")
+            for holder in PROD_SECRET_FILES:  # each file missing alone stops the render
+                for other in PROD_SECRET_FILES:
+                    (prod / other).unlink(missing_ok=True)
+                    if other != holder:
+                        shutil.copy(prod / f"{other}.example", prod / other)
+                missing = run([kubectl, "kustomize", str(tree / name)])
+                assert missing.returncode != 0 and holder in missing.stderr, \
+                    f"production must refuse to render without its uncommitted {holder}"
+            for holder in PROD_SECRET_FILES:
+                shutil.copy(prod / f"{holder}.example", prod / holder)
         proc = run([kubectl, "kustomize", str(tree / name)])
         assert proc.returncode == 0, f"{name}: {proc.stderr}"
         out[name] = [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -325,16 +333,20 @@ def test_selectors_match_pods(rendered: dict[str, list[dict[str, Any]]], overlay
 
 
 def test_committed_secrets_are_empty_placeholders() -> None:
-    for path in (K8S / "base" / "secrets.env", K8S / "overlays" / "production" / "secrets.env.example"):
+    committed = [*(K8S / "base").glob("*-secrets.env"), *(K8S / "overlays" / "production").glob("*.secrets.env.example")]
+    assert len(committed) == 6, committed
+    for path in committed:
+        if path.name == "redis-secrets.env":
+            continue  # the base's in-namespace default (no password); overlays replace it
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip() and not line.lstrip().startswith("#"):
                 key, _, value = line.partition("=")
                 assert key in settings_env_names(), key
                 assert value == "", f"{path.name}: {key} must stay empty in the repository"
     ignored = (K8S / "overlays" / "production" / ".gitignore").read_text(encoding="utf-8").split()
-    assert "secrets.env" in ignored
-    tracked = run(["git", "ls-files", "deploy/k8s"], cwd=REPO).stdout
-    assert "overlays/production/secrets.env\n" not in tracked + "\n"
+    assert "secrets.env" in ignored and "*.secrets.env" in ignored
+    tracked = run(["git", "ls-files", "deploy/k8s"], cwd=REPO).stdout.splitlines()
+    assert not [t for t in tracked if t.startswith("deploy/k8s/overlays/") and t.endswith("secrets.env")], tracked
 
 
 def test_keda_scales_the_worker_on_queue_depth(rendered: dict[str, list[dict[str, Any]]]) -> None:

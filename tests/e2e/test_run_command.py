@@ -270,3 +270,89 @@ async def test_run_command_fails_clearly_when_a_child_dies_during_startup() -> N
     assert re.search(r"worker \(pid \d+\) exited with code \d+ during start-up", run.text), run.text
     assert "all processes stopped" in run.text
     assert pids and not [p for p in pids if alive(p)], run.text
+
+
+async def _speak_until_ok(base: str, within: float) -> float:
+    """Seconds until a fresh session speaks a whole context successfully (retrying refused attempts)."""
+    t0 = time.monotonic()
+    last: object = None
+    while time.monotonic() - t0 < within:
+        try:
+            _, final, audio, _ = await synthesize(base, "Back again.", "pcm_16000")
+            if final.get("type") == "final" and len(audio) > 3200:
+                return time.monotonic() - t0
+            last = final
+        except (aiohttp.ClientError, OSError, TimeoutError, AssertionError, pytest.fail.Exception) as e:
+            last = repr(e)
+        await asyncio.sleep(0.1)
+    pytest.fail(f"nothing spoken within {within}s (last: {last})")
+
+
+async def test_run_command_restarts_a_killed_worker_and_redis_and_keeps_serving() -> None:
+    port = free_port()
+    run = Run(clean_env(GATEWAY_PORT=str(port), LOG_FORMAT="json"))
+    try:
+        base = run.wait_for(r"open (http://\S+)", timeout=240).group(1)
+        started_pids = descendants(run.proc.pid)
+        worker_pid = int(run.wait_for(r"started worker \(pid (\d+)", timeout=1).group(1))
+
+        t_kill = time.monotonic()
+        os.kill(worker_pid, signal.SIGKILL)
+        run.wait_for(rf"worker \(pid {worker_pid}\) killed by SIGKILL: restart #1 in", timeout=10)
+        new_pid = int(run.wait_for(r"restarted worker \(pid (\d+)\), restart #1", timeout=10).group(1))
+        spoke_after_worker = time.monotonic() - t_kill + await _speak_until_ok(base, 60)
+        assert base == f"http://127.0.0.1:{port}"  # same port, nothing to reconfigure
+        run.wait_for(r"worker serving again", timeout=30)
+
+        redis_pid = int(run.wait_for(r"redis-server \S+ on redis://\S+ \(pid (\d+)", timeout=1).group(1))
+        t_kill = time.monotonic()
+        os.kill(redis_pid, signal.SIGKILL)
+        run.wait_for(rf"redis-server \(pid {redis_pid}\) killed by SIGKILL: restart #1 on the same port", timeout=10)
+        run.wait_for(r"restarted redis-server on redis://", timeout=15)
+        spoke_after_redis = time.monotonic() - t_kill + await _speak_until_ok(base, 60)
+        assert alive(new_pid), "the worker should have ridden out the Redis restart"
+    finally:
+        if run.proc.poll() is None:
+            run.proc.send_signal(signal.SIGINT)
+        try:
+            code = await asyncio.to_thread(run.wait, 60)
+        except subprocess.TimeoutExpired:
+            run.proc.kill()
+            raise
+    assert code == 0, run.text
+    assert not [p for p in started_pids | {new_pid} if alive(p)], run.text
+    bad = [line for line in run.lines if any(s in line for s in BAD_LOG_LINES)]
+    assert not bad, bad
+    # Promised: "a few seconds" (a restarted worker loads its voice first); generous for a loaded 2-core box.
+    assert spoke_after_worker < 30 and spoke_after_redis < 30, (spoke_after_worker, spoke_after_redis)
+    print(f"\nmake run: spoke again {spoke_after_worker:.2f}s after a worker SIGKILL, "
+          f"{spoke_after_redis:.2f}s after a Redis SIGKILL")
+
+
+async def test_run_command_restarts_a_killed_gateway_then_stops_on_a_crash_loop() -> None:
+    port = free_port()
+    run = Run(clean_env(GATEWAY_PORT=str(port), LOG_FORMAT="json", RUN_RESTART_LIMIT="2"))
+    try:
+        base = run.wait_for(r"open (http://\S+)", timeout=240).group(1)
+        gw_pid = int(run.wait_for(r"started gateway \(pid (\d+)", timeout=1).group(1))
+        t_kill = time.monotonic()
+        os.kill(gw_pid, signal.SIGKILL)
+        run.wait_for(rf"gateway \(pid {gw_pid}\) killed by SIGKILL: restart #1 in", timeout=10)
+        spoke_after = time.monotonic() - t_kill + await _speak_until_ok(base, 60)
+        # Two more crashes within the window: the third in 60 s is one too many for a limit of 2.
+        for n in (2, 3):
+            gw_pid = int(run.wait_for(rf"restarted gateway \(pid (\d+)\), restart #{n - 1}", timeout=30).group(1))
+            os.kill(gw_pid, signal.SIGKILL)
+        code = await asyncio.to_thread(run.wait, 90)
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.wait(10)
+    assert code == 1, run.text
+    assert re.search(rf"gateway \(pid {gw_pid}\) killed by SIGKILL; it crashed 3 times within 60s: stopping "
+                     r"everything", run.text), run.text
+    assert "all processes stopped" in run.text
+    pids = [int(p) for p in re.findall(r"\(pid (\d+)", run.text)]
+    assert not [p for p in pids if alive(p)], run.text
+    assert not port_open(port)
+    print(f"\nmake run: the gateway port spoke again {spoke_after:.2f}s after a gateway SIGKILL")

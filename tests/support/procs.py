@@ -63,6 +63,8 @@ class Proc:
     allow: tuple[str, ...] = ()
     popen: subprocess.Popen[bytes] | None = None
     killed: bool = False
+    # A non-zero exit the test provokes on purpose (e.g. 2 for a configuration error).
+    expected_exit: int | None = None
     _files: list[IO[bytes]] = field(default_factory=list)
 
     @property
@@ -270,7 +272,7 @@ class Procs:
         for proc in self.started:
             if not proc.stop(grace_s) and not proc.killed:
                 problems.append(f"{proc.name}: did not exit within {grace_s}s of SIGTERM (SIGKILLed)")
-            elif proc.returncode != 0 and not proc.killed:
+            elif proc.returncode not in (0, proc.expected_exit) and not proc.killed:
                 problems.append(f"{proc.name}: exited with {proc.returncode}")
         for proc in self.started:
             problems.extend(proc.problems())
