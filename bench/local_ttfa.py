@@ -127,35 +127,39 @@ def pauses_ms(pcm: np.ndarray, rate: int, window_ms: int = 10) -> list[tuple[flo
     return runs
 
 
-async def seam(text: str = OPENING) -> dict[str, Any]:
-    """The pause where the stream's first piece ends, vs the same comma in a whole-sentence rendering."""
-    from worker.providers.base import SynthesisRequest
-    from worker.providers.local import LocalProvider
+def seam(text: str = OPENING) -> dict[str, Any]:
+    """The pause where the first piece ends vs the pause at the same comma when the sentence is
+    synthesized whole, and the loudness either side of it (dBFS over 300 ms of speech)."""
     from worker.providers.piper_engine import get_engine
     from worker.text_split import split_text
 
     engine = get_engine()
-    whole = np.concatenate([p.pcm for p in engine.synthesize(text, deterministic=True)])
-    provider = LocalProvider(threads=1, deterministic=True, max_streams=1)
-    await provider.start()
-    try:
-        stream = await provider.open_stream(SynthesisRequest(key="seam", voice_id="joe", model_id="piper",
-                                                             output_format=f"pcm_{engine.sample_rate}"))
-        await stream.send_text(text)
-        await stream.end_input()
-        streamed = np.frombuffer(b"".join([c.audio async for c in stream]), dtype=np.int16)
-    finally:
-        await provider.close()
-    pieces = split_text(text)
     rate = engine.sample_rate
+    pieces = split_text(text)
+    whole = np.concatenate([p.pcm for p in engine.synthesize(text, deterministic=True)])
+    parts = [np.concatenate([p.pcm for p in engine.synthesize(piece, deterministic=True, continues=piece.continues,
+                                                              continued=piece.continued)]) for piece in pieces]
+    split = np.concatenate(parts)
+    boundary_ms = len(parts[0]) / rate * 1000
+    at_seam = next(((s, n) for s, n in pauses_ms(split, rate) if s <= boundary_ms <= s + n), (boundary_ms, 0.0))
+    in_whole = min(pauses_ms(whole, rate), key=lambda r: abs(r[0] - at_seam[0]), default=(0.0, 0.0))
 
-    def longest(pcm: np.ndarray) -> float:
-        return max((length for _, length in pauses_ms(pcm, rate)), default=0.0)
+    def level(pcm: np.ndarray) -> float:
+        return round(float(20 * np.log10(np.sqrt((pcm.astype(np.float64) ** 2).mean()) / 32768 + 1e-12)), 1)
 
-    return {"pieces": pieces, "first_piece_words": len(pieces[0].split()),
-            "whole_ms": round(len(whole) / rate * 1000), "streamed_ms": round(len(streamed) / rate * 1000),
-            "longest_pause_whole_ms": longest(whole), "longest_pause_streamed_ms": longest(streamed),
-            "pauses_whole": pauses_ms(whole, rate), "pauses_streamed": pauses_ms(streamed, rate)}
+    def either_side(pcm: np.ndarray, pause: tuple[float, float]) -> tuple[float, float]:
+        cut, after = round(pause[0] * rate / 1000), round((pause[0] + pause[1]) * rate / 1000)
+        span = round(0.3 * rate)
+        return level(pcm[max(0, cut - span):cut]), level(pcm[after:after + span])
+
+    before, after = either_side(split, at_seam)
+    whole_before, whole_after = either_side(whole, in_whole)
+    # How much louder the audio after the seam is than before it, compared with the whole sentence:
+    # a piece scaled on its own would show here as a step (Piper's per-run normalization did 6 dB).
+    step = round((after - before) - (whole_after - whole_before), 1)
+    return {"pieces": list(pieces), "seam_pause_ms": at_seam[1], "whole_pause_ms": in_whole[1],
+            "level_before_dbfs": before, "level_after_dbfs": after, "level_step_db": step,
+            "whole_ms": round(len(whole) / rate * 1000), "split_ms": round(len(split) / rate * 1000)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             row["worker_ms"] = round(w, 2)
             row["hop_ms"] = round(row["ttfa_ms"] - w, 2)
             joined += 1
-    seam_info = asyncio.run(seam())
+    seam_info = seam()
     table: dict[str, dict[str, float]] = {}
     for key in ("ttfa_ms", "worker_ms", "hop_ms"):
         vals = [r[key] for r in rows if key in r]
@@ -193,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':<10} {'n':>4} {'p50':>7} {'p90':>7} {'min':>7} {'max':>7}   (ms, sequential, {FORMAT})")
     for key, s in table.items():
         print(f"{key:<10} {s['n']:>4} {s['p50']:>7.1f} {s['p90']:>7.1f} {s['min']:>7.1f} {s['max']:>7.1f}")
-    print(f"first piece: {seam_info['pieces'][0]!r}; longest pause whole {seam_info['longest_pause_whole_ms']:.0f} ms, "
-          f"streamed {seam_info['longest_pause_streamed_ms']:.0f} ms")
+    print(f"first piece {seam_info['pieces'][0]!r}: pause after it {seam_info['seam_pause_ms']:.0f} ms "
+          f"(whole sentence at that comma {seam_info['whole_pause_ms']:.0f} ms); level either side "
+          f"{seam_info['level_before_dbfs']} / {seam_info['level_after_dbfs']} dBFS, "
+          f"step vs the whole sentence {seam_info['level_step_db']:+.1f} dB")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     name = f"local-ttfa-{stamp}{'-' + re.sub(r'[^A-Za-z0-9_-]', '', args.label) if args.label else ''}.json"

@@ -268,3 +268,78 @@ async def test_event_loop_stays_responsive_during_synthesis(provider: LocalProvi
     await ticker
     assert all(len(joined(c)) / 48000 > 20 for c in chunks)
     assert worst < 0.1, worst
+
+
+OPENING = "Thanks for calling, how can I help you with your order today?"
+FOLLOW_UP = "I can check where a package is, change the delivery address, or start a return."
+
+
+async def test_a_long_opening_speaks_its_first_clause_first(provider: LocalProvider, engine: PiperEngine) -> None:
+    """The stream's audio is "Thanks for calling," rendered alone, then the rest: the first piece ends at the comma."""
+    from worker.text_split import split_text
+
+    pieces = split_text(f"{OPENING} {FOLLOW_UP}")
+    assert pieces[0] == "Thanks for calling," and pieces[1].continues
+    streamed = joined(await speak(provider, f"{OPENING} {FOLLOW_UP}", f"pcm_{engine.sample_rate}"))
+    rendered = [b"".join(p.pcm.tobytes() for p in engine.synthesize(
+        piece, deterministic=True, continues=piece.continues, continued=piece.continued)) for piece in pieces]
+    assert streamed == b"".join(rendered)
+    first_alone = b"".join(p.pcm.tobytes() for p in engine.synthesize("Thanks for calling,", deterministic=True,
+                                                                       continued=True))
+    assert streamed.startswith(first_alone) and len(first_alone) / 2 / engine.sample_rate < 1.2
+
+
+async def test_split_opening_still_transcribes_to_its_words(provider: LocalProvider) -> None:
+    """pocketsphinx hears the opening and what follows across the seam (it hears 18 of these 21 here)."""
+    import pocketsphinx  # the `test` extra
+
+    pcm = joined(await speak(provider, f"{OPENING} {FOLLOW_UP}", "pcm_16000"))
+    decoder = pocketsphinx.Decoder(samprate=16000, loglevel="FATAL")
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)
+    decoder.end_utt()
+    heard = set(decoder.hyp().hypstr.lower().split()) if decoder.hyp() else set()
+    expected = {"thanks", "for", "calling", "help", "you", "with", "your", "order", "today", "i", "can", "check",
+                "package", "change", "the", "delivery", "address", "or", "start", "a", "return"}
+    assert {"thanks", "calling", "order", "today"} <= heard, heard  # the words either side of the seam
+    assert len(heard & expected) >= 14, heard
+
+
+@pytest.mark.parametrize("text", [
+    OPENING,
+    "Good morning, this is the support line for your account.",
+    "Before we start, could you tell me your name and postcode?",
+    "As far as I can see, the refund went out yesterday.",
+    "Sure thing, I can look that up for you right now.",
+    "Thank you for waiting, I have found your order in our system.",
+])
+async def test_no_seam_where_the_first_piece_ends(provider: LocalProvider, engine: PiperEngine, text: str) -> None:
+    """The pause after the first clause is the comma's pause in the whole sentence (± 100 ms), not a hole.
+
+    Synthesized alone, a continuation began with up to 270 ms of the model's own silence after the
+    clause's trailing pause: 410 ms where the whole sentence pauses 220 ms.
+    """
+    from bench.local_ttfa import seam
+
+    streamed = joined(await speak(provider, text, f"pcm_{engine.sample_rate}"))
+    measured = seam(text)
+    assert len(measured["pieces"]) == 2
+    assert abs(len(streamed) / 2 / engine.sample_rate * 1000 - measured["split_ms"]) <= 1  # what the stream speaks
+    assert measured["seam_pause_ms"] > 0
+    assert abs(measured["seam_pause_ms"] - measured["whole_pause_ms"]) <= 100, measured
+    # No jump in loudness against the whole sentence (each piece scaled to full scale on its own: 4-7.5 dB here).
+    assert abs(measured["level_step_db"]) <= 3.5, measured
+
+
+def test_set_lead_trims_or_pads_leading_silence_only() -> None:
+    import numpy as np
+    from worker.providers.piper_engine import set_lead
+
+    rate = 1000  # 10-sample windows
+    speech = np.full(50, 3000, dtype=np.int16)
+    trimmed, shift = set_lead(np.concatenate([np.zeros(300, np.int16), speech]), rate, 90)
+    assert shift == 210 and len(trimmed) == 140 and not trimmed[:90].any() and (trimmed[90:] == 3000).all()
+    padded, shift = set_lead(np.concatenate([np.zeros(20, np.int16), speech]), rate, 90)
+    assert shift == -70 and len(padded) == 140 and (padded[90:] == 3000).all()
+    silent = np.zeros(100, np.int16)
+    assert set_lead(silent, rate, 90)[1] == 0

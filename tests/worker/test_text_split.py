@@ -47,7 +47,7 @@ def test_closing_quotes_stay_with_their_sentence() -> None:
     ],
 )
 def test_abbreviations_initials_and_decimals_do_not_end_a_sentence(text: str) -> None:
-    assert split_text(text) == [text]
+    assert split_text(text, first_clause_words=0) == [text]
 
 
 def test_is_sentence_end() -> None:
@@ -102,3 +102,35 @@ def test_token_stream_releases_a_sentence_once_whitespace_follows() -> None:
 def test_pieces_without_speakable_text_are_dropped() -> None:
     assert split_text("... — !!! Hi.") == ["Hi."]
     assert split_text("... ?! ") == []
+
+
+OPENING = "Thanks for calling, how can I help you with your order today?"
+
+
+def test_first_piece_ends_at_the_first_clause_boundary() -> None:
+    """A short first piece for a fast first audio; later sentences keep their commas inside."""
+    text = OPENING + " I can check a parcel, change an address, or start a return."
+    pieces = split_text(text)
+    assert pieces == ["Thanks for calling,", "how can I help you with your order today?",
+                      "I can check a parcel, change an address, or start a return."]
+    assert [(p.continued, p.continues) for p in pieces] == [(True, False), (False, True), (False, False)]
+    assert all(feed_in(text, size) == pieces for size in (1, 3, 8))
+    assert [(p.continued, p.continues) for p in feed_in(text, 1)] == [(True, False), (False, True), (False, False)]
+
+
+def test_a_one_word_opener_stays_with_what_follows() -> None:
+    assert split_text("Yes, I can do that for you.") == ["Yes, I can do that for you."]
+    assert split_text("Sure, of course, here it is.") == ["Sure, of course,", "here it is."]
+    assert split_text(OPENING, first_clause_words=0) == [OPENING]
+
+
+def test_pieces_cut_inside_a_sentence_say_so() -> None:
+    pieces = split_text(RUN_ON + ". Done.", max_words=25, first_max_words=12)
+    assert len(pieces) > 3
+    assert not pieces[0].continues and all(p.continued for p in pieces[:-2])
+    assert all(p.continues for p in pieces[1:-1])
+    assert not pieces[-2].continued and not pieces[-1].continues and not pieces[-1].continued
+    flushed = TextSplitter()
+    assert flushed.feed("Thanks for calling, how can") == ["Thanks for calling,"]
+    (rest,) = flushed.flush()
+    assert rest == "how can" and rest.continues and not rest.continued

@@ -33,7 +33,7 @@ from shared.metrics import LOCAL_CAPACITY, LOCAL_STREAMS, LOCAL_WAITING, OVERLOA
 from worker.providers.base import AudioChunk, ChunkQueue, SynthesisRequest, Voice
 from worker.providers.local_sched import DEFAULT_FIRST_PIECE_AHEAD_S, NeedScheduler, Playback
 from worker.providers.piper_engine import PiperEngine, SpokenPart, default_paths, get_engine
-from worker.text_split import DEFAULT_FIRST_MAX_WORDS, DEFAULT_MAX_WORDS, TextSplitter
+from worker.text_split import DEFAULT_FIRST_MAX_WORDS, DEFAULT_MAX_WORDS, Piece, TextSplitter
 
 log = structlog.get_logger(__name__)
 
@@ -209,7 +209,7 @@ class LocalStream:
         self._encoder = OutputEncoder(engine.sample_rate, fmt)
         self._slice = max(1, engine.sample_rate * provider.chunk_ms // 1000)
         self._splitter = TextSplitter(provider.max_words, provider.first_max_words)
-        self._pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        self._pieces: asyncio.Queue[Piece | None] = asyncio.Queue()
         self._chunks = ChunkQueue()
         self._stop = threading.Event()  # read by the synthesis thread between pieces of audio
         self._ended = False
@@ -281,7 +281,7 @@ class LocalStream:
             error.__cause__ = e
             self._chunks.fail(error)
 
-    def _speak(self, piece: str, carry: list[tuple[str, int, int]], pending: list[int]) -> None:
+    def _speak(self, piece: Piece, carry: list[tuple[str, int, int]], pending: list[int]) -> None:
         """Synthesize one piece and hand its audio to the loop slice by slice (runs in a pool thread)."""
         if self._stop.is_set():
             return
@@ -289,7 +289,8 @@ class LocalStream:
             carry.append((" ", 0, 0))  # the space between this piece and the last
         self._spoken += 1
         parts = self._engine.synthesize(
-            piece, deterministic=self._provider.deterministic, speed=self._speed, cancelled=self._stop.is_set
+            piece, deterministic=self._provider.deterministic, speed=self._speed, cancelled=self._stop.is_set,
+            continues=piece.continues, continued=piece.continued,
         )
         for part in parts:
             if not len(part.pcm):

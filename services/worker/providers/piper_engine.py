@@ -29,6 +29,20 @@ _WORD = re.compile(r"\S*?(\w(?:\S*\w)?)\S*")  # group 1: the word without the pu
 _CALIBRATION = ("The quick brown fox jumps over the lazy dog, and then it runs back across the field "
                 "to see whether anybody noticed what it had done.")
 
+# Joining a sentence spoken in pieces (see ``synthesize``'s ``continues``/``continued``), measured on
+# ten two-clause sentences split at their comma. Piper scales each run to full scale, and the model's
+# raw peaks range 0.30-0.65 while its loudness is steady (RMS 0.04-0.07): alone, "Sure thing," came
+# out 2.2x louder than in its whole sentence. Pieces of one sentence share this gain instead (lowered
+# only where a piece would clip), which is about what a whole sentence gets (1.5-2.2).
+SPLIT_GAIN = 1.8
+# The model starts a fresh run with 20-270 ms of silence ("how ..." 267 ms): after a clause's own
+# trailing pause (140-240 ms) that made a 410 ms hole where the whole sentence pauses 220 ms. A
+# continuation's leading silence is set to this instead, which matches the whole sentences' comma
+# pauses (220-370 ms) at the median (bench.local_ttfa prints the seam for the opening sentence).
+CLAUSE_LEAD_MS = 90
+_SILENCE_DBFS = -60.0  # below this a 10 ms window is silence (the model's silence is ~-90 dBFS)
+_RAW_VOLUME = 0.125  # Piper clips at full scale after its volume: keep raw peaks (< 1) clear of it
+
 _engines: dict[tuple[str, str], PiperEngine] = {}
 _engines_lock = threading.Lock()
 
@@ -138,8 +152,15 @@ class PiperEngine:
         deterministic: bool = False,
         speed: float = 1.0,
         cancelled: Callable[[], bool] = lambda: False,
+        continues: bool = False,
+        continued: bool = False,
     ) -> Iterator[SpokenPart]:
         """Speak ``text`` one Piper sentence at a time, stopping as soon as ``cancelled()`` is true.
+
+        ``continued``/``continues``: the text ends/begins inside a sentence spoken in several pieces
+        (:class:`worker.text_split.Piece`). Such pieces share one gain (:data:`SPLIT_GAIN`) rather
+        than each being scaled to full scale, and a continuation's leading silence is set to
+        :data:`CLAUSE_LEAD_MS`, so the join sounds like the pause at that comma in the whole sentence.
 
         Char timings: the text's words are mapped in order onto the words Piper spoke (espeak may
         expand "3.14" into four words or merge "I am" into one, so the mapping is proportional by
@@ -151,18 +172,43 @@ class PiperEngine:
         from piper import SynthesisConfig
 
         noise = 0.0 if deterministic else None
-        syn = SynthesisConfig(length_scale=self.length_scale / speed, noise_scale=noise, noise_w_scale=noise)
+        joined = continues or continued
+        syn = SynthesisConfig(length_scale=self.length_scale / speed, noise_scale=noise, noise_w_scale=noise,
+                              normalize_audio=not joined, volume=_RAW_VOLUME if joined else 1.0)
         plan = _plan_chars(text, [_count_words(p) for p in self.voice.phonemize(text) if p])
         if cancelled():
             return
         parts = self.voice.synthesize(text, syn, include_alignments=self.alignments)
-        for (chars_from, chars_to, word_spans), chunk in zip(plan, parts, strict=False):
-            pcm = chunk.audio_int16_array
+        for n, ((chars_from, chars_to, word_spans), chunk) in enumerate(zip(plan, parts, strict=False)):
+            if joined:
+                raw = chunk.audio_float_array / _RAW_VOLUME
+                peak = float(np.max(np.abs(raw))) if len(raw) else 0.0
+                gain = min(SPLIT_GAIN, 0.999 / peak) if peak > 0 else 0.0
+                pcm = (raw * (gain * 32767)).astype(np.int16)
+            else:
+                pcm = chunk.audio_int16_array
             spans = _word_spans(chunk.phonemes, chunk.phoneme_alignments, len(pcm))
             starts, ends = _char_times(text, chars_from, chars_to, word_spans, spans, len(pcm))
+            if continues and n == 0:
+                pcm, shift = set_lead(pcm, self.sample_rate, CLAUSE_LEAD_MS)
+                starts, ends = np.maximum(starts - shift, 0), np.maximum(ends - shift, 0)
             yield SpokenPart(pcm, text[chars_from:chars_to], starts, ends)
             if cancelled():
                 return
+
+
+def set_lead(pcm: np.ndarray, rate: int, lead_ms: float) -> tuple[np.ndarray, int]:
+    """``pcm`` with its leading silence cut or padded to ``lead_ms``; and the samples removed from the
+    start (negative: added). Silence: 10 ms windows below -60 dBFS; all-silent audio is left alone."""
+    win = max(1, rate // 100)
+    frames = pcm[: len(pcm) // win * win].astype(np.float64).reshape(-1, win)
+    loud = np.sqrt((frames**2).mean(axis=1)) >= 32768 * 10 ** (_SILENCE_DBFS / 20)
+    if not loud.any():
+        return pcm, 0
+    shift = int(np.argmax(loud)) * win - round(rate * lead_ms / 1000)
+    if shift >= 0:
+        return pcm[shift:], shift
+    return np.concatenate([np.zeros(-shift, dtype=pcm.dtype), pcm]), shift
 
 
 def _is_word(phoneme_group: str) -> bool:
