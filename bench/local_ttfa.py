@@ -10,7 +10,9 @@ difference is what the queue hop, publish and gateway cost. It also renders the 
 in-process both as the stream does (piece by piece) and whole, and reports the seam: the pause at
 the comma where the first piece ends, in both renderings (silence = 10 ms windows below -40 dBFS).
 
-Prints p50/p90 and writes ``bench/results/local-ttfa-<UTC timestamp>.json``.
+``--baseline DIR`` also runs a stack from older code (``git archive <commit> services shared |
+tar -x -C DIR``) side by side, utterances alternating, so a before/after sees the same load on this
+shared machine. Prints p50/p90 and writes ``bench/results/local-ttfa-<UTC timestamp>.json``.
 """
 
 from __future__ import annotations
@@ -74,20 +76,30 @@ async def speak(ws: aiohttp.ClientWebSocketResponse, cid: str, text: str) -> tup
     return first, nbytes
 
 
-async def drive(base_url: str, n: int, warmup: int, pause_s: float) -> list[dict[str, Any]]:
-    """Speak ``warmup`` unmeasured then ``n`` measured utterances, one at a time."""
-    rows: list[dict[str, Any]] = []
-    async with aiohttp.ClientSession() as http, http.ws_connect(base_url.replace("http", "ws", 1) + "/v1/ws",
-                                                                max_msg_size=0) as ws:
-        hello = await ws.receive_json(timeout=30)
-        if hello.get("type") != "session":
-            raise RuntimeError(f"unexpected hello {hello}")
-        for i in range(warmup + n):
-            cid = f"{'w' if i < warmup else 'm'}{i}"
-            ttfa, nbytes = await speak(ws, cid, utterance(i))
-            if i >= warmup:
-                rows.append({"context_id": cid, "ttfa_ms": round(ttfa, 2), "audio_s": round(nbytes / 48000, 2)})
-            await asyncio.sleep(pause_s)  # the listener hears it out: one call's turns, not a burst
+async def drive(targets: dict[str, str], n: int, warmup: int, pause_s: float) -> dict[str, list[dict[str, Any]]]:
+    """Speak ``warmup`` unmeasured then ``n`` measured utterances on each target, one at a time,
+    alternating targets so each sees the same background load on this shared machine."""
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    async with aiohttp.ClientSession() as http:
+        sockets: dict[str, aiohttp.ClientWebSocketResponse] = {}
+        try:
+            for name, base_url in targets.items():
+                ws = sockets[name] = await http.ws_connect(base_url.replace("http", "ws", 1) + "/v1/ws",
+                                                           max_msg_size=0)
+                hello = await ws.receive_json(timeout=30)
+                if hello.get("type") != "session":
+                    raise RuntimeError(f"unexpected hello from {name}: {hello}")
+            for i in range(warmup + n):
+                for name, ws in sockets.items():
+                    cid = f"{'w' if i < warmup else 'm'}{i}"
+                    ttfa, nbytes = await speak(ws, cid, utterance(i))
+                    if i >= warmup:
+                        rows[name].append({"context_id": cid, "ttfa_ms": round(ttfa, 2),
+                                           "audio_s": round(nbytes / 48000, 2)})
+                    await asyncio.sleep(pause_s)  # the listener hears it out: one call's turns, not a burst
+        finally:
+            for ws in sockets.values():
+                await ws.close()
     return rows
 
 
@@ -170,33 +182,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--pause", type=float, default=0.3, help="seconds between utterances")
     p.add_argument("--label", default="", help="a word for the results file name (e.g. before/after)")
+    p.add_argument("--baseline", type=Path, help="a checkout of older code (e.g. `git archive` of a commit) to "
+                   "run side by side, utterances alternating, for a before/after on the same load")
     args = p.parse_args(argv)
     logs = Path(tempfile.mkdtemp(prefix="bench-local-ttfa-"))
     extra = {"PROVIDERS": "local", "DEFAULT_VOICE": "joe", "LOG_LEVEL": "info", "LOCAL_VOICE_THREADS": "2"}
-    stack = procs.start_stack(logs, "http://127.0.0.1:9", 1, extra_env=extra)
+    stacks: dict[str, procs.Stack] = {}
     try:
-        rows = asyncio.run(drive(stack.base_url, args.utterances, args.warmup, args.pause))
+        if args.baseline is not None:
+            stacks["baseline"] = procs.start_stack(logs, "http://127.0.0.1:9", 1, extra_env=extra, tag="-baseline",
+                                                   code_root=args.baseline.resolve())
+        stacks["stack"] = procs.start_stack(logs, "http://127.0.0.1:9", 1, extra_env=extra)
+        rows = asyncio.run(drive({name: s.base_url for name, s in stacks.items()}, args.utterances, args.warmup,
+                                 args.pause))
     finally:
-        stack.stop()
-    ttfb = worker_ttfb(stack.workers[0].log)
-    joined = 0
-    for row in rows:
-        w = ttfb.get(row["context_id"])
-        if w is not None:
-            row["worker_ms"] = round(w, 2)
-            row["hop_ms"] = round(row["ttfa_ms"] - w, 2)
-            joined += 1
+        for stack in stacks.values():
+            stack.stop()
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for name, stack in stacks.items():
+        ttfb = worker_ttfb(stack.workers[0].log)
+        for row in rows[name]:
+            w = ttfb.get(row["context_id"])
+            if w is not None:
+                row["worker_ms"] = round(w, 2)
+                row["hop_ms"] = round(row["ttfa_ms"] - w, 2)
+        table[name] = {}
+        for key in ("ttfa_ms", "worker_ms", "hop_ms"):
+            vals = [r[key] for r in rows[name] if key in r]
+            if vals:
+                table[name][key] = {"n": len(vals), "p50": round(statistics.median(vals), 1),
+                                    "p90": round(report.pct(vals, 90) or 0.0, 1), "min": round(min(vals), 1),
+                                    "max": round(max(vals), 1)}
     seam_info = seam()
-    table: dict[str, dict[str, float]] = {}
-    for key in ("ttfa_ms", "worker_ms", "hop_ms"):
-        vals = [r[key] for r in rows if key in r]
-        if vals:
-            table[key] = {"n": len(vals), "p50": round(statistics.median(vals), 1),
-                          "p90": round(report.pct(vals, 90) or 0.0, 1), "min": round(min(vals), 1),
-                          "max": round(max(vals), 1)}
-    print(f"{'':<10} {'n':>4} {'p50':>7} {'p90':>7} {'min':>7} {'max':>7}   (ms, sequential, {FORMAT})")
-    for key, s in table.items():
-        print(f"{key:<10} {s['n']:>4} {s['p50']:>7.1f} {s['p90']:>7.1f} {s['min']:>7.1f} {s['max']:>7.1f}")
+    print(f"{'':<19} {'n':>4} {'p50':>7} {'p90':>7} {'min':>7} {'max':>7}   (ms, sequential, {FORMAT})")
+    for name, keys in table.items():
+        for key, s in keys.items():
+            print(f"{name + ' ' + key:<19} {s['n']:>4} {s['p50']:>7.1f} {s['p90']:>7.1f} {s['min']:>7.1f} "
+                  f"{s['max']:>7.1f}")
     print(f"first piece {seam_info['pieces'][0]!r}: pause after it {seam_info['seam_pause_ms']:.0f} ms "
           f"(whole sentence at that comma {seam_info['whole_pause_ms']:.0f} ms); level either side "
           f"{seam_info['level_before_dbfs']} / {seam_info['level_after_dbfs']} dBFS, "
@@ -206,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     name = f"local-ttfa-{stamp}{'-' + re.sub(r'[^A-Za-z0-9_-]', '', args.label) if args.label else ''}.json"
     out = RESULTS / name
     out.write_text(json.dumps({"text": utterance(0), "format": FORMAT, "summary": table, "seam": seam_info,
+                               "baseline": str(args.baseline) if args.baseline else None,
                                "rows": rows, "machine": procs.machine_facts(),
                                "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]}, indent=1))
     print(f"wrote {out.relative_to(procs.ROOT)} (process logs in {logs})")
