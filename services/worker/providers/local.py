@@ -1,8 +1,9 @@
 """The local neural voice: Piper's en_US-joe-medium, spoken piece by piece in a bounded pool of threads.
 
 Text arrives like LLM tokens; :class:`~worker.text_split.TextSplitter` releases a piece as soon as a
-sentence (or a clause of a long one) is complete, and that piece is synthesized while the rest of
-the text is still arriving. The model is loaded once per process and shared by every provider
+sentence (or a clause of a long one, or the stream's first clause) is complete, and that piece is
+synthesized while the rest of the text is still arriving; pieces of one sentence are joined without
+a seam (:meth:`PiperEngine.synthesize`'s ``continues``/``continued``). The model is loaded once per process and shared by every provider
 instance; inference runs in threads (it releases the GIL), never on the event loop.
 
 The threads are shared by need (:mod:`worker.providers.local_sched`): the stream whose listener
