@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -191,8 +190,9 @@ async def test_elevenlabs_socket_finals_carry_usage_and_an_immediate_close_too(r
         assert x["audio"] is None and x["isFinal"] is True and x["alignment"] is None
         y = finals["y"]
         assert y["billedChars"] == len(long) and y["cachedChars"] == 0
-        assert 0 < y["audioSeconds"] and abs(y["audioSeconds"] - len(c.get("y").audio) / BYTES_PER_SECOND_16K) < 0.05
-        status, body = await _until(lambda: _get(s, "/v1/usage", a["key"]),
+        # Counted as handed to the socket: a chunk queued behind the cancel may never have gone out.
+        assert y["audioSeconds"] >= len(c.get("y").audio) / BYTES_PER_SECOND_16K - 0.002 > 0
+        _, body = await _until(lambda: _get(s, "/v1/usage", a["key"]),
                                     lambda r: r[1]["total"]["billed_chars"] >= x["billedChars"] + len(long))
         assert body["total"]["billed_chars"] == x["billedChars"] + len(long)
 
