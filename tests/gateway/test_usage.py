@@ -14,6 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
+from redis.exceptions import RedisError
 
 from shared import keys
 from tests.compat.conftest import EL_VOICE, Stack, el_stack, local_stack
@@ -240,3 +241,45 @@ async def test_per_tenant_exporter_is_opt_in_admin_only_and_bounded_to_the_top_k
         # Bounded to the top key: the busy one only.
         assert series["tts_tenant_billed_characters_total"] == {busy["id"]: len(PHRASE) * 2 + 1}
         assert set(series["tts_tenant_audio_seconds_total"]) == {busy["id"]}
+
+
+async def test_usage_ended_while_redis_is_down_is_written_once_it_is_back() -> None:
+    """The writer keeps (and merges) what it could not write, and writes it exactly once after a restart."""
+    from gateway.metering import UsageWriter
+
+    from shared.redis_server import RedisServer, free_port
+
+    server = RedisServer(port=free_port(), appendonly=True).start()
+    r = aioredis.Redis.from_url(server.url, socket_timeout=1.0)
+    writer = UsageWriter(r)
+    task = asyncio.create_task(writer.run_forever())
+    day, one = "2026-12-04", {"billed_chars": 10, "synthesized_chars": 10, "cached_chars": 0, "audio_ms": 1500}
+
+    async def billed() -> int:
+        try:
+            return int(await r.hget(keys.key_usage("key_a", day), "billed_chars") or 0)
+        except (OSError, RedisError):
+            return -1
+
+    try:
+        writer.add("key_a", day, one)
+        assert await _until(billed, lambda v: v == 10) == 10
+        server.stop()
+        writer.add("key_a", day, one)
+        writer.add("key_a", day, {**one, "billed_chars": 5})
+        await asyncio.sleep(1.5)  # at least one failed round: the increments stay pending, merged
+        server.start()
+        assert await _until(billed, lambda v: v == 25) == 25
+        await asyncio.sleep(1.2)  # a retry round later: written once, not again
+        assert await billed() == 25
+        total = await r.hgetall(keys.usage_day_total(day))
+        assert int(total[b"contexts"]) == 3 and int(total[b"audio_ms"]) == 4500
+        assert await r.zscore(keys.usage_day_keys(day), "key_a") == 3 * 10  # synthesized + cached characters
+        assert 0 < await r.ttl(keys.key_usage("key_a", day)) <= keys.USAGE_TTL_S
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await r.aclose()
+        server.stop()
+        server.cleanup()
