@@ -48,10 +48,10 @@ class _Snapshot:
 @_json_errors
 async def tenant_metrics(request: web.Request) -> web.Response:
     """Prometheus exposition of the day's most active keys' usage (404 unless METRICS_PER_TENANT)."""
+    await require_admin(request)  # first: whether the exporter is on is no business of a stranger either
     services = request.app[SERVICES]
     if not services.settings.metrics_per_tenant:
         raise NotFound("per-tenant metrics are off (METRICS_PER_TENANT)")
-    await require_admin(request)
     summary = await read_day_summary(services.redis, utc_day(time.time()), services.settings.metrics_tenants_top)
     families: list[Metric] = []
     for name, doc, field in _SERIES:
