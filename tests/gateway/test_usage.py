@@ -283,3 +283,25 @@ async def test_usage_ended_while_redis_is_down_is_written_once_it_is_back() -> N
         await r.aclose()
         server.stop()
         server.cleanup()
+
+
+async def test_http_endpoints_have_no_final_but_their_usage_is_counted(redis_url: str) -> None:
+    async with _el(redis_url) as s:
+        a = await _key(s, "a")
+        el_text, oa_text = "Streamed over plain HTTP.", "And one for the OpenAI route."
+        async with s.http.post(f"{s.base}/v1/text-to-speech/{EL_VOICE}/stream?output_format=pcm_16000",
+                               headers={"xi-api-key": a["key"]}, json={"text": el_text}) as r:
+            assert r.status == 200
+            el_audio = await r.read()
+        async with s.http.post(f"{s.base}/v1/audio/speech", headers={"Authorization": f"Bearer {a['key']}"},
+                               json={"model": "tts-1", "voice": EL_VOICE, "input": oa_text,
+                                     "response_format": "pcm"}) as r:
+            assert r.status == 200
+            oa_audio = await r.read()
+        both = len(el_text) + len(oa_text)
+        _, body = await _until(lambda: _get(s, "/v1/usage", a["key"]),
+                               lambda r: r[1]["total"]["billed_chars"] >= both)
+        assert body["total"]["billed_chars"] == body["total"]["synthesized_chars"] == both
+        # OpenAI's pcm is 24 kHz 16-bit mono.
+        seconds = len(el_audio) / BYTES_PER_SECOND_16K + len(oa_audio) / (24000 * 2)
+        assert abs(body["total"]["audio_seconds"] - seconds) < 0.01
