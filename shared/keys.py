@@ -91,8 +91,23 @@ def key_record(key_id: str) -> str:
 
 
 def key_usage(key_id: str, day: str) -> str:
-    """Characters used by a key on one UTC day (YYYY-MM-DD)."""
+    """Hash of a key's usage on one UTC day (YYYY-MM-DD): quota fields and metering counters."""
     return f"{PREFIX}usage:{key_id}:{day}"
+
+
+# Usage hashes (per key per day, and the day's total) live this long: a year of billing history and
+# a month to spare. One small hash per key per day is the whole cost (keys are created by the operator).
+USAGE_TTL_S = 400 * 86400
+
+
+def usage_day_keys(day: str) -> str:
+    """Sorted set of the key ids with usage on one UTC day, scored by characters (the day's most active)."""
+    return f"{PREFIX}usage-keys:{day}"
+
+
+def usage_day_total(day: str) -> str:
+    """Hash of one UTC day's usage summed over every key (the same counters as :func:`key_usage`)."""
+    return f"{PREFIX}usage-total:{day}"
 
 
 def key_quota(key_id: str) -> str:

@@ -75,6 +75,18 @@ CACHE_REQUESTS = Counter("tts_cache_requests_total", "Phrase-cache lookups", ["r
 CACHE_BYTES = Counter("tts_cache_bytes_total", "Audio bytes served from or stored in the cache", ["op"])
 CACHE_EVICTIONS = Counter("tts_cache_evictions_total", "Phrase-cache entries evicted to stay under the cap")
 ADMISSION_REJECTIONS = Counter("tts_admission_rejections_total", "Contexts refused by a key's limits", ["code"])
+# Usage metering (gateway/metering.py): summed over every key; a per-key view is /metrics/tenants (opt-in).
+USAGE_BILLED_CHARS = Counter("tts_usage_billed_characters_total",
+                             "Characters sent to a paid upstream (ElevenLabs), by ended contexts", ["provider", "model"])
+USAGE_SYNTHESIZED_CHARS = Counter("tts_usage_synthesized_characters_total",
+                                  "Characters freshly synthesized by any provider (the local voice included)",
+                                  ["provider", "model"])
+USAGE_CACHED_CHARS = Counter("tts_usage_cached_characters_total", "Characters answered from the phrase cache",
+                             ["provider", "model"])
+USAGE_AUDIO_SECONDS = Counter("tts_usage_audio_seconds_total", "Audio seconds delivered to clients",
+                              ["provider", "model"])
+USAGE_WRITE_FAILURES = Counter("tts_usage_write_failures_total",
+                               "Usage increments dropped after Redis refused them on every retry")
 
 # ---- worker ------------------------------------------------------------------------------------------
 JOBS = Counter("tts_jobs_total", "Jobs finished by a worker, by outcome", ["provider", "outcome"])

@@ -128,7 +128,11 @@ class Audio(Message):
 @_register
 @dataclass(frozen=True, slots=True)
 class Final(Message):
-    """The job completed; exactly one Final or Error ends every job. ``chunks`` = audio frames sent."""
+    """The job completed; exactly one Final or Error ends every job. ``chunks`` = audio frames sent.
+
+    ``characters`` is all the text the worker handed its provider; ``billed_chars`` is the part a paid
+    upstream (ElevenLabs) received, 0 for the local voice (usage metering, gateway/metering.py).
+    """
 
     TYPE: ClassVar[str] = "final"
     job_id: str
@@ -137,6 +141,7 @@ class Final(Message):
     audio_bytes: int
     characters: int = 0
     upstream_ttfb_ms: float | None = None
+    billed_chars: int = 0
 
 
 @_register

@@ -91,6 +91,10 @@ class Settings:
     # Off, every tenant's cached phrases are its own: a shared entry answers another tenant in ~1 ms, which
     # tells it that someone said exactly that sentence recently (a timing oracle across tenants).
     cache_share_across_tenants: bool = env_field("CACHE_SHARE_ACROSS_TENANTS", False)
+    # Per-key usage as Prometheus series on /metrics/tenants: one series per key and counter, so it is
+    # off unless the operator accepts that cardinality, and bounded to the day's most active keys.
+    metrics_per_tenant: bool = env_field("METRICS_PER_TENANT", False)
+    metrics_tenants_top: int = env_field("METRICS_TENANTS_TOP", 50, check=lambda v: 1 <= v <= 1000)
     allowed_origins: tuple[str, ...] = env_field("ALLOWED_ORIGINS", (), hint="comma-separated origins or *")
     session_queue_frames: int = env_field("SESSION_QUEUE_FRAMES", 512, check=_positive)
     # Memory is the cost of a client that stopped reading: bound the bytes, not only the frames.

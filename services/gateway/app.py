@@ -14,7 +14,7 @@ import msgpack
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway import admin, demo, edge, health, monitor, revocation, tenancy, voices
+from gateway import admin, demo, edge, health, monitor, revocation, tenancy, usage_routes, voices
 from gateway.appkeys import BACKGROUND, SERVICES, SETTINGS
 from gateway.catalog import Catalog
 from gateway.compat.routes import add_routes as add_compat_routes
@@ -39,6 +39,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_services_ctx)
     tenancy.install(app)  # keys, tokens, quotas, phrase cache (after the core services)
     admin.add_routes(app)  # /admin/reset-queues, /admin/status, tts_queue_depth (after the core services)
+    usage_routes.install(app)  # usage metering: writer, /v1/usage, /admin/usage, /metrics/tenants
     app.on_shutdown.append(_drain)
     health.add_routes(app)
     app.router.add_get("/v1/ws", native_ws)

@@ -12,6 +12,7 @@ from shared.audio.formats import AudioFormat
 
 if TYPE_CHECKING:
     from gateway.cache.store import Recorder
+    from gateway.metering import ContextUsage
 
 QUEUED, RUNNING, DONE = "queued", "running", "done"
 
@@ -64,6 +65,9 @@ class ContextState:
     cached: bool = False
     # Set on a phrase-cache miss: records the frames so a completed context can be stored.
     cache_recorder: Recorder | None = None
+    # Usage metering (gateway/metering.py): what the worker's Final says a paid upstream got; the total at the end.
+    billed_chars: int | None = None
+    usage: ContextUsage | None = None
 
     def __post_init__(self) -> None:
         if self.request.text:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import TTSError
+
+if TYPE_CHECKING:
+    from gateway.metering import ContextUsage
 
 
 @dataclass(slots=True)
@@ -30,6 +33,7 @@ class FinalEvent:
     ttfa_ms: float | None
     duration_ms: float
     cached: bool = False
+    usage: ContextUsage | None = None  # billed/cached characters and audio seconds (gateway/metering.py)
 
 
 @dataclass(slots=True)

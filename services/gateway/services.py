@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from gateway.cache import PhraseCache
     from gateway.catalog import Catalog
     from gateway.dispatch import Dispatcher
+    from gateway.metering import UsageWriter
     from gateway.session import SynthesisSession
 
 
@@ -56,3 +57,4 @@ class GatewayServices:
     tokens: TokenSigner | None = None
     admission: KeyAdmission | None = None
     cache: PhraseCache | None = None
+    metering: UsageWriter | None = None  # per-key usage in Redis (gateway/usage_routes.py installs it)

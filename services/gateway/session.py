@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from gateway.contexts import DONE, RUNNING, ContextRequest, ContextState
 from gateway.events import AudioEvent, ErrorEvent, Event, FinalEvent, SessionClosing
+from gateway.metering import meter_context
 from gateway.services import GatewayServices
 from shared import keys, metrics, protocol
 from shared.errors import (
@@ -183,7 +184,8 @@ class SynthesisSession:
             raise UnknownContext(f"no context {context_id!r} in this session", context_id=context_id)
         self._end(ctx, "cancelled")
         self._post(FinalEvent(ctx.context_id, "cancelled", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
-                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _since_ms(ctx.created_at)))
+                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _since_ms(ctx.created_at),
+                              usage=ctx.usage))
         await self._cancel_job(ctx, reason)
 
     # ---- events to the client -----------------------------------------------------------------------
@@ -259,6 +261,7 @@ class SynthesisSession:
         if self.services.admission is not None:
             self.services.admission.release(self, ctx, outcome)  # settles in the background
         ctx.state = DONE
+        ctx.usage = meter_context(self.services, ctx, outcome)  # usage metering: on the final, into Redis
         self._jobs.pop(ctx.job_id, None)
         # Only the id is remembered (late messages get context_closed); the state goes now. Kept until
         # _ENDED_MEMORY pushed it out, it cost ~1.6 KB a turn (a long session held 256 of them) and the
@@ -302,12 +305,13 @@ class SynthesisSession:
             metrics.QUEUE_WAIT.observe(max(0.0, ctx.started_at - ctx.enqueued_at))
             return None
         if isinstance(msg, protocol.Final):
+            ctx.billed_chars = msg.billed_chars
             self._end(ctx, "completed")
             if ctx.cache_recorder is not None:
                 ctx.cache_recorder.finish(ctx)
             return FinalEvent(ctx.context_id, "completed", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
                               _ms(ctx.first_audio_at, ctx.ttfa_origin), _since_ms(ctx.created_at),
-                              ctx.cached)
+                              ctx.cached, ctx.usage)
         if isinstance(msg, protocol.Error):
             if msg.retryable and msg.code not in _NO_GATEWAY_RETRY and ctx.chunks_out == 0 \
                     and await self.retry(ctx, msg.code):
@@ -377,7 +381,7 @@ class SynthesisSession:
         self._end(ctx, "completed")
         self._post(FinalEvent(ctx.context_id, "completed", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
                               _ms(ctx.first_audio_at, ctx.ttfa_origin), _since_ms(ctx.created_at),
-                              True))
+                              True, ctx.usage))
 
     async def retry(self, ctx: ContextState, reason: str) -> bool:
         """Re-enqueue a context that produced no audio yet; False when out of retries."""

@@ -56,6 +56,7 @@ class _JobRun:
         self.chunks = 0
         self.audio_bytes = 0
         self.characters = len(spec.text)
+        self.bills_upstream = True  # usage metering: False for a provider that pays nobody (the local voice)
         self.cancel_reason: str | None = None
         self.first_text_at: float | None = time.monotonic() if spec.text.strip() else None
         self.ttfb_ms: float | None = None
@@ -90,6 +91,7 @@ class _JobRun:
             provider = state.providers.get(spec.provider)
             if provider is None:
                 raise UnknownVoice(f"this worker has no provider {spec.provider!r}")
+            self.bills_upstream = bool(getattr(provider, "bills_upstream", True))
             stream = await provider.open_stream(SynthesisRequest(
                 key=spec.job_id, voice_id=spec.voice_id, model_id=spec.model_id,
                 output_format=spec.output_format, voice_settings=spec.voice_settings, options=spec.options,
@@ -99,7 +101,7 @@ class _JobRun:
             if self.cancel_reason is not None:
                 return await self._end_cancelled()
             self._publish(protocol.Final(spec.job_id, spec.context_id, self.chunks, self.audio_bytes,
-                                         self.characters, self.ttfb_ms))
+                                         self.characters, self.ttfb_ms, self._billed()))
             self._summary("completed")
             return "completed"
         except TTSError as e:
@@ -180,13 +182,17 @@ class _JobRun:
             # The gateway already ended this context for its client; a Final keeps the contract.
             if not self.session_gone:
                 self._publish(protocol.Final(self.spec.job_id, self.spec.context_id, self.chunks,
-                                             self.audio_bytes, self.characters, self.ttfb_ms))
+                                             self.audio_bytes, self.characters, self.ttfb_ms, self._billed()))
             self._summary("cancelled")
             return "cancelled"
         # Aborted on purpose (admin reset, gateway deadline): the gateway must not retry it.
         self._publish_error(from_code(reason, f"context aborted: {reason}"), retryable=False)
         self._summary("cancelled", code=reason)
         return "cancelled"
+
+    def _billed(self) -> int:
+        """Characters handed to a paid upstream (every one the provider got, unless it bills nobody)."""
+        return self.characters if self.bills_upstream else 0
 
     def _publish(self, msg: protocol.Message) -> asyncio.Future[int]:
         fut = self.state.publisher.publish(self.channel, protocol.encode(msg))

@@ -33,8 +33,10 @@ async def test_context_lifecycle_frames_as_clients_parse_them(el) -> None:
     for f in audio_frames:
         assert f["contextId"] == "a" and f["isFinal"] is None
         assert set(f) == {"audio", "isFinal", "normalizedAlignment", "alignment", "contextId"}
+    # ElevenLabs' fields, plus the usage extension (docs/compat.md) that JSON clients ignore.
+    usage = {"billedChars": 28, "cachedChars": 0, "synthesizedChars": 28, "audioSeconds": c.frames[-1]["audioSeconds"]}
     assert c.frames[-1] == {"audio": None, "isFinal": True, "normalizedAlignment": None, "alignment": None,
-                            "contextId": "a"}
+                            "contextId": "a", **usage}
     # sync_alignment: every character, in order, with start/duration arrays of the same length
     assert a.chars == "Hello there. And more words."
     for al in a.alignments:

@@ -27,7 +27,11 @@ async def test_sdk_sequence_ends_with_final_and_close_1000(el) -> None:
     rec = c.get(None)
     assert decode_text(rec.audio, 16000) == "Hello from the SDK. "
     assert rec.finals == 1 and rec.frames_after_final == 0
-    assert c.frames[-1] == {"audio": None, "isFinal": True, "normalizedAlignment": None, "alignment": None}
+    # ElevenLabs' fields, plus the usage extension (docs/compat.md) that JSON clients ignore.
+    chars = len("Hello from the SDK. ")
+    usage = {"billedChars": chars, "cachedChars": 0, "synthesizedChars": chars,
+             "audioSeconds": round(len(rec.audio) / 32000, 3)}
+    assert c.frames[-1] == {"audio": None, "isFinal": True, "normalizedAlignment": None, "alignment": None, **usage}
     assert all("contextId" not in f for f in c.frames)
     assert not any("message" in f for f in c.frames)  # the SDK raises on a closing frame with "message"
 

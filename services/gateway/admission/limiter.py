@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 RATE_WINDOW_S = 60
-USAGE_TTL_S = 40 * 86400  # a month of daily usage stays readable
+USAGE_TTL_S = keys.USAGE_TTL_S  # one retention for the quota's and metering's fields of the same hash
 SETTLE_ATTEMPTS = 3
 
 

@@ -71,13 +71,13 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return need
 """
 
-# KEYS: usage hash, active-context zset. ARGV: reserved, charged, lease member, outcome, cached chars.
-# Turns the reservation into usage (the unused rest is refunded) and frees the context's slot.
+# KEYS: usage hash, active-context zset. ARGV: reserved, charged, lease member, outcome, (unused).
+# Turns the reservation into usage (the unused rest is refunded) and frees the context's slot. Cached
+# characters are counted by usage metering (gateway/metering.py), with the other metering counters.
 SETTLE = """
 redis.call('HINCRBY', KEYS[1], 'reserved', 0 - tonumber(ARGV[1]))  -- not -x: Lua's -0 is no integer
 redis.call('HINCRBY', KEYS[1], 'used', tonumber(ARGV[2]))
 redis.call('HINCRBY', KEYS[1], ARGV[4], 1)
-if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[1], 'cached_chars', tonumber(ARGV[5])) end
 redis.call('ZREM', KEYS[2], ARGV[3])
 return 1
 """

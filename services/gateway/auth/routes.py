@@ -1,4 +1,6 @@
-"""HTTP routes of tenancy: ``/admin/keys`` (ADMIN_TOKEN), ``POST /v1/tokens`` and ``GET /v1/usage`` (client key).
+"""HTTP routes of tenancy: ``/admin/keys`` (ADMIN_TOKEN) and ``POST /v1/tokens`` (client key).
+
+``GET /v1/usage`` and ``GET /admin/usage`` live in gateway/usage_routes.py (usage metering).
 
 The plaintext key is in the create response only; afterwards a key is addressed by its id.
 """
@@ -27,7 +29,7 @@ _LIMITS = {"quota_chars": 0, "max_contexts": 1, "rate_per_minute": 1}  # name â†
 
 
 def add_routes(app: web.Application) -> None:
-    """Register the key, token and usage routes."""
+    """Register the key, token and per-key usage routes."""
     r = app.router
     r.add_post("/admin/keys", create_key)
     r.add_get("/admin/keys", list_keys)
@@ -36,7 +38,6 @@ def add_routes(app: web.Application) -> None:
     r.add_delete("/admin/keys/{key_id}", revoke_key)
     r.add_get("/admin/keys/{key_id}/usage", key_usage)
     r.add_post("/v1/tokens", mint_token)
-    r.add_get("/v1/usage", own_usage)
 
 
 def _json_errors(handler: Handler) -> Handler:
@@ -119,14 +120,6 @@ async def key_usage(request: web.Request) -> web.Response:
     if rec is None:
         raise _unknown(request)
     return web.json_response(await read_usage(services.redis, rec.key_id, rec.quota_chars, _days(request)))
-
-
-@_json_errors
-async def own_usage(request: web.Request) -> web.Response:
-    """``GET /v1/usage?days=N``: the calling key's own usage."""
-    principal = await authenticate(request)
-    return web.json_response(await read_usage(request.app[SERVICES].redis, principal.key_id,
-                                              principal.quota_chars, _days(request)))
 
 
 @_json_errors

@@ -223,11 +223,16 @@ def audio_frames(audio: bytes, alignment: dict[str, Any] | None, context_id: str
         yield json.dumps(frame, separators=(",", ":"))
 
 
-def final_frame(context_id: str | None) -> str:
-    """The end of a context (multi-stream) or of the stream (stream-input)."""
+def final_frame(context_id: str | None, usage: dict[str, Any] | None = None) -> str:
+    """The end of a context (multi-stream) or of the stream (stream-input).
+
+    ``usage`` (gateway/metering.py, camelCase) adds extension fields; JSON clients ignore unknown keys.
+    """
     frame: dict[str, Any] = {"audio": None, "isFinal": True, "normalizedAlignment": None, "alignment": None}
     if context_id is not None:
         frame["contextId"] = context_id
+    if usage:
+        frame.update(usage)
     return json.dumps(frame, separators=(",", ":"))
 
 

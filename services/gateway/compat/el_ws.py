@@ -43,6 +43,7 @@ from aiohttp import web
 
 from gateway.compat import el_messages as m
 from gateway.events import AudioEvent, ErrorEvent, FinalEvent, SessionClosing
+from gateway.metering import ContextUsage
 from gateway.requests import build_request
 from gateway.services import GatewayServices
 from gateway.session import SynthesisSession
@@ -188,7 +189,7 @@ class ElSocket:
                     await self.fail(event.error)
                     return
                 await self.send(m.error_frame(event.code, event.error.message, context_id=self._wire_id(ctx)))
-            await self.send_final(ctx)
+            await self.send_final(ctx, event.usage if isinstance(event, FinalEvent) else None)
             if (isinstance(event, FinalEvent) and not self.multi) or self.done.is_set():
                 await self.close(WS_NORMAL)
                 return
@@ -196,8 +197,8 @@ class ElSocket:
     def _wire_id(self, ctx: ClientContext) -> str | None:
         return ctx.client_id if self.multi else None
 
-    async def send_final(self, ctx: ClientContext) -> None:
-        """The context's one isFinal."""
+    async def send_final(self, ctx: ClientContext, usage: ContextUsage | None = None) -> None:
+        """The context's one isFinal (with the context's usage where it ran to an end here)."""
         ctx.ended = True
         self.last_busy_at = time.monotonic()
         self._remember_ended(ctx.client_id)
@@ -205,7 +206,7 @@ class ElSocket:
             self.rejected.pop(ctx.client_id, None)
         if self.multi and self.contexts.get(ctx.client_id) is ctx:
             del self.contexts[ctx.client_id]  # a long-lived socket sees endless fresh ids (LiveKit, pipecat)
-        await self.send(m.final_frame(self._wire_id(ctx)))
+        await self.send(m.final_frame(self._wire_id(ctx), usage.to_el_json() if usage is not None else None))
         if self.closing and not self._live():
             await self.close(WS_NORMAL)
 
@@ -288,9 +289,10 @@ class ElSocket:
         if ctx.ended:
             return
         ctx.muted = True
+        state = self.session.contexts.get(ctx.internal_id)  # its usage is set when the session ends it
         with contextlib.suppress(TTSError):
             await self.session.cancel(ctx.internal_id, "cancelled")
-        await self.send_final(ctx)
+        await self.send_final(ctx, state.usage if state is not None else None)
 
     async def send_text(self, ctx: ClientContext, text: str, flush: bool) -> None:
         """Append text to a running context."""

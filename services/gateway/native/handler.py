@@ -204,7 +204,8 @@ def _final_json(e: FinalEvent) -> dict[str, Any]:
     return {"type": "final", "context_id": e.context_id, "reason": e.reason, "chunks": e.chunks,
             "audio_bytes": e.audio_bytes, "characters": e.characters,
             "ttfa_ms": None if e.ttfa_ms is None else round(e.ttfa_ms, 2),
-            "duration_ms": round(e.duration_ms, 2), "cached": e.cached}
+            "duration_ms": round(e.duration_ms, 2), "cached": e.cached,
+            **(e.usage.to_json() if e.usage is not None else {})}  # usage metering (gateway/metering.py)
 
 
 async def _send_error(ws: web.WebSocketResponse, context_id: str | None, error: TTSError,

@@ -56,6 +56,7 @@ class LocalProvider:
     """
 
     name = PROVIDER
+    bills_upstream = False  # usage metering: synthesized here, nothing paid to a provider
 
     def __init__(
         self,
