@@ -5,13 +5,10 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared import protocol
 from shared.audio.formats import AudioFormat
-
-if TYPE_CHECKING:
-    from gateway.cache.store import Recorder
 
 QUEUED, RUNNING, DONE = "queued", "running", "done"
 
@@ -62,8 +59,6 @@ class ContextState:
     playback_start: float = 0.0
     underruns: int = 0
     cached: bool = False
-    # Set on a phrase-cache miss: records the frames so a completed context can be stored.
-    cache_recorder: Recorder | None = None
 
     def __post_init__(self) -> None:
         if self.request.text:

@@ -25,7 +25,7 @@ async def test_draining_gateway_refuses_new_contexts_and_finishes_old_ones(redis
                 await client.send(type="start", context_id="old", format="pcm_16000", end=True,
                                   text="This sentence was already on its way. It must be heard in full.")
                 await client.pump_until(lambda c: bool(c.result("old").frames))
-                app[SERVICES].draining = True
+                app[SERVICES].state.draining = True
                 await client.send(type="start", context_id="new", text="Too late.", end=True)
                 await client.pump_until(lambda c: c.ended("new") and c.ended("old"), 30)
         new, old = client.result("new"), client.result("old")
