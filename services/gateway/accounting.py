@@ -48,13 +48,15 @@ def count_audio(ctx: ContextState, audio: bytes) -> int:
 
 
 def count_end(ctx: ContextState, outcome: str, code: str | None) -> None:
-    """The context ended: its outcome metrics and its one summary log line."""
+    """The context ended: its outcome metrics and its one summary log line.
+
+    Its error, if any, is counted in ``tts_errors_total`` by the edge that reports it to the client
+    (gateway/wsedge.py, the HTTP error responses), not here: counted here too, it was counted twice.
+    """
     metrics.ACTIVE_CONTEXTS.dec()
     metrics.CONTEXTS.labels(outcome).inc()
     metrics.CONTEXT_DURATION.labels(metrics.provider_label(ctx.request.provider), outcome).observe(
         time.monotonic() - ctx.created_at)
-    if code:
-        metrics.CLIENT_ERRORS.labels(metrics.code_label(code)).inc()
     log.info("context_summary", session_id=ctx.session_id, context_id=ctx.context_id, job_id=ctx.job_id,
              outcome=outcome, code=code, provider=ctx.request.provider, format=ctx.request.fmt.name,
              chunks=ctx.chunks_out, audio_bytes=ctx.audio_bytes, characters=ctx.characters,
