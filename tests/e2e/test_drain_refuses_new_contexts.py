@@ -18,7 +18,7 @@ async def test_draining_gateway_refuses_new_contexts_and_finishes_old_ones(redis
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
         async with running_worker(settings), aiohttp.ClientSession() as http:
             async with NativeClient.connect(base, http) as client:
