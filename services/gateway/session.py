@@ -143,7 +143,8 @@ class SynthesisSession:
         self._ended.pop(cid, None)
         self._jobs[ctx.job_id] = ctx
         metrics.ACTIVE_CONTEXTS.inc()
-        cached = await self.services.cache.lookup(request, self.tenant) if self.services.cache else None
+        cache = self.services.cache
+        cached = await cache.lookup(request, self.tenant) if cache is not None else None
         if isinstance(cached, Hit):
             self._replay(ctx, cached.chunks)  # no job: the cached frames are the answer
             return ctx
