@@ -142,7 +142,7 @@ def _age(at: Any, now: float) -> float | None:
 
 async def _queue_ops_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    ops = app[QUEUE_OPS] = QueueOps(services.redis, services.dispatcher)
+    ops = app[QUEUE_OPS] = QueueOps(services.redis, services.queue)
     task = asyncio.create_task(_refresh_depth_forever(ops, services.settings.queue_name), name="queue-depth")
     yield
     task.cancel()

@@ -19,6 +19,7 @@ from gateway.appkeys import BACKGROUND, SERVICES, SETTINGS
 from gateway.catalog import Catalog
 from gateway.compat.routes import add_routes as add_compat_routes
 from gateway.dispatch import Dispatcher
+from gateway.metering import UsageWriter
 from gateway.native.handler import native_ws
 from gateway.services import GatewayServices
 from shared import keys
@@ -37,7 +38,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     edge.install(app)  # dev-mode Host check, CORS (before any route runs)
     app.cleanup_ctx.append(_services_ctx)
-    tenancy.install(app)  # keys, tokens, quotas, phrase cache (after the core services)
+    tenancy.install(app)  # key, token and usage routes (their resources are built in _services_ctx)
     admin.add_routes(app)  # /admin/reset-queues, /admin/status, tts_queue_depth (after the core services)
     usage_routes.install(app)  # usage metering: writer, /v1/usage, /admin/usage, /metrics/tenants
     app.on_shutdown.append(_drain)
@@ -50,32 +51,37 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Build every shared service in dependency order, then run the process-wide loops over them."""
     settings = app[SETTINGS]
     redis = create_redis(settings.redis_url, max_connections=256)
     gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     hub = PubSubHub(redis, service="gateway")
-    services = GatewayServices(settings=settings, gateway_id=gateway_id, redis=redis, hub=hub,
-                               dispatcher=Dispatcher(redis, settings.queue_name, settings.job_expires_s),
-                               catalog=Catalog(redis, settings.default_voice))
-    hub.on_disconnect = lambda: monitor.fail_inflight(services)
-    hub.on_reconnect = lambda: monitor.after_reconnect(services)
-    await hub.start()
-    app[SERVICES] = services
-    tasks = [asyncio.create_task(monitor.monitor_forever(services), name="context-monitor"),
-             asyncio.create_task(_heartbeat_forever(services), name="gateway-heartbeat")]
-    if not settings.auth_disabled:
-        tasks.append(asyncio.create_task(revocation.watch_forever(services), name="revocation-watch"))
-    app[BACKGROUND] = tasks
-    if settings.auth_disabled:
-        log.warning("auth_disabled", message="AUTH_DISABLED is on: anyone who can reach this port may "
-                                              "synthesize. Use only for local development.")
-    log.info("gateway_started", gateway_id=gateway_id)
-    yield
-    for t in tasks:
-        t.cancel()
-    for t in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await t
+    async with tenancy.open_tenancy(settings, redis, gateway_id) as tenants:
+        services = GatewayServices(settings=settings, gateway_id=gateway_id, redis=redis, hub=hub,
+                                   queue=Dispatcher(redis, settings.queue_name, settings.job_expires_s),
+                                   catalog=Catalog(redis, settings.default_voice), tokens=tenants.tokens,
+                                   key_limits=tenants.key_limits, cache=tenants.cache,
+                                   metering=UsageWriter(redis))
+        hub.on_disconnect = lambda: monitor.fail_inflight(services)
+        hub.on_reconnect = lambda: monitor.after_reconnect(services)
+        await hub.start()
+        app[SERVICES] = services
+        tasks = [asyncio.create_task(monitor.monitor_forever(services), name="context-monitor"),
+                 asyncio.create_task(_heartbeat_forever(services), name="gateway-heartbeat")]
+        if not settings.auth_disabled:
+            tasks.append(asyncio.create_task(revocation.watch_forever(services), name="revocation-watch"))
+        app[BACKGROUND] = tasks
+        if settings.auth_disabled:
+            log.warning("auth_disabled", message="AUTH_DISABLED is on: anyone who can reach this port may "
+                                                  "synthesize. Use only for local development.")
+        log.info("gateway_started", gateway_id=gateway_id)
+        yield
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+    # Tenancy settled its leases and stored its cache entries on leaving the block: Redis goes last.
     with contextlib.suppress(RedisError, OSError):
         await redis.delete(keys.gateway_heartbeat(gateway_id))
     await hub.close()
@@ -101,7 +107,7 @@ async def _drain(app: web.Application) -> None:
     services = app.get(SERVICES)
     if services is None:
         return
-    services.draining = True
+    services.state.draining = True
     grace = services.settings.drain_grace_s
     deadline = time.monotonic() + grace
     log.info("gateway_draining", sessions=len(services.registry.sessions),

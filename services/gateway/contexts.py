@@ -11,7 +11,6 @@ from shared import protocol
 from shared.audio.formats import AudioFormat
 
 if TYPE_CHECKING:
-    from gateway.cache.store import Recorder
     from gateway.metering import ContextUsage
 
 QUEUED, RUNNING, DONE = "queued", "running", "done"
@@ -63,8 +62,6 @@ class ContextState:
     playback_start: float = 0.0
     underruns: int = 0
     cached: bool = False
-    # Set on a phrase-cache miss: records the frames so a completed context can be stored.
-    cache_recorder: Recorder | None = None
     # Usage metering (gateway/metering.py): what the worker's Final says a paid upstream got; the total at the end.
     billed_chars: int | None = None
     usage: ContextUsage | None = None

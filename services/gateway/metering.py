@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.admission.limiter import utc_day
 from shared import keys, metrics
 from shared.logging import get_logger
 
@@ -89,7 +88,12 @@ def usage_of(ctx: ContextState, outcome: str) -> ContextUsage:
     return ContextUsage(audio_seconds=audio)
 
 
-def meter_context(services: GatewayServices, ctx: ContextState, outcome: str) -> ContextUsage:
+def utc_day(now: float) -> str:
+    """The UTC day of ``now`` as YYYY-MM-DD (the same day key as the quota's)."""
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+def meter_context(writer: UsageWriter, ctx: ContextState, outcome: str) -> ContextUsage:
     """Count an ended context: Prometheus now, Redis in the background; returns it for the final."""
     usage = usage_of(ctx, outcome)
     labels = (metrics.provider_label(ctx.request.provider), metrics.model_label(ctx.request.model_id))
@@ -97,8 +101,7 @@ def meter_context(services: GatewayServices, ctx: ContextState, outcome: str) ->
     metrics.USAGE_SYNTHESIZED_CHARS.labels(*labels).inc(usage.synthesized_chars)
     metrics.USAGE_CACHED_CHARS.labels(*labels).inc(usage.cached_chars)
     metrics.USAGE_AUDIO_SECONDS.labels(*labels).inc(usage.audio_seconds)
-    writer = services.metering
-    if writer is not None and ctx.tenant:
+    if ctx.tenant:
         writer.add(ctx.tenant, utc_day(time.time()), usage.counters())
     return usage
 

@@ -14,8 +14,7 @@ import time
 from redis.exceptions import RedisError
 
 from gateway.contexts import QUEUED, RUNNING, ContextState
-from gateway.services import GatewayServices
-from gateway.session import SynthesisSession
+from gateway.services import GatewayServices, LiveSession
 from shared.errors import JobExpired, NoWorkers, ServiceUnavailable, Timeout, WorkerLost
 from shared.logging import get_logger
 
@@ -42,28 +41,28 @@ async def check_once(services: GatewayServices) -> None:
     """One pass over all contexts."""
     s = services.settings
     now = time.monotonic()
-    running: list[tuple[SynthesisSession, ContextState]] = []
-    waiting: list[tuple[SynthesisSession, ContextState]] = []
+    running: list[tuple[LiveSession, ContextState]] = []
+    waiting: list[tuple[LiveSession, ContextState]] = []
     for session in list(services.registry.sessions.values()):
         for ctx in list(session.contexts.values()):
             if not ctx.live:
                 continue
             if ctx.state == QUEUED and now - ctx.enqueued_at > s.job_start_timeout_s:
-                await services.dispatcher.forget(ctx.job_id)
+                await services.queue.forget(ctx.job_id)
                 session.fail_context(ctx, NoWorkers(f"no worker started the job within {s.job_start_timeout_s:g} s"))
             elif ctx.state == QUEUED and now - ctx.enqueued_at > EXPIRY_CHECK_AFTER_S:
                 waiting.append((session, ctx))
             elif ctx.state == RUNNING:
                 if _overdue(ctx, now, s.first_audio_timeout_s, s.inter_chunk_timeout_s):
                     session.fail_context(ctx, Timeout("no audio arrived within the context's deadline"))
-                    await session._cancel_job(ctx, "timeout")
+                    await session.cancel_job(ctx, "timeout")
                 elif ctx.worker_id:
                     running.append((session, ctx))
     await _fail_expired(services, waiting)
     worker_ids = sorted({ctx.worker_id for _, ctx in running if ctx.worker_id})
     if not worker_ids:
         return
-    alive = await services.dispatcher.live_workers(worker_ids)
+    alive = await services.queue.live_workers(worker_ids)
     for session, ctx in running:
         if ctx.worker_id in alive or not ctx.live:
             continue
@@ -73,14 +72,14 @@ async def check_once(services: GatewayServices) -> None:
         retried = await session.retry(ctx, "worker_lost")
         if not retried:
             session.fail_context(ctx, WorkerLost(f"worker {ctx.worker_id} stopped while speaking this context"))
-        await services.dispatcher.forget(dead_job)
+        await services.queue.forget(dead_job)
 
 
-async def _fail_expired(services: GatewayServices, waiting: list[tuple[SynthesisSession, ContextState]]) -> None:
+async def _fail_expired(services: GatewayServices, waiting: list[tuple[LiveSession, ContextState]]) -> None:
     """Queued contexts whose arq key expired (``JOB_EXPIRES_S``) can never start: say so, by name."""
     if not waiting:
         return
-    expired = await services.dispatcher.expired_jobs([ctx.job_id for _, ctx in waiting])
+    expired = await services.queue.expired_jobs([ctx.job_id for _, ctx in waiting])
     for session, ctx in waiting:
         # Re-checked after the round trip: a worker that started it meanwhile has announced itself.
         if ctx.job_id in expired and ctx.live and ctx.state == QUEUED:
@@ -89,7 +88,7 @@ async def _fail_expired(services: GatewayServices, waiting: list[tuple[Synthesis
             session.fail_context(ctx, JobExpired(
                 f"the job expired after {services.settings.job_expires_s:g} s in the queue before a worker "
                 "claimed it; nothing was spoken, retry"))
-            await services.dispatcher.forget(ctx.job_id)
+            await services.queue.forget(ctx.job_id)
 
 
 def fail_inflight(services: GatewayServices) -> None:
@@ -98,28 +97,28 @@ def fail_inflight(services: GatewayServices) -> None:
     for session in list(services.registry.sessions.values()):
         for ctx in list(session.contexts.values()):
             if ctx.live:
-                services.outage_jobs.add(ctx.job_id)
+                services.state.outage_jobs.add(ctx.job_id)
                 session.fail_context(ctx, ServiceUnavailable("lost the connection to Redis mid-context"))
 
 
 def after_reconnect(services: GatewayServices) -> None:
     """Redis is back: the failed contexts' jobs must neither run (again) nor linger, even if an AOF reloaded them."""
-    if services.outage_jobs:
+    if services.state.outage_jobs:
         task = asyncio.get_running_loop().create_task(_abandon_outage_jobs(services), name="abandon-outage-jobs")
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
 
 
 async def _abandon_outage_jobs(services: GatewayServices) -> None:
-    jobs = sorted(services.outage_jobs)
+    jobs = sorted(services.state.outage_jobs)
     for attempt in range(5):
         try:
-            await services.dispatcher.abandon(jobs)
+            await services.queue.abandon(jobs)
         except (RedisError, OSError) as e:
             log.warning("outage_jobs_not_abandoned", jobs=len(jobs), error=type(e).__name__, attempt=attempt)
             await asyncio.sleep(0.2 * 2 ** attempt)
             continue
-        services.outage_jobs.difference_update(jobs)
+        services.state.outage_jobs.difference_update(jobs)
         log.info("outage_jobs_abandoned", jobs=len(jobs))
         return
 

@@ -14,12 +14,13 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from redis.exceptions import RedisError
 
+from gateway.accounting import count_audio, count_end, final_event
+from gateway.cache import Chunk, Hit, Recorder
 from gateway.contexts import DONE, RUNNING, ContextRequest, ContextState
-from gateway.events import AudioEvent, ErrorEvent, Event, FinalEvent, SessionClosing
+from gateway.events import AudioEvent, ErrorEvent, Event, SessionClosing
 from gateway.metering import meter_context
 from gateway.services import GatewayServices
 from shared import keys, metrics, protocol
@@ -49,7 +50,7 @@ _CLOSING: set[asyncio.Task[None]] = set()
 
 
 class SynthesisSession:
-    """Contexts of one client connection and the events they produce."""
+    """Contexts of one client connection and the events they produce (a ``LiveSession``)."""
 
     def __init__(self, services: GatewayServices, *, api: str, tenant: str = "",
                  max_contexts: int | None = None) -> None:
@@ -63,6 +64,8 @@ class SynthesisSession:
         self.contexts: dict[str, ContextState] = {}
         self._jobs: dict[str, ContextState] = {}
         self._ended: dict[str, None] = {}
+        # Phrase-cache misses being recorded, by context id: stored if the context completes.
+        self._recorders: dict[str, Recorder] = {}
         self._inbox: asyncio.Queue[bytes | Event] = asyncio.Queue()
         self._frames_queued = 0
         # Audio bytes waiting in the inbox (frames and replayed cache hits): memory is what a stuck client costs.
@@ -99,7 +102,7 @@ class SynthesisSession:
     async def _close(self) -> None:
         for ctx in list(self.contexts.values()):
             if ctx.live:
-                await self._cancel_job(ctx, "cancelled")
+                await self.cancel_job(ctx, "cancelled")
                 self._end(ctx, "cancelled")
         self.services.registry.remove(self)
         metrics.ACTIVE_SESSIONS.labels(self.api).dec()
@@ -131,17 +134,25 @@ class SynthesisSession:
             raise TextTooLong(f"a context holds at most {self.settings.max_context_chars} characters",
                               context_id=cid)
         ctx = ContextState(request=request, session_id=self.id, tenant=self.tenant)
-        if self.services.admission is not None:
-            await self.services.admission.admit(self, request)  # key limits; raises before anything exists
+        limits = self.services.key_limits
+        if limits is not None:
+            await limits.admit(ctx)  # raises before anything exists
+            if self.closed:  # the client left while we were asking: give the slot straight back
+                limits.release(ctx, "cancelled")
+                raise ContextClosed("the session closed", context_id=cid)
         self.contexts[cid] = ctx
         self._ended.pop(cid, None)
         self._jobs[ctx.job_id] = ctx
         metrics.ACTIVE_CONTEXTS.inc()
-        if self.services.cache is not None and (hit := await self.services.cache.lookup(ctx)) is not None:
-            self._replay(ctx, hit)  # no job: the cached frames are the answer
+        cache = self.services.cache
+        cached = await cache.lookup(request, self.tenant) if cache is not None else None
+        if isinstance(cached, Hit):
+            self._replay(ctx, cached.chunks)  # no job: the cached frames are the answer
             return ctx
+        if cached is not None:
+            self._recorders[cid] = cached
         try:
-            await self.services.dispatcher.enqueue(ctx.job_spec())
+            await self.services.queue.enqueue(ctx.job_spec())
         except (RedisError, OSError) as e:
             self._end(ctx, "failed", "service_unavailable")
             raise ServiceUnavailable("the queue (Redis) is unreachable", context_id=cid) from e
@@ -155,8 +166,8 @@ class SynthesisSession:
         if ctx.characters + len(text) > self.settings.max_context_chars:
             raise TextTooLong(f"a context holds at most {self.settings.max_context_chars} characters",
                               context_id=context_id)
-        if self.services.admission is not None:
-            await self.services.admission.reserve_text(self, ctx, len(text))
+        if self.services.key_limits is not None:
+            await self.services.key_limits.reserve_text(ctx, len(text))
         now = time.monotonic()
         ctx.text_parts.append(text)
         ctx.characters += len(text)
@@ -183,10 +194,8 @@ class SynthesisSession:
                 return  # already over: cancelling twice is harmless
             raise UnknownContext(f"no context {context_id!r} in this session", context_id=context_id)
         self._end(ctx, "cancelled")
-        self._post(FinalEvent(ctx.context_id, "cancelled", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
-                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _since_ms(ctx.created_at),
-                              usage=ctx.usage))
-        await self._cancel_job(ctx, reason)
+        self._post(final_event(ctx, "cancelled"))
+        await self.cancel_job(ctx, reason)
 
     # ---- events to the client -----------------------------------------------------------------------
     async def next_event(self) -> Event:
@@ -246,23 +255,25 @@ class SynthesisSession:
 
     async def _push(self, ctx: ContextState, msg: protocol.Message) -> None:
         try:
-            await self.services.dispatcher.push_input(ctx.job_id, msg)
+            await self.services.queue.push_input(ctx.job_id, msg)
         except (RedisError, OSError) as e:
             self.fail_context(ctx, ServiceUnavailable("lost the queue (Redis) mid-context"))
             raise ServiceUnavailable("the queue (Redis) is unreachable", context_id=ctx.context_id) from e
 
-    async def _cancel_job(self, ctx: ContextState, reason: str) -> None:
+    async def cancel_job(self, ctx: ContextState, reason: str) -> None:
+        """Tell the context's current job to stop; its upstream context closes (best effort)."""
         try:
-            await self.services.dispatcher.push_input(ctx.job_id, protocol.Cancel(ctx.next_input_seq(), reason))
+            await self.services.queue.push_input(ctx.job_id, protocol.Cancel(ctx.next_input_seq(), reason))
         except (RedisError, OSError):
             pass  # the job's worker will find nobody listening and stop by itself
 
     def _end(self, ctx: ContextState, outcome: str, code: str | None = None) -> None:
-        if self.services.admission is not None:
-            self.services.admission.release(self, ctx, outcome)  # settles in the background
+        if self.services.key_limits is not None:
+            self.services.key_limits.release(ctx, outcome)  # settles in the background
         ctx.state = DONE
-        ctx.usage = meter_context(self.services, ctx, outcome)  # usage metering: on the final, into Redis
+        ctx.usage = meter_context(self.services.metering, ctx, outcome)  # usage metering: on the final, into Redis
         self._jobs.pop(ctx.job_id, None)
+        self._recorders.pop(ctx.context_id, None)
         # Only the id is remembered (late messages get context_closed); the state goes now. Kept until
         # _ENDED_MEMORY pushed it out, it cost ~1.6 KB a turn (a long session held 256 of them) and the
         # monitor scanned every one of them five times a second.
@@ -271,16 +282,7 @@ class SynthesisSession:
         self._ended[ctx.context_id] = None
         if len(self._ended) > _ENDED_MEMORY:
             del self._ended[next(iter(self._ended))]
-        metrics.ACTIVE_CONTEXTS.dec()
-        metrics.CONTEXTS.labels(outcome).inc()
-        metrics.CONTEXT_DURATION.labels(metrics.provider_label(ctx.request.provider), outcome).observe(time.monotonic() - ctx.created_at)
-        if code:
-            metrics.CLIENT_ERRORS.labels(metrics.code_label(code)).inc()
-        log.info("context_summary", session_id=self.id, context_id=ctx.context_id, job_id=ctx.job_id,
-                 outcome=outcome, code=code, provider=ctx.request.provider, format=ctx.request.fmt.name,
-                 chunks=ctx.chunks_out, audio_bytes=ctx.audio_bytes, characters=ctx.characters,
-                 ttfa_ms=_round(_ms(ctx.first_audio_at, ctx.ttfa_origin)), attempts=ctx.attempt + 1,
-                 underruns=ctx.underruns, worker_id=ctx.worker_id, cached=ctx.cached)
+        count_end(ctx, outcome, code)
 
     async def _route(self, data: bytes) -> Event | None:
         try:
@@ -294,7 +296,7 @@ class SynthesisSession:
                 # A job starting for a context that already ended (failed in a Redis outage and reloaded
                 # from its AOF, cancelled while queued): stop it before it pays upstream for nobody.
                 with contextlib.suppress(RedisError, OSError):
-                    await self.services.dispatcher.push_input(msg.job_id, protocol.Cancel(0, "cancelled"))
+                    await self.services.queue.push_input(msg.job_id, protocol.Cancel(0, "cancelled"))
             return None  # a cancelled, retried or finished job: its frames must not leak
         if isinstance(msg, protocol.Audio):
             return self._on_audio(ctx, msg)
@@ -306,12 +308,11 @@ class SynthesisSession:
             return None
         if isinstance(msg, protocol.Final):
             ctx.billed_chars = msg.billed_chars
+            recorder = self._recorders.get(ctx.context_id)
             self._end(ctx, "completed")
-            if ctx.cache_recorder is not None:
-                ctx.cache_recorder.finish(ctx)
-            return FinalEvent(ctx.context_id, "completed", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
-                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _since_ms(ctx.created_at),
-                              ctx.cached, ctx.usage)
+            if recorder is not None:
+                recorder.finish(ctx.chunks_out, ctx.request.fmt.name)
+            return final_event(ctx, "completed")
         if isinstance(msg, protocol.Error):
             if msg.retryable and msg.code not in _NO_GATEWAY_RETRY and ctx.chunks_out == 0 \
                     and await self.retry(ctx, msg.code):
@@ -326,40 +327,16 @@ class SynthesisSession:
             err = ProtocolError(f"audio frames lost between worker and gateway (expected {ctx.worker_seq}, "
                                 f"got {msg.seq})")
             self._end(ctx, "failed", err.code)
-            asyncio.get_running_loop().create_task(self._cancel_job(ctx, "cancelled"))
+            asyncio.get_running_loop().create_task(self.cancel_job(ctx, "cancelled"))
             return ErrorEvent(ctx.context_id, err)
         ctx.worker_seq += 1
-        now = time.monotonic()
-        fmt = ctx.request.fmt
-        if ctx.first_audio_at is None:
-            ctx.first_audio_at = now
-            ctx.playback_start = now
-            if ctx.ttfa_origin is not None:
-                metrics.TTFA.labels(metrics.provider_label(ctx.request.provider),
-                                    metrics.model_label(ctx.request.model_id), fmt.name,
-                                    "hit" if ctx.cached else "miss").observe(now - ctx.ttfa_origin)
-        else:
-            gap = now - (ctx.last_audio_at or now)
-            metrics.CHUNK_GAP.observe(gap)
-            # Real-time playback from the first chunk on: an underrun is audio arriving after the
-            # audio before it had finished playing.
-            if now - ctx.playback_start > ctx.audio_seconds_played + 0.001:
-                ctx.underruns += 1
-                metrics.UNDERRUNS.inc()
-                ctx.playback_start = now - ctx.audio_seconds_played
-        ctx.last_audio_at = now
-        seconds = len(msg.audio) / fmt.bytes_per_second if fmt.bytes_per_second else 0.0
-        ctx.audio_seconds_played += seconds
-        seq = ctx.chunks_out
-        ctx.chunks_out += 1
-        ctx.audio_bytes += len(msg.audio)
-        metrics.AUDIO_BYTES.labels(fmt.name).inc(len(msg.audio))
-        metrics.AUDIO_SECONDS.labels(fmt.name).inc(seconds)
-        if ctx.cache_recorder is not None:
-            ctx.cache_recorder.add(msg.audio, msg.alignment)
+        seq = count_audio(ctx, msg.audio)
+        recorder = self._recorders.get(ctx.context_id)
+        if recorder is not None:
+            recorder.add(msg.audio, msg.alignment)
         return AudioEvent(ctx.context_id, seq, msg.audio, msg.alignment)
 
-    def _replay(self, ctx: ContextState, chunks: list[tuple[bytes, dict[str, Any] | None]]) -> None:
+    def _replay(self, ctx: ContextState, chunks: list[Chunk]) -> None:
         """Serve a phrase-cache hit as the same audio events a miss produced, then a cached final.
 
         A hit is queued whole (at most CACHE_MAX_ENTRY_BYTES) and counts against the session's byte
@@ -379,9 +356,7 @@ class SynthesisSession:
                     self._bytes_queued += len(event.audio)
                 self._post(event)
         self._end(ctx, "completed")
-        self._post(FinalEvent(ctx.context_id, "completed", ctx.chunks_out, ctx.audio_bytes, ctx.characters,
-                              _ms(ctx.first_audio_at, ctx.ttfa_origin), _since_ms(ctx.created_at),
-                              True, ctx.usage))
+        self._post(final_event(ctx, "completed"))
 
     async def retry(self, ctx: ContextState, reason: str) -> bool:
         """Re-enqueue a context that produced no audio yet; False when out of retries."""
@@ -395,21 +370,8 @@ class SynthesisSession:
         log.info("context_retry", session_id=self.id, context_id=ctx.context_id, reason=reason,
                  old_job_id=old, job_id=ctx.job_id, attempt=ctx.attempt)
         try:
-            await self.services.dispatcher.enqueue(ctx.job_spec())
+            await self.services.queue.enqueue(ctx.job_spec())
         except (RedisError, OSError):
             return False
         return True
 
-
-def _ms(end: float | None, start: float | None) -> float | None:
-    if end is None or start is None:
-        return None
-    return (end - start) * 1000
-
-
-def _since_ms(start: float) -> float:
-    return (time.monotonic() - start) * 1000
-
-
-def _round(v: float | None) -> float | None:
-    return None if v is None else round(v, 2)

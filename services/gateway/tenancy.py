@@ -1,7 +1,7 @@
-"""Wires tenancy into the app: token signer, per-key admission, phrase cache, and their routes.
+"""Tenancy for the gateway: token signer, per-key limits, phrase cache, and their routes.
 
-``install(app)`` is the one line ``create_app`` needs; the resources are built in a cleanup_ctx
-that runs after the core services exist (and is torn down before them).
+``install(app)`` adds the routes; :func:`open_tenancy` builds the resources for the core cleanup
+context (gateway/app.py), which hands them to :class:`~gateway.services.GatewayServices` complete.
 """
 
 from __future__ import annotations
@@ -9,46 +9,55 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
-from gateway.admission import KeyAdmission
-from gateway.appkeys import SERVICES, SETTINGS
 from gateway.auth import routes
 from gateway.auth.tokens import TokenSigner
 from gateway.cache import PhraseCache
+from gateway.keylimits import KeyLimits
 from shared.logging import get_logger
+from shared.settings import Settings
 
 log = get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class Tenancy:
+    """What tenancy adds to the gateway's services (None: turned off by the settings)."""
+
+    tokens: TokenSigner
+    key_limits: KeyLimits | None
+    cache: PhraseCache | None
+
+
 def install(app: web.Application) -> None:
-    """Add the tenancy routes and resources to the gateway app (call after the core cleanup_ctx)."""
+    """Add the tenancy routes (keys, tokens, usage) to the gateway app."""
     routes.add_routes(app)
-    app.cleanup_ctx.append(_tenancy_ctx)
 
 
-async def _tenancy_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    services = app[SERVICES]
+@contextlib.asynccontextmanager
+async def open_tenancy(settings: Settings, redis: aioredis.Redis, gateway_id: str) -> AsyncIterator[Tenancy]:
+    """Build the signer, key limits (with their lease refresher) and cache; settle what is in flight at exit."""
     secret = settings.token_secret
     if not secret:
         secret = TokenSigner.random_secret()
         log.warning("token_secret_generated", message="TOKEN_SECRET is unset: browser tokens are signed with a "
                     "random per-process secret and will not survive a restart or work on other replicas")
-    services.tokens = TokenSigner(secret)
-    admission = None
-    if not settings.auth_disabled:
-        admission = services.admission = KeyAdmission(services.redis, settings, services.gateway_id)
-    cache = services.cache = PhraseCache(services.redis, settings) if settings.cache_enabled else None
-    refresher = (asyncio.create_task(admission.refresh_forever(), name="lease-refresher")
-                 if admission is not None else None)
-    yield
-    if refresher is not None:
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
-    if admission is not None:
-        await admission.close()
-    if cache is not None:
-        await cache.close()
+    key_limits = None if settings.auth_disabled else KeyLimits(redis, settings, gateway_id)
+    cache = PhraseCache(redis, settings) if settings.cache_enabled else None
+    refresher = (asyncio.create_task(key_limits.refresh_forever(), name="lease-refresher")
+                 if key_limits is not None else None)
+    try:
+        yield Tenancy(TokenSigner(secret), key_limits, cache)
+    finally:
+        if refresher is not None:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+        if key_limits is not None:
+            await key_limits.close()
+        if cache is not None:
+            await cache.close()

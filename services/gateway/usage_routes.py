@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from gateway.admission.limiter import utc_day
+from gateway.keylimits.limiter import utc_day
 from gateway.appkeys import SERVICES
 from gateway.auth.guard import authenticate, require_admin
 from gateway.auth.routes import _json_errors
@@ -48,14 +48,13 @@ def install(app: web.Application) -> None:
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    writer = services.metering = UsageWriter(services.redis)
+    writer = services.metering  # built with the core services (app._services_ctx)
     app[_WRITER_TASK] = task = asyncio.create_task(writer.run_forever(), name="usage-writer")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await writer.close()
-    services.metering = None
 
 
 @_json_errors

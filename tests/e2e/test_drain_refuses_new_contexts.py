@@ -18,14 +18,14 @@ async def test_draining_gateway_refuses_new_contexts_and_finishes_old_ones(redis
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
         async with running_worker(settings), aiohttp.ClientSession() as http:
             async with NativeClient.connect(base, http) as client:
                 await client.send(type="start", context_id="old", format="pcm_16000", end=True,
                                   text="This sentence was already on its way. It must be heard in full.")
                 await client.pump_until(lambda c: bool(c.result("old").frames))
-                app[SERVICES].draining = True
+                app[SERVICES].state.draining = True
                 await client.send(type="start", context_id="new", text="Too late.", end=True)
                 await client.pump_until(lambda c: c.ended("new") and c.ended("old"), 30)
         new, old = client.result("new"), client.result("old")

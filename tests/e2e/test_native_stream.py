@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 
 from shared import keys
 from shared.audio.analysis import rms
+from tests.support.scrape import metric
 from tests.support.stack import NativeClient
 
 
@@ -88,7 +89,7 @@ async def test_disconnect_cancels_contexts_and_counts_return_to_zero(local_stack
 
     base, http = local_stack
     long_text = " ".join(["A client that hangs up mid-sentence must not keep a worker busy."] * 10)
-    before = metrics.ACTIVE_CONTEXTS._value.get()
+    before = await metric(http, base, "tts_active_contexts")
     async with NativeClient.connect(base, http) as client:
         await client.send(type="start", context_id="x", format="pcm_16000", text=long_text, end=True)
         await client.pump_until(lambda c: len(c.result("x").frames) >= 1, 30)
@@ -98,7 +99,8 @@ async def test_disconnect_cancels_contexts_and_counts_return_to_zero(local_stack
         async with asyncio.timeout(10):
             while True:
                 left = [k async for k in r.scan_iter(match=keys.PREFIX + "input:*")]
-                if (not left and metrics.ACTIVE_CONTEXTS._value.get() == before
+                # The worker's gauge is read in-process: it is the worker's, not the gateway's /metrics.
+                if (not left and await metric(http, base, "tts_active_contexts") == before
                         and metrics.WORKER_ACTIVE_JOBS._value.get() == 0):
                     break
                 await asyncio.sleep(0.05)

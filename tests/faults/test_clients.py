@@ -9,7 +9,7 @@ import time
 import aiohttp
 import psutil
 from emulator.synth import decode_text
-from gateway.native.handler import SHED_GRACE_S
+from gateway.wsedge import SHED_GRACE_S
 
 from shared.errors import ERRORS_BY_CODE
 from tests.faults.support import RawWS, Stack, metric, report, start_stack, until

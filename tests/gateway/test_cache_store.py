@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
-from gateway.cache import PhraseCache, digest, normalize
-from gateway.contexts import ContextRequest, ContextState
+from gateway.cache import Hit, PhraseCache, Recorder, digest, normalize
+from gateway.contexts import ContextRequest
 
 from shared import keys
 from shared.audio.formats import parse_format
@@ -42,8 +42,12 @@ def test_every_voice_is_namespaced_by_tenant_unless_the_operator_shares_catalogu
     assert digest(_req(), "tenant-a", frozenset()) == digest(_req(), "tenant-b", frozenset())
 
 
-def _ctx(text: str) -> ContextState:
-    return ContextState(request=_req(text), session_id="s")
+def _ctx(text: str) -> ContextRequest:
+    return _req(text)
+
+
+def _key(cache: PhraseCache, request: ContextRequest) -> str:
+    return cache.key_of(request, "")
 
 
 async def _books(r: aioredis.Redis) -> tuple[int, int, int, list[bytes]]:
@@ -62,28 +66,28 @@ async def test_eviction_keeps_the_total_under_the_cap_and_drops_the_least_recent
                                                             "charDurationsMs": [5]})]
         ctxs = [_ctx(f"Phrase number {i}.") for i in range(4)]
         for ctx in ctxs:
-            assert await cache.store(cache.key_of(ctx), chunk, "pcm_16000")
+            assert await cache.store(_key(cache, ctx), chunk, "pcm_16000")
             await asyncio.sleep(0.002)  # distinct last-use scores
         # Touch the oldest: it becomes the most recently used and survives the next evictions.
-        assert await cache.lookup(ctxs[0]) == chunk
+        assert await cache.lookup(ctxs[0], "") == Hit(chunk)
         for i in range(4, 7):  # the fifth fits; the sixth and seventh each evict one
             ctx = _ctx(f"Phrase number {i}.")
-            assert await cache.store(cache.key_of(ctx), chunk, "pcm_16000")
+            assert await cache.store(_key(cache, ctx), chunk, "pcm_16000")
             await asyncio.sleep(0.002)
         total, summed, count, present = await _books(r)
         assert total == summed <= cap and count == len(present)
-        assert cache.key_of(ctxs[0]).encode() in present
-        assert cache.key_of(ctxs[1]).encode() not in present  # least recently used went first
-        assert await cache.lookup(ctxs[1]) is None
+        assert _key(cache, ctxs[0]).encode() in present
+        assert _key(cache, ctxs[1]).encode() not in present  # least recently used went first
+        assert isinstance(await cache.lookup(ctxs[1], ""), Recorder)  # evicted: a miss
 
         # Many gateways storing at once: still under the cap, books still balanced.
         many = [_ctx(f"Concurrent phrase {i}.") for i in range(60)]
-        await asyncio.gather(*(cache.store(cache.key_of(c), chunk, "pcm_16000") for c in many))
+        await asyncio.gather(*(cache.store(_key(cache, c), chunk, "pcm_16000") for c in many))
         total, summed, count, present = await _books(r)
         assert total == summed <= cap and count == len(present) > 0
         # An utterance bigger than the whole cache is simply not stored.
         huge = _ctx("Too big.")
-        assert not await cache.store(cache.key_of(huge), [(b"\x00" * (cap + 1), None)], "pcm_16000")
+        assert not await cache.store(_key(cache, huge), [(b"\x00" * (cap + 1), None)], "pcm_16000")
     finally:
         await r.aclose()
 
@@ -94,14 +98,14 @@ async def test_entries_expire_and_leave_the_books(redis_url: str) -> None:
     cache = PhraseCache(r, settings)
     try:
         old = _ctx("Soon gone.")
-        assert await cache.store(cache.key_of(old), [(b"\x01" * 100, None)], "pcm_16000")
-        assert await cache.lookup(old) is not None
+        assert await cache.store(_key(cache, old), [(b"\x01" * 100, None)], "pcm_16000")
+        assert isinstance(await cache.lookup(old, ""), Hit)
         await asyncio.sleep(0.4)
-        assert await cache.lookup(old) is None and old.cache_recorder is not None  # a miss arms a recorder
+        assert isinstance(await cache.lookup(old, ""), Recorder)  # a miss hands out a recorder
         new = _ctx("Fresh.")
-        assert await cache.store(cache.key_of(new), [(b"\x02" * 50, None)], "pcm_16000")
+        assert await cache.store(_key(cache, new), [(b"\x02" * 50, None)], "pcm_16000")
         total, summed, count, present = await _books(r)
-        assert (count, total) == (1, summed) and present == [cache.key_of(new).encode()]
+        assert (count, total) == (1, summed) and present == [_key(cache, new).encode()]
     finally:
         await r.aclose()
 
@@ -109,7 +113,7 @@ async def test_entries_expire_and_leave_the_books(redis_url: str) -> None:
 @pytest.mark.parametrize("text,cacheable", [("Whole.", True), ("   ", False)])
 def test_only_whole_non_empty_opted_in_utterances_are_cacheable(text: str, cacheable: bool) -> None:
     assert PhraseCache.cacheable(_ctx(text)) is cacheable
-    assert not PhraseCache.cacheable(ContextState(request=_req(text, use_cache=False), session_id="s"))
+    assert not PhraseCache.cacheable(_req(text, use_cache=False))
     streamed = ContextRequest(context_id="c", voice_id="joe", provider="local", model_id="",
                               fmt=parse_format("pcm_16000"), text=text, input_closed=False)
-    assert not PhraseCache.cacheable(ContextState(request=streamed, session_id="s"))
+    assert not PhraseCache.cacheable(streamed)

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
-from gateway.admission.limiter import utc_day
+from gateway.keylimits.limiter import utc_day
 
 from shared import keys
 from tests.gateway.tenancy_support import Stack, tenancy_settings, tenancy_stack, wait_ready

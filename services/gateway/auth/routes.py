@@ -14,12 +14,12 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway.admission.usage import read_usage
 from gateway.appkeys import SERVICES
 from gateway.auth.guard import authenticate, require_admin
 from gateway.auth.keystore import KeyStore
 from gateway.http_errors import error_response
 from gateway.jsonbody import finite, request_object
+from gateway.keylimits.usage import read_usage
 from shared.errors import Forbidden, InvalidRequest, NotFound, ServiceUnavailable, TTSError
 from shared.logging import get_logger
 

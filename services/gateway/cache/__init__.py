@@ -1,6 +1,6 @@
 """Phrase cache of whole utterances (see store.py and keying.py)."""
 
 from gateway.cache.keying import digest, normalize
-from gateway.cache.store import Chunk, PhraseCache, Recorder
+from gateway.cache.store import Chunk, Hit, PhraseCache, Recorder
 
-__all__ = ["Chunk", "PhraseCache", "Recorder", "digest", "normalize"]
+__all__ = ["Chunk", "Hit", "PhraseCache", "Recorder", "digest", "normalize"]

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from gateway.cache.keying import digest
 from gateway.cache.scripts import LOOKUP, STORE
-from gateway.contexts import ContextState
+from gateway.contexts import ContextRequest
 from shared import keys, metrics
 from shared.logging import get_logger
 from shared.settings import Settings
@@ -28,6 +28,13 @@ from shared.settings import Settings
 log = get_logger(__name__)
 ENTRY_VERSION = 1
 Chunk = tuple[bytes, dict[str, Any] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A cached utterance: the frames a miss produced, in order."""
+
+    chunks: list[Chunk]
 
 
 @dataclass
@@ -51,10 +58,10 @@ class Recorder:
             return
         self.chunks.append((audio, alignment))
 
-    def finish(self, ctx: ContextState) -> None:
-        """The context completed: store it if every frame it sent was recorded."""
-        if not self.overflow and self.chunks and len(self.chunks) == ctx.chunks_out:
-            self.cache.store_soon(self.digest, self.chunks, ctx.request.fmt.name)
+    def finish(self, chunks_out: int, fmt: str) -> None:
+        """The context completed after ``chunks_out`` frames: store it if every one was recorded."""
+        if not self.overflow and self.chunks and len(self.chunks) == chunks_out:
+            self.cache.store_soon(self.digest, self.chunks, fmt)
 
 
 class PhraseCache:
@@ -73,35 +80,36 @@ class PhraseCache:
         self._storing: set[asyncio.Task[bool]] = set()
 
     @staticmethod
-    def cacheable(ctx: ContextState) -> bool:
+    def cacheable(request: ContextRequest) -> bool:
         """A whole utterance the client did not opt out of."""
-        r = ctx.request
-        return r.use_cache and r.input_closed and bool(r.text.strip())
+        return request.use_cache and request.input_closed and bool(request.text.strip())
 
-    def key_of(self, ctx: ContextState) -> str:
-        """The context's cache digest."""
-        return digest(ctx.request, ctx.tenant, self._shared_voices)
+    def key_of(self, request: ContextRequest, tenant: str) -> str:
+        """The request's cache digest."""
+        return digest(request, tenant, self._shared_voices)
 
-    async def lookup(self, ctx: ContextState) -> list[Chunk] | None:
-        """The cached frames of ``ctx``'s utterance; on a miss, arm ``ctx.cache_recorder``."""
-        if not self.cacheable(ctx):
+    async def lookup(self, request: ContextRequest, tenant: str) -> Hit | Recorder | None:
+        """The cached frames of the request's utterance, or on a miss a recorder for its frames.
+
+        None: not cacheable, or the cache misbehaved (it never fails a context).
+        """
+        if not self.cacheable(request):
             metrics.CACHE_REQUESTS.labels("bypass").inc()
             return None
-        d = self.key_of(ctx)
+        d = self.key_of(request, tenant)
         try:
             raw = await self._lookup(keys=[keys.cache_entry(d), keys.CACHE_INDEX], args=[time.time(), d])
         except (RedisError, OSError) as e:
             log.warning("cache_lookup_failed", error=type(e).__name__)
             metrics.CACHE_REQUESTS.labels("error").inc()
             return None
-        chunks = _decode(raw, ctx.request.fmt.name) if raw is not None else None
+        chunks = _decode(raw, request.fmt.name) if raw is not None else None
         if chunks is None:
             metrics.CACHE_REQUESTS.labels("miss").inc()
-            ctx.cache_recorder = Recorder(self, d, self._max_entry)
-            return None
+            return Recorder(self, d, self._max_entry)
         metrics.CACHE_REQUESTS.labels("hit").inc()
         metrics.CACHE_BYTES.labels("served").inc(sum(len(a) for a, _ in chunks))
-        return chunks
+        return Hit(chunks)
 
     def store_soon(self, d: str, chunks: list[Chunk], fmt: str) -> None:
         """Store in the background: the client already has its final."""

@@ -22,6 +22,7 @@ from gateway.contexts import ContextRequest
 from gateway.events import AudioEvent, ErrorEvent, SessionClosing
 from gateway.services import GatewayServices
 from gateway.session import SynthesisSession
+from shared import metrics
 from shared.audio.clock import PlayClock
 from shared.audio.formats import AudioFormat
 from shared.audio.wav import streaming_wav_header
@@ -119,6 +120,7 @@ async def stream_body(request: web.Request, utterance: Utterance, fmt: AudioForm
     except TTSError as e:
         # Headers are gone: cut the connection so the client sees an incomplete body, not success.
         log.info("http_stream_aborted", code=e.code, session_id=utterance.session.id)
+        metrics.CLIENT_ERRORS.labels(metrics.code_label(e.code)).inc()  # reported: as a cut body
         resp.force_close()
         if request.transport is not None:
             request.transport.abort()

@@ -47,7 +47,7 @@ from gateway.metering import ContextUsage
 from gateway.requests import build_request
 from gateway.services import GatewayServices
 from gateway.session import SynthesisSession
-from shared import metrics
+from gateway.wsedge import ClientSocket, ErrorWire
 from shared.errors import (
     WS_GOING_AWAY,
     WS_INTERNAL_ERROR,
@@ -59,7 +59,6 @@ from shared.errors import (
     MessageTooLarge,
     ServiceUnavailable,
     ShuttingDown,
-    SlowConsumer,
     Timeout,
     TTSError,
 )
@@ -68,9 +67,6 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 _RECENT_ENDED = 256
 _REJECTED_MEMORY = 256
-# A client whose bounded buffer overflowed gets this long to take its error and close frame; then its
-# connection is cut (its pipe may be full for good, and nothing may wait on it for ever).
-SHED_GRACE_S = 2.0
 
 
 def close_code_for(error: TTSError) -> int:
@@ -82,6 +78,11 @@ def close_code_for(error: TTSError) -> int:
     if isinstance(error, ServiceUnavailable | InternalError):
         return WS_INTERNAL_ERROR
     return WS_POLICY_VIOLATION
+
+
+# ElevenLabs' error frame: ``contextId`` when it is about one context, ``code`` when the socket closes.
+WIRE = ErrorWire(frame=lambda e, cid, close: m.error_frame(e.code, e.message, context_id=cid, close_code=close),
+                 close_code=close_code_for, close_reason=m.close_reason)
 
 
 @dataclass
@@ -98,20 +99,19 @@ class ClientContext:
     rejected: bool = False  # never ran (limit, bad request): its messages are dropped until close
 
 
-class ElSocket:
+class ElSocket(ClientSocket):
     """Client messages in, ElevenLabs frames out, for one socket."""
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, services: GatewayServices, *,
                  voice_id: str, query: m.WsQuery, multi: bool, tenant: str) -> None:
-        self.ws = ws
-        self.request = request
+        super().__init__(ws, request, WIRE)
         self.services = services
         self.voice_id = voice_id
         self.query = query
         self.multi = multi
         self.session = SynthesisSession(services, api="el_multi" if multi else "el_single", tenant=tenant,
                                         max_contexts=services.settings.compat_max_contexts_per_socket)
-        self.session.on_overflow = self._on_overflow
+        self.session.on_overflow = self.shed
         self.contexts: dict[str | None, ClientContext] = {}
         self.by_internal: dict[str, ClientContext] = {}
         self.recent_ended: OrderedDict[str | None, None] = OrderedDict()
@@ -121,49 +121,9 @@ class ElSocket:
         # the last client message (a client waiting for its round's audio sends nothing).
         self.last_busy_at = self.last_message_at
         self.closing = False  # close_socket (or stream-input's end): finish, then close 1000
-        self.done = asyncio.Event()  # the socket must end (closed, or about to be)
         self._serial = 0
-        self._send_lock = asyncio.Lock()
-        self._shedding: asyncio.Task[None] | None = None
 
     # ---- output ------------------------------------------------------------------------------------
-    async def send(self, text: str) -> None:
-        """Send one frame; a socket already gone is not an error here."""
-        if self.ws.closed:
-            return
-        async with self._send_lock:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.ws.send_str(text)
-
-    async def close(self, code: int = WS_NORMAL, reason: str = "") -> None:
-        """Close the socket once (later calls do nothing)."""
-        self.done.set()
-        if not self.ws.closed:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.ws.close(code=code, message=m.close_reason(reason))
-
-    async def fail(self, error: TTSError) -> None:
-        """Socket-level failure: ElevenLabs' error frame, then its close code."""
-        code = close_code_for(error)
-        metrics.CLIENT_ERRORS.labels(error.code).inc()
-        await self.send(m.error_frame(error.code, error.message, close_code=code))
-        await self.close(code, error.code)
-
-    def _on_overflow(self) -> None:
-        self._shedding = asyncio.get_running_loop().create_task(self._shed())
-
-    async def _shed(self) -> None:
-        """Close a client that stopped reading with 1008, but never wait on its full pipe for long."""
-        closing = asyncio.ensure_future(self.fail(SlowConsumer("client is not reading audio fast enough")))
-        done, _ = await asyncio.wait({closing}, timeout=SHED_GRACE_S)
-        if not done:
-            closing.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
-                await closing
-            self.done.set()
-            if self.request.transport is not None:
-                self.request.transport.abort()  # ends the reader, so the session and its contexts
-
     async def write_events(self) -> None:
         """Turn session events into frames until the socket ends."""
         width = self.query.fmt.bytes_per_sample or 1
@@ -188,7 +148,7 @@ class ElSocket:
                 if not self.multi:
                     await self.fail(event.error)
                     return
-                await self.send(m.error_frame(event.code, event.error.message, context_id=self._wire_id(ctx)))
+                await self.report(event.error, self._wire_id(ctx))
             await self.send_final(ctx, event.usage if isinstance(event, FinalEvent) else None)
             if (isinstance(event, FinalEvent) and not self.multi) or self.done.is_set():
                 await self.close(WS_NORMAL)
@@ -272,8 +232,7 @@ class ElSocket:
                 raise
             ctx.rejected = True
             self._remember_rejected(ctx)
-            metrics.CLIENT_ERRORS.labels(e.code).inc()
-            await self.send(m.error_frame(e.code, e.message, context_id=client_id))
+            await self.report(e, client_id)
         return ctx
 
     async def end_context(self, ctx: ClientContext) -> None:
@@ -313,8 +272,7 @@ class ElSocket:
         with contextlib.suppress(TTSError):
             await self.session.cancel(ctx.internal_id, "cancelled")
         self._forget(ctx)
-        metrics.CLIENT_ERRORS.labels(error.code).inc()
-        await self.send(m.error_frame(error.code, error.message, context_id=ctx.client_id))
+        await self.report(error, ctx.client_id)
         await self.send_final(ctx)
 
     async def begin_close(self) -> None:

@@ -17,10 +17,10 @@ from gateway.compat.el_ws_serve import serve
 
 async def multi_stream_ws(request: web.Request) -> web.StreamResponse:
     """The multi-context ElevenLabs WebSocket."""
-    return await serve(request, multi=True, dispatch=dispatch)
+    return await serve(request, multi=True, apply=apply_message)
 
 
-async def dispatch(sock: ElSocket, msg: m.ClientMessage) -> None:
+async def apply_message(sock: ElSocket, msg: m.ClientMessage) -> None:
     """Apply one client message."""
     if sock.closing:
         return  # after close_socket nothing new is accepted; the socket closes after the last final

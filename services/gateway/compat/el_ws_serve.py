@@ -14,24 +14,16 @@ from gateway.appkeys import SERVICES
 from gateway.auth import Principal
 from gateway.compat import el_messages as m
 from gateway.compat.auth_edge import has_credentials, principal_of
-from gateway.compat.el_ws import ElSocket, close_code_for
+from gateway.compat.el_ws import WIRE, ElSocket
 from gateway.compat.http_errors import el_error
-from shared import metrics
-from shared.errors import (
-    WS_MESSAGE_TOO_BIG,
-    WS_NORMAL,
-    BinaryNotAccepted,
-    Forbidden,
-    MessageTooLarge,
-    ShuttingDown,
-    TTSError,
-    Unauthorized,
-)
+from gateway.wsedge import ClientSocket, prepare, receive_text
+from shared.errors import WS_NORMAL, Forbidden, MessageTooLarge, ShuttingDown, TTSError, Unauthorized
 
-Dispatch = Callable[[ElSocket, m.ClientMessage], Awaitable[None]]
+# Applies one parsed client message to the socket (the per-endpoint rules: el_ws_single / el_ws_multi).
+MessageHandler = Callable[[ElSocket, m.ClientMessage], Awaitable[None]]
 
 
-async def serve(request: web.Request, *, multi: bool, dispatch: Dispatch) -> web.StreamResponse:
+async def serve(request: web.Request, *, multi: bool, apply: MessageHandler) -> web.StreamResponse:
     """Run one ElevenLabs TTS WebSocket: auth, query, then messages in and frames out until it ends."""
     services = request.app[SERVICES]
     settings = services.settings
@@ -45,18 +37,18 @@ async def serve(request: web.Request, *, multi: bool, dispatch: Dispatch) -> web
         return el_error(e)
     except TTSError as e:  # the key may still come in the first message
         auth_error = e
-    # aiohttp's own limit is a backstop above ours, so that an oversize message is answered in words.
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=settings.max_message_bytes * 4, compress=False)
+    ws = prepare(settings)
     await ws.prepare(request)
+    bare = ClientSocket(ws, request, WIRE)  # until the socket is authenticated and has a session
     try:
         query = m.WsQuery.parse(request.query)
     except TTSError as e:
-        await _fail_bare(ws, e)
+        await bare.fail(e)
         return ws
     if auth_error is not None and has_credentials(request):
         # The handshake carried a key and it was refused (unknown, revoked): a client that puts its key
         # there sends no other one, so waiting for a first message would only hold the socket open.
-        await _fail_bare(ws, auth_error)
+        await bare.fail(auth_error)
         return ws
     first: m.ClientMessage | None = None
     if principal is None:
@@ -67,7 +59,7 @@ async def serve(request: web.Request, *, multi: bool, dispatch: Dispatch) -> web
                 raise auth_error or Unauthorized("missing API key")
             principal = await principal_of(request, first.api_key)
         except TTSError as e:
-            await _fail_bare(ws, e)
+            await bare.fail(e)
             return ws
     sock = ElSocket(ws, request, services, voice_id=request.match_info["voice_id"], query=query, multi=multi,
                     tenant=principal.key_id)
@@ -80,9 +72,9 @@ async def serve(request: web.Request, *, multi: bool, dispatch: Dispatch) -> web
              asyncio.create_task(sock.watch_inactivity(), name=f"el-idle-{sock.session.id}")]
     try:
         if first is not None:
-            await _handle(sock, first, dispatch)
+            await _handle(sock, first, apply)
         if not sock.done.is_set():
-            await _read(sock, dispatch)
+            await _read(sock, apply)
     finally:
         if sock.done.is_set():
             # The writer may be mid close handshake (waiting for the client's close frame): cancelling
@@ -100,38 +92,27 @@ async def serve(request: web.Request, *, multi: bool, dispatch: Dispatch) -> web
     return ws
 
 
-async def _read(sock: ElSocket, dispatch: Dispatch) -> None:
+async def _read(sock: ElSocket, apply: MessageHandler) -> None:
     limit = sock.services.settings.max_message_bytes
-    async for msg in sock.ws:
-        if msg.type == WSMsgType.TEXT:
-            if len(msg.data) > limit:
-                await sock.fail(MessageTooLarge(f"messages are limited to {limit} bytes"))
+    while not sock.done.is_set():
+        try:
+            data = await receive_text(sock.ws, limit)
+            if data is None:
                 return
-            try:
-                parsed = m.parse_client_message(msg.data)
-            except TTSError as e:
-                await sock.fail(e)
-                return
-            await _handle(sock, parsed, dispatch)
-        elif msg.type == WSMsgType.BINARY:
-            await sock.fail(BinaryNotAccepted("send JSON text frames; audio flows only from the server"))
+            parsed = m.parse_client_message(data if isinstance(data, str) else data.decode())
+        except TTSError as e:
+            await sock.fail(e)
             return
-        elif msg.type == WSMsgType.ERROR:
-            if getattr(sock.ws.exception(), "code", None) == WS_MESSAGE_TOO_BIG:
-                await sock.fail(MessageTooLarge("message exceeds the size limit"))
-            return
-        if sock.done.is_set():
-            return
+        await _handle(sock, parsed, apply)
 
 
-async def _handle(sock: ElSocket, msg: m.ClientMessage, dispatch: Dispatch) -> None:
+async def _handle(sock: ElSocket, msg: m.ClientMessage, apply: MessageHandler) -> None:
     sock.last_message_at = time.monotonic()
     try:
-        await dispatch(sock, msg)
+        await apply(sock, msg)
     except TTSError as e:
         if sock.multi and e.ws_close is None:
-            metrics.CLIENT_ERRORS.labels(e.code).inc()
-            await sock.send(m.error_frame(e.code, e.message, context_id=msg.context_id))
+            await sock.report(e, msg.context_id)
         else:
             await sock.fail(e)
 
@@ -153,11 +134,3 @@ async def _first_message(ws: web.WebSocketResponse, deadline: float, limit: int)
     if len(msg.data) > limit:
         raise MessageTooLarge(f"messages are limited to {limit} bytes")
     return m.parse_client_message(msg.data)
-
-
-async def _fail_bare(ws: web.WebSocketResponse, error: TTSError) -> None:
-    code = close_code_for(error)
-    metrics.CLIENT_ERRORS.labels(error.code).inc()
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await ws.send_str(m.error_frame(error.code, error.message, close_code=code))
-        await ws.close(code=code, message=m.close_reason(error.code))

@@ -19,10 +19,10 @@ from shared.errors import WS_NORMAL
 
 async def stream_input_ws(request: web.Request) -> web.StreamResponse:
     """The single-context ElevenLabs WebSocket."""
-    return await serve(request, multi=False, dispatch=dispatch)
+    return await serve(request, multi=False, apply=apply_message)
 
 
-async def dispatch(sock: ElSocket, msg: m.ClientMessage) -> None:
+async def apply_message(sock: ElSocket, msg: m.ClientMessage) -> None:
     """Apply one client message."""
     ctx = sock.contexts.get(None)
     if ctx is None:

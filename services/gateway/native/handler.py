@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import deque
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from gateway.appkeys import SERVICES
 from gateway.auth import authenticate
@@ -17,26 +18,26 @@ from gateway.native import messages as m
 from gateway.native.frames import encode_audio_frame
 from gateway.requests import build_request
 from gateway.session import SynthesisSession
-from shared import metrics
+from gateway.wsedge import ClientSocket, ErrorWire, prepare, receive_text
 from shared.audio.clock import PlayClock
-from shared.errors import (
-    WS_GOING_AWAY,
-    WS_INTERNAL_ERROR,
-    WS_MESSAGE_TOO_BIG,
-    WS_NORMAL,
-    BinaryNotAccepted,
-    InternalError,
-    MessageTooLarge,
-    SlowConsumer,
-    TTSError,
-)
+from shared.errors import WS_GOING_AWAY, WS_INTERNAL_ERROR, WS_NORMAL, InternalError, TTSError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 PROTOCOL_VERSION = 1
-# A client whose bounded buffer overflowed gets this long to take its error and close frame; then its
-# connection is cut. Its pipe may be full for good, and nothing may wait on it for ever.
-SHED_GRACE_S = 2.0
+
+
+def _error_frame(error: TTSError, context_id: str | None, _close_code: int | None) -> str:
+    body: dict[str, Any] = {"type": "error", "context_id": context_id or error.details.get("context_id"),
+                            **error.to_dict()}
+    body.get("details", {}).pop("context_id", None)
+    if not body.get("details"):
+        body.pop("details", None)
+    return json.dumps(body)
+
+
+WIRE = ErrorWire(frame=_error_frame, close_code=lambda e: e.ws_close or WS_GOING_AWAY,
+                 close_reason=lambda reason: reason.encode())
 
 
 async def native_ws(request: web.Request) -> web.StreamResponse:
@@ -49,34 +50,25 @@ async def native_ws(request: web.Request) -> web.StreamResponse:
         principal = await authenticate(request)
     except TTSError as e:  # before the upgrade: a plain HTTP answer any client library can read
         return error_response(e)
-    # aiohttp's own limit is a backstop above ours, so that we can answer oversize messages in words. Text
-    # frames arrive undecoded for the same reason: aiohttp would drop a non-UTF-8 frame's connection with
-    # a bare 1007 (and a reset if more frames followed); the parser answers it with invalid_json instead.
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=settings.max_message_bytes * 4, compress=False,
-                               decode_text=False)
+    # Text frames arrive undecoded: aiohttp would drop a non-UTF-8 frame's connection with a bare 1007
+    # (and a reset if more frames followed); the parser answers it with invalid_json instead.
+    ws = prepare(settings, decode_text=False)
     await ws.prepare(request)
+    sock = ClientSocket(ws, request, WIRE)
     session = SynthesisSession(services, api="native", tenant=principal.key_id)
-    shedding: set[asyncio.Task[None]] = set()
-
-    def overflow() -> None:
-        # Keep a reference: the loop holds tasks only weakly.
-        task = asyncio.get_running_loop().create_task(_shed(ws, request))
-        shedding.add(task)
-        task.add_done_callback(shedding.discard)
-
-    session.on_overflow = overflow
+    session.on_overflow = sock.shed
     try:
         await session.open()
     except TTSError as e:
-        await _close(ws, e, code=1011)
+        await sock.fail(e, code=WS_INTERNAL_ERROR)
         return ws
     await ws.send_json({"type": "session", "session_id": session.id, "protocol": PROTOCOL_VERSION})
     # Per started context (oldest first per id, so a reused id never takes an older one's clock): where its
     # next chunk starts. Registered at start, before any audio can be queued; dropped at its final/error.
     clocks: dict[str, deque[PlayClock]] = {}
-    writer = asyncio.create_task(_write_events(ws, session, clocks), name=f"ws-writer-{session.id}")
+    writer = asyncio.create_task(_write_events(sock, session, clocks), name=f"ws-writer-{session.id}")
     try:
-        await _read_commands(ws, session, request, clocks)
+        await _read_commands(sock, session, clocks)
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -87,43 +79,37 @@ async def native_ws(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _read_commands(ws: web.WebSocketResponse, session: SynthesisSession, request: web.Request,
+async def _read_commands(sock: ClientSocket, session: SynthesisSession,
                          clocks: dict[str, deque[PlayClock]]) -> None:
-    settings = session.settings
-    async for msg in ws:
-        if msg.type == WSMsgType.TEXT:
-            if len(msg.data) > settings.max_message_bytes:
-                await _close(ws, MessageTooLarge(f"messages are limited to {settings.max_message_bytes} bytes"))
-                return
-            cmd: m.Command | None = None
-            try:
-                cmd = m.parse(msg.data)
-                await _apply(ws, session, cmd, request, clocks)
-            except TTSError as e:
-                if e.ws_close is not None:
-                    await _close(ws, e)
-                    return
-                await _send_error(ws, e.details.get("context_id") or getattr(cmd, "context_id", None), e)
-            except Exception:
-                # aiohttp drops whatever a WebSocket handler raises after the upgrade without a word: the
-                # client saw a bare 1000 and the log nothing. Say it in both places instead.
-                log.exception("native_command_failed", session_id=session.id, command=type(cmd).__name__)
-                await _close(ws, InternalError("the gateway failed on this message; see its log"),
-                             code=WS_INTERNAL_ERROR)
-                return
-        elif msg.type == WSMsgType.BINARY:
-            await _close(ws, BinaryNotAccepted("send JSON text frames; audio flows only from the server"))
+    limit = session.settings.max_message_bytes
+    while True:
+        try:
+            data = await receive_text(sock.ws, limit)
+        except TTSError as e:
+            await sock.fail(e)
             return
-        elif msg.type == WSMsgType.ERROR:
-            exc = ws.exception()
-            code = getattr(exc, "code", None)
-            if code == WS_MESSAGE_TOO_BIG:
-                await _close(ws, MessageTooLarge("message exceeds the size limit"))
+        if data is None:
+            return
+        cmd: m.Command | None = None
+        try:
+            cmd = m.parse(data)
+            await _apply(sock.ws, session, cmd, clocks)
+        except TTSError as e:
+            if e.ws_close is not None:
+                await sock.fail(e)
+                return
+            await sock.report(e, e.details.get("context_id") or getattr(cmd, "context_id", None))
+        except Exception:
+            # aiohttp drops whatever a WebSocket handler raises after the upgrade without a word: the
+            # client saw a bare 1000 and the log nothing. Say it in both places instead.
+            log.exception("native_command_failed", session_id=session.id, command=type(cmd).__name__)
+            await sock.fail(InternalError("the gateway failed on this message; see its log"),
+                            code=WS_INTERNAL_ERROR)
             return
 
 
 async def _apply(ws: web.WebSocketResponse, session: SynthesisSession, cmd: m.Command,
-                 request: web.Request, clocks: dict[str, deque[PlayClock]]) -> None:
+                 clocks: dict[str, deque[PlayClock]]) -> None:
     if isinstance(cmd, m.Text):
         await session.send_text(cmd.context_id, cmd.text, cmd.flush)
     elif isinstance(cmd, m.Start):
@@ -154,8 +140,9 @@ async def _apply(ws: web.WebSocketResponse, session: SynthesisSession, cmd: m.Co
         await ws.send_json({"type": "pong", "id": cmd.id})
 
 
-async def _write_events(ws: web.WebSocketResponse, session: SynthesisSession,
+async def _write_events(sock: ClientSocket, session: SynthesisSession,
                         clocks: dict[str, deque[PlayClock]]) -> None:
+    ws = sock.ws
     ids: dict[str, bytes] = {}
     try:
         while not ws.closed:
@@ -179,9 +166,9 @@ async def _write_events(ws: web.WebSocketResponse, session: SynthesisSession,
             elif isinstance(event, ErrorEvent):
                 ids.pop(event.context_id or "", None)
                 _drop_clock(clocks, event.context_id or "")
-                await _send_error(ws, event.context_id, event.error, count=False)
+                await sock.report(event.error, event.context_id)
             elif isinstance(event, SessionClosing):
-                await _close(ws, event.error)
+                await sock.fail(event.error)
                 return
     except (ConnectionError, RuntimeError) as e:  # aiohttp raises a bare ConnectionError on a lost peer
         log.debug("ws_writer_stopped", session_id=session.id, error=type(e).__name__)
@@ -206,42 +193,3 @@ def _final_json(e: FinalEvent) -> dict[str, Any]:
             "ttfa_ms": None if e.ttfa_ms is None else round(e.ttfa_ms, 2),
             "duration_ms": round(e.duration_ms, 2), "cached": e.cached,
             **(e.usage.to_json() if e.usage is not None else {})}  # usage metering (gateway/metering.py)
-
-
-async def _send_error(ws: web.WebSocketResponse, context_id: str | None, error: TTSError,
-                      count: bool = True) -> None:
-    body: dict[str, Any] = {"type": "error", "context_id": context_id, **error.to_dict()}
-    body.get("details", {}).pop("context_id", None)
-    if not body.get("details"):
-        body.pop("details", None)
-    if count:  # context failures were counted when the session ended the context
-        metrics.CLIENT_ERRORS.labels(error.code).inc()
-    if not ws.closed:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_json(body)
-
-
-async def _close(ws: web.WebSocketResponse, error: TTSError, code: int | None = None) -> None:
-    """Tell the client why, then close with the error's code."""
-    await _send_error(ws, error.details.get("context_id"), error)
-    close_code = code or error.ws_close or WS_GOING_AWAY
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await ws.close(code=close_code, message=error.code.encode())
-
-
-async def _shed(ws: web.WebSocketResponse, request: web.Request) -> None:
-    """Close a client that stopped reading with 4408, but never wait on its full pipe for long.
-
-    Sending the error and the close frame both wait for the client to drain what is already queued;
-    a client that reads nothing would hold the session (and its upstream contexts) open for ever.
-    After the grace the transport is aborted, which ends the session and cancels its contexts.
-    """
-    closing = asyncio.ensure_future(_close(ws, SlowConsumer("client is not reading audio fast enough")))
-    done, _ = await asyncio.wait({closing}, timeout=SHED_GRACE_S)
-    if not done:
-        closing.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
-            await closing
-        if request.transport is not None:
-            request.transport.abort()
-

@@ -1,4 +1,4 @@
-"""Per-key admission: request rate, concurrent contexts and the daily character quota.
+"""Per-key limits: request rate, concurrent contexts and the daily character quota.
 
 A context reserves its characters when it starts (and more as streamed text arrives), holds a
 concurrency slot while it lives, and settles when it ends: the characters actually sent to
@@ -23,17 +23,16 @@ import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.admission.scripts import ADMIT, RESERVE, SETTLE
 from gateway.auth.principal import DEV_KEY_ID
-from gateway.contexts import ContextRequest, ContextState
+from gateway.contexts import ContextState
+from gateway.keylimits.scripts import ADMIT, RESERVE, SETTLE
 from shared import keys, metrics
 from shared.errors import (
-    ContextClosed,
     QuotaExceeded,
     RateLimited,
     ServiceUnavailable,
@@ -42,9 +41,6 @@ from shared.errors import (
 )
 from shared.logging import get_logger
 from shared.settings import Settings
-
-if TYPE_CHECKING:
-    from gateway.session import SynthesisSession
 
 log = get_logger(__name__)
 RATE_WINDOW_S = 60
@@ -64,8 +60,8 @@ class Lease:
     unreserved: int = 0  # streamed characters of an unlimited key, counted here only
 
 
-class KeyAdmission:
-    """The admission object on GatewayServices: ``admit`` / ``reserve_text`` / ``release``."""
+class KeyLimits:
+    """A key's limits on GatewayServices: ``admit`` / ``reserve_text`` / ``release``, per context."""
 
     def __init__(self, redis: aioredis.Redis, settings: Settings, gateway_id: str) -> None:
         self._redis = redis
@@ -82,15 +78,19 @@ class KeyAdmission:
         """Limits apply to real keys, not to the dev-mode caller or a session without one."""
         return bool(tenant) and tenant != DEV_KEY_ID
 
-    async def admit(self, session: SynthesisSession, request: ContextRequest) -> None:
-        """Check rate, concurrency and quota and reserve the start's text, atomically; raise if over."""
-        if not self.applies(session.tenant):
+    async def admit(self, ctx: ContextState) -> None:
+        """Check rate, concurrency and quota and reserve the start's text, atomically; raise if over.
+
+        A context admitted here holds a slot until :meth:`release` (its owner releases it even when
+        it gives up on the context straight away, e.g. because the client left meanwhile).
+        """
+        if not self.applies(ctx.tenant):
             return
-        key_id, cid = session.tenant, request.context_id
+        key_id, cid = ctx.tenant, ctx.context_id
         now = time.time()
         day = utc_day(now)
-        member = f"{self._gateway_id}:{session.id}:{cid}:{uuid.uuid4().hex[:8]}"
-        chars = len(request.text)
+        member = f"{self._gateway_id}:{ctx.session_id}:{cid}:{uuid.uuid4().hex[:8]}"
+        chars = len(ctx.request.text)
         try:
             result = await self._admit(
                 keys=[keys.key_record(key_id), keys.key_usage(key_id, day), keys.key_active_contexts(key_id),
@@ -104,17 +104,13 @@ class KeyAdmission:
         code = code.decode() if isinstance(code, bytes) else code
         if code != "ok":
             metrics.ADMISSION_REJECTIONS.labels(code).inc()
-            log.info("context_refused", key_id=key_id, code=code, session_id=session.id, context_id=cid)
+            log.info("context_refused", key_id=key_id, code=code, session_id=ctx.session_id, context_id=cid)
             raise _rejection(code, int(detail), now, cid)
-        lease = Lease(key_id, member, day, chars, limited=int(rest[0]) >= 0)
-        if session.closed:  # the client left while we were asking: give the slot straight back
-            self._spawn(self._settle_lease(lease, 0, "cancelled", 0))
-            raise ContextClosed("the session closed", context_id=cid)
-        self._leases[(session.id, cid)] = lease
+        self._leases[(ctx.session_id, cid)] = Lease(key_id, member, day, chars, limited=int(rest[0]) >= 0)
 
-    async def reserve_text(self, session: SynthesisSession, ctx: ContextState, chars: int) -> None:
+    async def reserve_text(self, ctx: ContextState, chars: int) -> None:
         """Reserve quota for streamed text before it is sent on; raise QuotaExceeded if none is left."""
-        lease = self._leases.get((session.id, ctx.context_id))
+        lease = self._leases.get((ctx.session_id, ctx.context_id))
         if lease is None or chars <= 0:
             return
         if not lease.limited:
@@ -132,9 +128,9 @@ class KeyAdmission:
             raise _rejection("quota_exceeded", -got - 1, time.time(), ctx.context_id)
         lease.reserved += got
 
-    def release(self, session: SynthesisSession, ctx: ContextState, outcome: str) -> None:
+    def release(self, ctx: ContextState, outcome: str) -> None:
         """The context ended: settle its usage and free its slot in the background."""
-        lease = self._leases.pop((session.id, ctx.context_id), None)
+        lease = self._leases.pop((ctx.session_id, ctx.context_id), None)
         if lease is None:
             return
         charged = min(lease.reserved + lease.unreserved, charge(ctx, outcome))

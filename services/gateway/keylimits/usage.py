@@ -7,7 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway.admission.limiter import utc_day
+from gateway.keylimits.limiter import utc_day
 from shared import keys
 
 MAX_DAYS = 31

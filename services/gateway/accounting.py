@@ -1,0 +1,81 @@
+"""Per-context accounting: audio timing (TTFA, gaps, underruns), metrics and the one summary line.
+
+The session calls :func:`count_audio` for every chunk it hands out and :func:`count_end` once per
+context; what they record is the same whether the audio came from a worker or the phrase cache.
+"""
+
+from __future__ import annotations
+
+import time
+
+from gateway.contexts import ContextState
+from gateway.events import FinalEvent
+from shared import metrics
+from shared.logging import get_logger
+
+log = get_logger("gateway.session")  # the summary line keeps the logger it always had
+
+
+def count_audio(ctx: ContextState, audio: bytes) -> int:
+    """Account one chunk about to go out; returns its per-context sequence number."""
+    now = time.monotonic()
+    fmt = ctx.request.fmt
+    if ctx.first_audio_at is None:
+        ctx.first_audio_at = now
+        ctx.playback_start = now
+        if ctx.ttfa_origin is not None:
+            metrics.TTFA.labels(metrics.provider_label(ctx.request.provider),
+                                metrics.model_label(ctx.request.model_id), fmt.name,
+                                "hit" if ctx.cached else "miss").observe(now - ctx.ttfa_origin)
+    else:
+        gap = now - (ctx.last_audio_at or now)
+        metrics.CHUNK_GAP.observe(gap)
+        # Real-time playback from the first chunk on: an underrun is audio arriving after the
+        # audio before it had finished playing.
+        if now - ctx.playback_start > ctx.audio_seconds_played + 0.001:
+            ctx.underruns += 1
+            metrics.UNDERRUNS.inc()
+            ctx.playback_start = now - ctx.audio_seconds_played
+    ctx.last_audio_at = now
+    seconds = len(audio) / fmt.bytes_per_second if fmt.bytes_per_second else 0.0
+    ctx.audio_seconds_played += seconds
+    seq = ctx.chunks_out
+    ctx.chunks_out += 1
+    ctx.audio_bytes += len(audio)
+    metrics.AUDIO_BYTES.labels(fmt.name).inc(len(audio))
+    metrics.AUDIO_SECONDS.labels(fmt.name).inc(seconds)
+    return seq
+
+
+def count_end(ctx: ContextState, outcome: str, code: str | None) -> None:
+    """The context ended: its outcome metrics and its one summary log line.
+
+    Its error, if any, is counted in ``tts_errors_total`` by the edge that reports it to the client
+    (gateway/wsedge.py, the HTTP error responses), not here: counted here too, it was counted twice.
+    """
+    metrics.ACTIVE_CONTEXTS.dec()
+    metrics.CONTEXTS.labels(outcome).inc()
+    metrics.CONTEXT_DURATION.labels(metrics.provider_label(ctx.request.provider), outcome).observe(
+        time.monotonic() - ctx.created_at)
+    log.info("context_summary", session_id=ctx.session_id, context_id=ctx.context_id, job_id=ctx.job_id,
+             outcome=outcome, code=code, provider=ctx.request.provider, format=ctx.request.fmt.name,
+             chunks=ctx.chunks_out, audio_bytes=ctx.audio_bytes, characters=ctx.characters,
+             ttfa_ms=_round(_ms(ctx.first_audio_at, ctx.ttfa_origin)), attempts=ctx.attempt + 1,
+             underruns=ctx.underruns, worker_id=ctx.worker_id, cached=ctx.cached)
+
+
+def final_event(ctx: ContextState, reason: str) -> FinalEvent:
+    """The context's final event, with what it produced."""
+    return FinalEvent(ctx.context_id, reason, ctx.chunks_out, ctx.audio_bytes, ctx.characters,
+                      _ms(ctx.first_audio_at, ctx.ttfa_origin), (time.monotonic() - ctx.created_at) * 1000,
+                      ctx.cached, ctx.usage)
+
+
+def _ms(end: float | None, start: float | None) -> float | None:
+    if end is None or start is None:
+        return None
+    return (end - start) * 1000
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
