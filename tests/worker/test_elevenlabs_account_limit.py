@@ -23,7 +23,7 @@ import structlog
 from emulator.runner import RunningEmulator
 from prometheus_client import REGISTRY
 from worker.providers.elevenlabs import ElevenLabsProvider
-from worker.providers.elevenlabs.account_limit import AccountLimit, account_id
+from worker.upstream_permits import AccountLimit, account_id
 from worker.providers.elevenlabs.context import UpstreamContext
 
 from shared import keys

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from emulator.runner import RunningEmulator
 from worker.providers.base import SynthesisRequest
 from worker.providers.elevenlabs import ElevenLabsProvider
-from worker.providers.elevenlabs.account_limit import AccountLimit, account_id
+from worker.upstream_permits import AccountLimit, account_id
 from worker.providers.elevenlabs.context import UpstreamContext
 
 from shared import keys

@@ -18,7 +18,7 @@ from shared.errors import TTSError, UpstreamError
 from shared.logging import get_logger
 from shared.settings import Settings
 
-from .account_limit import AccountLimit
+from worker.upstream_permits import AccountLimit
 from .admission import Admission
 from .connection import UpstreamSocket
 from .context import UpstreamContext

@@ -45,7 +45,7 @@ from shared.metrics import (
 )
 from shared.settings import Settings
 
-from .account_limit import AccountLimit
+from worker.upstream_permits import AccountLimit
 from .admission import Admission, Waiter
 from .connection import SocketState, UpstreamSocket
 from .context import UpstreamContext

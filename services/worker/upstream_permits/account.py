@@ -1,8 +1,8 @@
 """Account-wide upstream concurrency: permits shared by every worker through Redis.
 
-ElevenLabs caps an account's concurrent generations (the plan's limit, ``UPSTREAM_CONCURRENCY``).
-With N workers the cap must hold for all of them together, so the pool's per-process count is not
-enough: every context also takes one of these permits before it is placed, keeps it across
+A provider (ElevenLabs here) caps an account's concurrent generations (the plan's limit,
+``UPSTREAM_CONCURRENCY``). With N workers the cap must hold for all of them together, so the pool's
+per-process count is not enough: every context also takes one of these permits before it is placed, keeps it across
 transparent retries, and gives it back at its final, its failure or its socket's end.
 
 Leases: ``upstream_leases`` is a sorted set of holders (``<instance>:<context key>``) scored by
@@ -59,7 +59,7 @@ from shared.errors import UpstreamBusy, UpstreamError
 from shared.logging import get_logger
 from shared.metrics import UPSTREAM_ACCOUNT_LEASES, UPSTREAM_PERMIT_FAIL_OPEN
 
-from .account_scripts import ACQUIRE, REFRESH, RELEASE
+from .scripts import ACQUIRE, REFRESH, RELEASE
 
 log = get_logger(__name__)
 
@@ -134,7 +134,7 @@ class AccountLimit:
                     await self._redis.script_load(script)
         except (RedisError, OSError, TimeoutError) as e:
             log.warning("upstream_permits_unavailable", error=type(e).__name__, at="start")
-        self._refresher = asyncio.create_task(self._refresh_forever(), name="elevenlabs-permit-refresh")
+        self._refresher = asyncio.create_task(self._refresh_forever(), name=f"{self.provider}-permit-refresh")
 
     async def close(self) -> None:
         """Wake and fail waiters, stop refreshing and give back every permit still held."""
@@ -160,7 +160,7 @@ class AccountLimit:
         """Take a permit for context ``key`` of client key ``tenant``, in line until ``deadline``
         (monotonic) and within the tenant's fair share; else raise UpstreamBusy."""
         if self._closed:
-            raise UpstreamError("the ElevenLabs provider is not running")
+            raise UpstreamError(f"the {self.provider} provider is not running")
         holder = self.holder(key, tenant)
         self._holders[key] = holder
         if time.monotonic() < self._down_until:
@@ -196,7 +196,7 @@ class AccountLimit:
                         await ev.wait()
                 ev.clear()
                 if self._closed:
-                    raise UpstreamError("the ElevenLabs provider shut down")
+                    raise UpstreamError(f"the {self.provider} provider shut down")
         except BaseException:
             self._holders.pop(key, None)
             self._leave(holder)  # cancelled mid-call, a grant may have raced: give back ticket and permit
@@ -259,7 +259,7 @@ class AccountLimit:
         if not self._closed and (self._flusher is None or self._flusher.done()):
             # One task drains every release made in the meantime with one script call.
             self._flusher = asyncio.get_running_loop().create_task(
-                self._flush(), name="elevenlabs-permit-release", context=contextvars.Context())
+                self._flush(), name=f"{self.provider}-permit-release", context=contextvars.Context())
 
     async def _flush(self) -> None:
         while self._leaving:
@@ -294,7 +294,7 @@ class AccountLimit:
     def _ensure_waker(self) -> None:
         if not self._closed and (self._waker is None or self._waker.done()):
             self._waker = asyncio.get_running_loop().create_task(
-                self._wake_loop(), name="elevenlabs-permit-wake", context=contextvars.Context())
+                self._wake_loop(), name=f"{self.provider}-permit-wake", context=contextvars.Context())
 
     async def _wake_loop(self) -> None:
         backoff = 0.05
