@@ -17,8 +17,8 @@ import asyncio
 from shared.errors import TTSError, UpstreamError
 from shared.logging import get_logger
 from shared.settings import Settings
-
 from worker.upstream_permits import AccountLimit
+
 from .admission import Admission
 from .connection import UpstreamSocket
 from .context import UpstreamContext

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from shared.logging import get_logger
 from shared.settings import Settings
 from worker.providers.base import SynthesisRequest, SynthesisStream, Voice
-
 from worker.upstream_permits import AccountLimit, account_id
+
 from .context import UpstreamContext
 from .options import build_spec
 from .pool import SocketPool
