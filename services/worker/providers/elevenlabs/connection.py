@@ -68,9 +68,9 @@ class UpstreamSocket:
 
     def __init__(self, key: SocketKey, *, url: str, session: aiohttp.ClientSession, headers: dict[str, str],
                  listener: SocketListener, connect_timeout_s: float, heartbeat_s: float | None,
-                 delay_s: float = 0.0, provider: str = "elevenlabs", hold: Callable[[], float] | None = None) -> None:
+                 delay_s: float = 0.0, provider: str = "elevenlabs", hold: Callable[[float], float] | None = None) -> None:
         """Prepare (not start) a socket to ``url``; ``delay_s``: its booked wait before dialling; ``hold``:
-        a monotonic time before which it must not dial (the pool's pause after a busy refusal)."""
+        given when it was booked, how much longer to wait (the pool re-books it after a busy refusal)."""
         self.sid = next(_ids)
         self.key = key
         self.state = SocketState.CONNECTING
@@ -92,6 +92,7 @@ class UpstreamSocket:
         self._delay_s = delay_s
         self._hold = hold
         self.retry_after_s: float | None = None  # from a refused handshake's Retry-After
+        self.booked_at = now  # when its handshake was (last) scheduled
         self._provider = provider
         self._out: asyncio.Queue[str] = asyncio.Queue()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -160,8 +161,15 @@ class UpstreamSocket:
         if self.state is SocketState.CLOSED:
             return
         if self.state is SocketState.CONNECTING:
-            # Still dialling (or backing off): the context gives up; its queued init and close still go
-            # out if the handshake succeeds, and its slot frees at that final like any other.
+            # Still dialling (booked behind other handshakes, or held after a busy refusal): waiting for
+            # a socket is no failure, so the context gets one more deadline. After that it gives up; its
+            # queued init and close still go out if the handshake succeeds, and its slot frees at that final.
+            now = time.monotonic()
+            if ctx.unreached_since is None:
+                ctx.unreached_since = now
+            if now - ctx.unreached_since < ctx.timeout_s * 0.9:
+                ctx.extend_deadline()
+                return
             ctx.fail(UpstreamDisconnected(f"could not connect upstream within {ctx.timeout_s:g}s",
                                           audio_sent=ctx.audio_sent))
             return
@@ -203,10 +211,12 @@ class UpstreamSocket:
         ws: aiohttp.ClientWebSocketResponse | None = None
         sender: asyncio.Task[None] | None = None
         try:
+            self.booked_at = time.monotonic()
             if self._delay_s > 0:
                 await asyncio.sleep(self._delay_s)
-            while self._hold is not None and (pause := self._hold() - time.monotonic()) > 0:
-                await asyncio.sleep(pause)  # refused as busy meanwhile: do not add to the storm
+            while self._hold is not None and (pause := self._hold(self.booked_at)) > 0:
+                self.booked_at = time.monotonic()  # refused as busy meanwhile: a new place, not into the storm
+                await asyncio.sleep(pause)
             ws = await self._connect()
             if ws is None:
                 return

@@ -362,6 +362,11 @@ class UpstreamContext:
         self._armed = False
         self.socket.context_timed_out(self)
 
+    def extend_deadline(self) -> None:
+        """Its deadline fired while its socket was still dialling: wait once more from now."""
+        self._disarm()
+        self._arm()
+
     def timeout_error(self) -> UpstreamTimeout:
         """The error for a context whose upstream went quiet past its deadline."""
         what = "first audio" if not self.audio_received else "the rest of the audio"

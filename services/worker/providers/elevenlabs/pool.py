@@ -237,7 +237,7 @@ class SocketPool(PermitTiming, Upkeep):
         sock = UpstreamSocket(key, url=key.url(self._ws_base), session=self._session, headers=self._headers,
                               listener=self, connect_timeout_s=self._connect_timeout_s,
                               heartbeat_s=self._heartbeat_s, delay_s=delay, provider=self.provider,
-                              hold=lambda: self.dialer.paused_until)
+                              hold=lambda booked: self.dialer.recheck(booked, time.monotonic()))
         self._sockets.add(sock)
         self._every.add(sock)
         sock.start()
@@ -327,7 +327,7 @@ class SocketPool(PermitTiming, Upkeep):
             if not self._closed:
                 POOL_RECONNECTS.labels(self.provider, failure.reason).inc()
                 if failure.reason == "busy":
-                    self.dialer.busy(time.monotonic(), sock.retry_after_s)
+                    self.dialer.busy(time.monotonic(), sock.retry_after_s, sock.booked_at)
                 elif failure.reason not in _BENIGN:
                     self.dialer.failed(sock.key)
             benign = failure.reason in _BENIGN and not sock.lost_contexts
