@@ -70,6 +70,7 @@ _OP_TIMEOUT_S = 2.0
 # Redis; any call that gets through (the refresher keeps trying in the background) ends it early.
 _DOWN_S = 3.0
 _WAKE_BLOCK_S = 1  # BLPOP timeout of the wake loop (whole seconds: Redis 6.2 and 7 agree on those)
+_HOLD_WEIGHT = 0.2  # of the newest permit hold in the moving average
 
 
 class _Unreachable(Exception):
@@ -111,6 +112,8 @@ class AccountLimit:
         self._refresh = redis.register_script(REFRESH)
         self._held: set[str] = set()
         self._holders: dict[str, str] = {}  # context key -> holder, while it waits for or holds a permit
+        self._granted_at: dict[str, float] = {}  # holder -> when its permit was granted (held ones only)
+        self.hold_s: float | None = None  # moving average of how long this instance's contexts hold one
         self._waiting: dict[str, asyncio.Event] = {}
         self._leaving: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -170,6 +173,8 @@ class AccountLimit:
         ev = asyncio.Event()
         self._waiting[holder] = ev  # before the first call: a wake may come before its reply is read
         ahead = 0
+        hopeless: float | None = None  # the expected wait when refused at once
+        first = True
         try:
             while True:
                 may_wait = deadline - time.monotonic() > 0
@@ -183,9 +188,15 @@ class AccountLimit:
                 self._seen(held)
                 if granted:
                     self._held.add(holder)
+                    self._granted_at[holder] = time.monotonic()
                     return
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    break
+                expected = self.expected_wait(int(ahead)) if first else None
+                first = False
+                if expected is not None and expected > remaining:
+                    hopeless = expected  # it could not end in time: say so now, not after the whole wait
                     break
                 self._ensure_waker()
                 sleep = min(remaining, self.refresh_s)
@@ -206,6 +217,12 @@ class AccountLimit:
         self._holders.pop(key, None)
         self._leave(holder)
         waited = time.monotonic() - t0
+        if hopeless is not None:
+            raise UpstreamBusy(f"the upstream account's {self.limit} concurrent generations are busy and "
+                               f"{int(ahead)} contexts wait ahead (about {hopeless:.1f}s): refused at once",
+                               limit="concurrency", scope="account", refused="at_once", waited_s=round(waited, 3),
+                               expected_wait_s=round(hopeless, 3), account_limit=self.limit,
+                               waiting_ahead=int(ahead))
         raise UpstreamBusy(f"the upstream account's {self.limit} concurrent generations stayed busy "
                            f"for {waited:.1f}s", limit="concurrency", scope="account",
                            waited_s=round(waited, 3), account_limit=self.limit, waiting_ahead=int(ahead))
@@ -215,7 +232,28 @@ class AccountLimit:
         holder = self._holders.pop(key, None)
         if holder is not None and holder in self._held:
             self._held.discard(holder)
+            granted = self._granted_at.pop(holder, None)
+            if granted is not None:
+                held_s = time.monotonic() - granted
+                self.hold_s = held_s if self.hold_s is None else \
+                    (1 - _HOLD_WEIGHT) * self.hold_s + _HOLD_WEIGHT * held_s
             self._leave(holder)
+
+    def expected_wait(self, ahead: int) -> float | None:
+        """Seconds until a caller with ``ahead`` tickets before it gets a permit, if the account's
+        permits come back at the pace this instance's contexts give theirs back (None: no pace seen yet).
+
+        ``limit`` holders each done after ``hold_s`` on average free about ``limit / hold_s`` permits a
+        second. Fair shares may reorder the line a little; this is an estimate, used only to refuse a
+        wait that could not end within the caller's deadline anyway (so it hears so at once)."""
+        if self.hold_s is None:
+            return None
+        return (ahead + 1) * self.hold_s / self.limit
+
+    @property
+    def saturated(self) -> bool:
+        """Every account permit is taken (as last seen), or contexts here wait for one."""
+        return self.account_leases >= self.limit or bool(self._waiting)
 
     def held(self, key: str) -> bool:
         """Does context ``key`` hold a permit here?"""
@@ -226,6 +264,7 @@ class AccountLimit:
         """For /admin/status and the heartbeat: the limit, permits held here and account-wide, waiters."""
         return {"scope": "account", "limit": self.limit, "held_here": len(self._held),
                 "waiting_here": len(self._waiting), "account_leases": self.account_leases,
+                "saturated": self.saturated, "hold_s": None if self.hold_s is None else round(self.hold_s, 3),
                 "redis": "unreachable" if self._outage else "ok"}
 
     # -- Redis --------------------------------------------------------------------------------------------

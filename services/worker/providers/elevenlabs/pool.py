@@ -38,6 +38,7 @@ from shared.metrics import (
     POOL_SOCKET_USES,
     POOL_SOCKETS,
     UPSTREAM_ERRORS,
+    UPSTREAM_SATURATED,
 )
 from shared.retry import decide
 from shared.settings import Settings
@@ -167,8 +168,9 @@ class SocketPool(PermitTiming, Upkeep):
                 await self._account.acquire(ctx.id, deadline, ctx.tenant)
             except UpstreamBusy as e:
                 POOL_SLOT_WAIT.labels(self.provider).observe(time.monotonic() - t0)
-                UPSTREAM_ERRORS.labels(self.provider, "busy").inc()
+                UPSTREAM_ERRORS.labels(self.provider, "busy_at_once" if e.details.get("refused") else "busy").inc()
                 log.info("upstream_busy", **e.details)
+                self._gauges()
                 raise
             if self._closed:
                 self._account.release(ctx.id)
@@ -359,48 +361,34 @@ class SocketPool(PermitTiming, Upkeep):
         """Audio flows on ``sock``: its key needs no more backoff."""
         self.dialer.healthy(sock.key)
 
-    def unplaced_cancelled(self, ctx: UpstreamContext) -> None:
-        """A context cancelled while waiting for a (first or retry) placement gives its permit back."""
-        self._unplaced.discard(ctx)
-        if ctx.placing is not None and ctx.placing is not asyncio.current_task():
-            ctx.placing.cancel()  # its acquire gives back a ticket or a permit it got meanwhile
-        w = self._admission.find(ctx)
-        if w is not None:
-            self._admission.remove(w)
-        self._release(ctx)
-        self._pump()
-
     # -- views --------------------------------------------------------------------------------------------
+    @property
+    def saturated(self) -> bool:
+        """Every permit is taken (here or account-wide) or contexts wait for one: new ones may be refused."""
+        account = self._account is not None and self._account.saturated
+        return account or self._admission.exhausted or len(self._admission) > 0
+
     def _gauges(self) -> None:
         for state, n in self._sockets.state_counts().items():
             POOL_SOCKETS.labels(self.provider, state).set(n)
         POOL_CONTEXTS.labels(self.provider).set(self._admission.live)
+        UPSTREAM_SATURATED.labels(self.provider).set(1 if self.saturated else 0)
 
     def status(self) -> dict[str, Any]:
-        """Pool state for /admin/status: sockets by state, live and waiting contexts, limits."""
-        now = time.monotonic()
-        socks = self._sockets.all()
+        """Pool state for /admin/status and the worker's /readyz: sockets, contexts, limits, saturation."""
+        s = self.settings
         return {
             "sockets": self._sockets.state_counts(),
             "live_contexts": self._admission.live,
             "waiting": len(self._admission),
+            "saturated": self.saturated,
             "unplaced_contexts": len(self._unplaced),
-            "dormant_contexts": sum(1 for s in socks for c in s.contexts.values() if c.dormant),
+            "dormant_contexts": sum(1 for k in self._sockets.all() for c in k.contexts.values() if c.dormant),
             "keys": self._sockets.keys,
             "handshakes_refused": self.dialer.refused,
-            "limits": {
-                "min_sockets": self.settings.pool_min_sockets,
-                "max_sockets": self.settings.pool_max_sockets,
-                "contexts_per_socket": self.settings.pool_contexts_per_socket,
-                "concurrency": self.settings.upstream_concurrency,
-                "handshake_rate": self.settings.pool_handshake_rate,
-                "handshake_burst": self.settings.pool_handshake_burst,
-            },
+            "limits": {"min_sockets": s.pool_min_sockets, "max_sockets": s.pool_max_sockets,
+                       "contexts_per_socket": s.pool_contexts_per_socket, "concurrency": s.upstream_concurrency,
+                       "handshake_rate": s.pool_handshake_rate, "handshake_burst": s.pool_handshake_burst},
             "account": self._account.status() if self._account is not None else {"scope": "worker"},
-            "socket_list": [
-                {"id": s.sid, "state": "draining" if s.draining else s.state.value, "contexts": s.load,
-                 "age_s": round(now - (s.opened_at or s.created_at), 1), "voice_id": s.key.voice_id,
-                 "format": s.key.output_format}
-                for s in socks
-            ],
+            "socket_list": self._sockets.describe(),
         }

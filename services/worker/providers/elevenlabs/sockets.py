@@ -7,7 +7,9 @@ key dropped as soon as its last socket goes (every key a client names could othe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 from .connection import SocketState, UpstreamSocket
 from .options import SocketKey
@@ -139,3 +141,10 @@ class Sockets:
             if s.state is not SocketState.CLOSED:
                 counts["draining" if s.draining else s.state.value] += 1
         return counts
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One line per socket for /admin/status (no secrets: the key's voice and format only)."""
+        now = time.monotonic()
+        return [{"id": s.sid, "state": "draining" if s.draining else s.state.value, "contexts": s.load,
+                 "age_s": round(now - (s.opened_at or s.created_at), 1), "voice_id": s.key.voice_id,
+                 "format": s.key.output_format} for s in self.all()]
