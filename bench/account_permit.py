@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import redis.asyncio as aioredis
-from worker.providers.elevenlabs.account_limit import AccountLimit
+from worker.upstream_permits import AccountLimit
 
 from shared.errors import UpstreamBusy
 from shared.logging import configure

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from shared.retry import decide
+
 # WebSocket close codes (RFC 6455 §7.4.1 and the IANA registry).
 WS_NORMAL = 1000
 WS_GOING_AWAY = 1001
@@ -28,9 +30,14 @@ class TTSError(Exception):
 
     code: ClassVar[str] = "internal_error"
     http_status: ClassVar[int] = 500
+    # What the flag sent to clients says; derived from the one retry policy (shared/retry.py), never set here.
     retryable: ClassVar[bool] = False
     # None: the error concerns one context and the session stays open.
     ws_close: ClassVar[int | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.retryable = decide(cls.code, audio_sent=False, attempt=1, asker="client")
 
     def __init__(self, message: str | None = None, **details: Any) -> None:
         self.message = message or self.default_message()
@@ -175,7 +182,6 @@ class RateLimited(TTSError):
 
     code = "rate_limited"
     http_status = 429
-    retryable = True
 
 
 class NotFound(TTSError):
@@ -205,7 +211,6 @@ class ShuttingDown(TTSError):
 
     code = "shutting_down"
     http_status = 503
-    retryable = True
     ws_close: ClassVar[int | None] = WS_GOING_AWAY
 
 
@@ -220,7 +225,6 @@ class ServiceUnavailable(TTSError):
 
     code = "service_unavailable"
     http_status = 503
-    retryable = True
 
 
 # -- the synthesis path --------------------------------------------------------------------------------------
@@ -229,7 +233,6 @@ class NoWorkers(TTSError):
 
     code = "no_workers"
     http_status = 503
-    retryable = True
 
 
 class WorkerLost(TTSError):
@@ -237,7 +240,6 @@ class WorkerLost(TTSError):
 
     code = "worker_lost"
     http_status = 502
-    retryable = True
 
 
 class JobExpired(TTSError):
@@ -245,7 +247,6 @@ class JobExpired(TTSError):
 
     code = "job_expired"
     http_status = 503
-    retryable = True
 
 
 class QueueReset(TTSError):
@@ -253,7 +254,6 @@ class QueueReset(TTSError):
 
     code = "queue_reset"
     http_status = 503
-    retryable = True
 
 
 class Timeout(TTSError):
@@ -261,7 +261,6 @@ class Timeout(TTSError):
 
     code = "timeout"
     http_status = 504
-    retryable = True
 
 
 class InputTimeout(TTSError):
@@ -276,7 +275,6 @@ class Overloaded(TTSError):
 
     code = "overloaded"
     http_status = 503
-    retryable = True
 
 
 class UpstreamError(TTSError):
@@ -284,7 +282,6 @@ class UpstreamError(TTSError):
 
     code = "upstream_error"
     http_status = 502
-    retryable = True
 
 
 class UpstreamBusy(UpstreamError):
@@ -311,7 +308,6 @@ class UpstreamRejected(UpstreamError):
     """The provider refused the request (bad voice, settings, quota, key)."""
 
     code = "upstream_rejected"
-    retryable = False
 
 
 class ProtocolError(TTSError):

@@ -108,6 +108,9 @@ POOL_CONTEXTS = Gauge("tts_pool_live_contexts", "Live upstream contexts", ["prov
 UPSTREAM_ACCOUNT_LEASES = Gauge("tts_upstream_account_leases",
                                 "Upstream permits held account-wide (all workers), as last seen by this worker",
                                 ["provider"])
+UPSTREAM_SATURATED = Gauge("tts_upstream_saturated",
+                           "1 while every upstream permit is taken or contexts wait for one (new ones may be "
+                           "refused at once with upstream_busy)", ["provider"])
 UPSTREAM_PERMIT_FAIL_OPEN = Counter("tts_upstream_permit_fail_open_total",
                                     "Contexts admitted on the per-worker limit alone: Redis was unreachable",
                                     ["provider"])

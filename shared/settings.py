@@ -135,6 +135,10 @@ class Settings:
     pool_contexts_per_socket: int = env_field("POOL_CONTEXTS_PER_SOCKET", 5, check=lambda v: 1 <= v <= 5)
     pool_max_socket_age_s: float = env_field("POOL_MAX_SOCKET_AGE_S", 900.0, check=_positive)
     pool_keepalive_s: float = env_field("POOL_KEEPALIVE_S", 10.0, check=_positive)
+    # New upstream handshakes per second per pool (and how many at once): a cold pool's burst must
+    # not be a handshake storm the provider's edge refuses (services/worker/providers/elevenlabs/dialer.py).
+    pool_handshake_rate: float = env_field("POOL_HANDSHAKE_RATE", 50.0, check=_positive)
+    pool_handshake_burst: int = env_field("POOL_HANDSHAKE_BURST", 25, check=_positive)
     upstream_concurrency: int = env_field("UPSTREAM_CONCURRENCY", 10, check=_positive)
     upstream_slot_wait_s: float = env_field("UPSTREAM_SLOT_WAIT_S", 5.0, check=_non_negative)
     # Account-wide permits are leases in Redis refreshed while their contexts live: a crashed worker's

@@ -38,11 +38,9 @@ from shared.errors import (
     from_code,
 )
 from shared.logging import get_logger
+from shared.retry import decide
 
 log = get_logger(__name__)
-# The worker already waited its bounded time for an account-wide upstream permit; another worker
-# would wait for the same permits, so re-enqueueing only doubles the client's wait.
-_NO_GATEWAY_RETRY = frozenset({"upstream_busy"})
 # Ended contexts remembered per session so late messages get ``context_closed``, not ``unknown_context``.
 _ENDED_MEMORY = 256
 # Session closes under way (see SynthesisSession.close).
@@ -314,8 +312,7 @@ class SynthesisSession:
                 recorder.finish(ctx.chunks_out, ctx.request.fmt.name)
             return final_event(ctx, "completed")
         if isinstance(msg, protocol.Error):
-            if msg.retryable and msg.code not in _NO_GATEWAY_RETRY and ctx.chunks_out == 0 \
-                    and await self.retry(ctx, msg.code):
+            if await self.retry(ctx, msg.code):
                 return None
             err = from_code(msg.code, msg.message)
             self._end(ctx, "failed", err.code)
@@ -359,8 +356,9 @@ class SynthesisSession:
         self._post(final_event(ctx, "completed"))
 
     async def retry(self, ctx: ContextState, reason: str) -> bool:
-        """Re-enqueue a context that produced no audio yet; False when out of retries."""
-        if ctx.chunks_out > 0 or ctx.attempt >= self.settings.max_retries or not ctx.live:
+        """Re-enqueue a context after an error ``reason`` if the retry policy allows it (False: it does not)."""
+        if not ctx.live or not decide(reason, audio_sent=ctx.chunks_out > 0, attempt=ctx.attempt + 1,
+                                      asker="gateway", max_retries=self.settings.max_retries):
             return False
         old = ctx.job_id
         self._jobs.pop(old, None)

@@ -14,6 +14,7 @@ from shared import keys, protocol
 from shared.errors import InternalError, ServiceUnavailable, ShuttingDown, TTSError, UnknownVoice, from_code
 from shared.logging import get_logger
 from shared.metrics import JOB_DURATION, JOBS, UPSTREAM_TTFB, WORKER_ACTIVE_JOBS, model_label, provider_label
+from shared.retry import decide
 from worker.inputs import JobInput
 from worker.providers.base import SynthesisRequest, SynthesisStream
 from worker.state import STATE_KEY, WorkerState
@@ -185,8 +186,8 @@ class _JobRun:
                                              self.audio_bytes, self.characters, self.ttfb_ms, self._billed()))
             self._summary("cancelled")
             return "cancelled"
-        # Aborted on purpose (admin reset, gateway deadline): the gateway must not retry it.
-        self._publish_error(from_code(reason, f"context aborted: {reason}"), retryable=False)
+        # Aborted on purpose (admin reset, gateway deadline): codes the retry policy never re-runs.
+        self._publish_error(from_code(reason, f"context aborted: {reason}"))
         self._summary("cancelled", code=reason)
         return "cancelled"
 
@@ -203,10 +204,12 @@ class _JobRun:
         if not fut.cancelled() and fut.exception() is not None:
             self.frames_lost = True
 
-    def _publish_error(self, e: TTSError, retryable: bool | None = None) -> None:
-        retry = e.retryable if retryable is None else retryable
-        self._publish(protocol.Error(self.spec.job_id, self.spec.context_id, e.code, e.message,
-                                     retry and self.chunks == 0, self.chunks))
+    def _publish_error(self, e: TTSError) -> None:
+        # The flag is the worker's view of the policy (the gateway decides again with what it knows).
+        retry = decide(e.code, audio_sent=self.chunks > 0, attempt=self.spec.attempt + 1, asker="gateway",
+                       max_retries=self.state.settings.max_retries)
+        self._publish(protocol.Error(self.spec.job_id, self.spec.context_id, e.code, e.message, retry,
+                                     self.chunks))
 
     def _summary(self, outcome: str, code: str | None = None) -> None:
         log.info("job_summary", outcome=outcome, code=code, provider=self.spec.provider,

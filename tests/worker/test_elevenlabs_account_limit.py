@@ -23,8 +23,8 @@ import structlog
 from emulator.runner import RunningEmulator
 from prometheus_client import REGISTRY
 from worker.providers.elevenlabs import ElevenLabsProvider
-from worker.providers.elevenlabs.account_limit import AccountLimit, account_id
 from worker.providers.elevenlabs.context import UpstreamContext
+from worker.upstream_permits import AccountLimit, account_id
 
 from shared import keys
 from shared.errors import UpstreamBusy

@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 from emulator.runner import RunningEmulator
 from worker.providers.base import SynthesisRequest
 from worker.providers.elevenlabs import ElevenLabsProvider
-from worker.providers.elevenlabs.account_limit import AccountLimit, account_id
 from worker.providers.elevenlabs.context import UpstreamContext
+from worker.upstream_permits import AccountLimit, account_id
 
 from shared import keys
 from shared.errors import InputTimeout

@@ -6,8 +6,8 @@ import asyncio
 import time
 
 import pytest
+from worker.providers.elevenlabs.dialer import FAILURE_MEMORY
 from worker.providers.elevenlabs.options import SocketKey, build_spec
-from worker.providers.elevenlabs.pool import FAILURE_MEMORY
 
 from shared.errors import InvalidRequest
 from shared.voice_ids import VOICE_ID_MAX_CHARS, check_voice_id, is_voice_id
@@ -52,7 +52,8 @@ async def test_the_failure_map_stays_bounded_with_many_failing_voices() -> None:
     from worker.providers.elevenlabs import ElevenLabsProvider
 
     p = ElevenLabsProvider(el_settings(default_voice="", pool_min_sockets=0, pool_max_sockets=64,
-                                       upstream_concurrency=1000, upstream_first_audio_timeout_s=5.0),
+                                       upstream_concurrency=1000, upstream_first_audio_timeout_s=1.0,
+                                       pool_handshake_rate=1000.0),
                            base_url=base)
     await p.start()
     try:
@@ -68,9 +69,9 @@ async def test_the_failure_map_stays_bounded_with_many_failing_voices() -> None:
 
         for start in range(0, n, 50):
             await asyncio.gather(*(one(i) for i in range(start, min(n, start + 50))))
-            assert len(p.pool._failures) <= FAILURE_MEMORY
-        assert len(p.pool._failures) == FAILURE_MEMORY
+            assert len(p.pool.dialer.failures) <= FAILURE_MEMORY
+        assert len(p.pool.dialer.failures) == FAILURE_MEMORY
         assert p.status()["live_contexts"] == 0 and p.status()["unplaced_contexts"] == 0
-        print(f"\n{n} failing voices in {time.monotonic() - t0:.1f}s, failure map {len(p.pool._failures)}")
+        print(f"\n{n} failing voices in {time.monotonic() - t0:.1f}s, failure map {len(p.pool.dialer.failures)}")
     finally:
         await p.close()

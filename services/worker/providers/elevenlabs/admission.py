@@ -1,8 +1,10 @@
 """Who goes next: a FIFO of contexts waiting for a socket slot, under the account's concurrency limit.
 
 ElevenLabs plans cap concurrent generations; every live context holds one permit from placement
-until its final (or its socket's end), except while it idles dormant on its socket (:mod:`.lazy`). First-time requests queue in arrival order; contexts moved
-off a failed socket go ahead of them (they already hold a permit and were promised audio).
+until its final (or its socket's end), except while it idles dormant on its socket (:mod:`.lazy`).
+First-time requests queue in arrival order; contexts moved off a failed socket go ahead of them
+(they already hold a permit and were promised audio). The two kinds of waiter are two types: a
+:class:`Request` someone awaits, a :class:`Move` nobody does.
 """
 
 from __future__ import annotations
@@ -20,16 +22,42 @@ S = TypeVar("S")
 
 
 @dataclass(eq=False)
-class Waiter:
-    """One context waiting for placement."""
+class Request:
+    """A caller awaiting placement on a socket, or (``resume``) only its permit back."""
 
     ctx: UpstreamContext
-    fut: asyncio.Future[None] | None  # None for a retry: nobody awaits its placement
-    needs_permit: bool
+    fut: asyncio.Future[None]  # resolved when placed; the caller gives up by cancelling it
     since: float
-    failure: Failure | None = None  # a retry's original failure, reported if the wait runs out
-    timer: asyncio.TimerHandle | None = None
     resume: bool = False  # a dormant context already on a socket: it needs a permit, not a slot
+
+    @property
+    def needs_permit(self) -> bool:
+        """A request always takes a permit (it holds none while it waits)."""
+        return True
+
+    @property
+    def abandoned(self) -> bool:
+        """Its caller stopped waiting."""
+        return self.fut.done()
+
+
+@dataclass(eq=False)
+class Move:
+    """A context moved off a failed socket: nobody awaits it, and it ends with ``failure`` if it waits too long."""
+
+    ctx: UpstreamContext
+    failure: Failure  # reported if the wait runs out
+    needs_permit: bool  # False when it kept the permit it had on the failed socket
+    since: float
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def abandoned(self) -> bool:
+        """A move is given up only by its own timer (:meth:`Admission.remove`)."""
+        return False
+
+
+Waiter = Request | Move
 
 
 class Admission:
@@ -52,13 +80,13 @@ class Admission:
         """True when every permit is taken."""
         return self.live >= self.limit
 
-    def append(self, w: Waiter) -> None:
+    def append(self, w: Request) -> None:
         """A first-time request joins the end of the line."""
         self._waiters.append(w)
 
-    def insert_retry(self, w: Waiter) -> None:
+    def insert_move(self, w: Move) -> None:
         """A moved context goes behind earlier moved ones, ahead of every first-time request."""
-        index = next((i for i, x in enumerate(self._waiters) if x.failure is None), len(self._waiters))
+        index = next((i for i, x in enumerate(self._waiters) if not isinstance(x, Move)), len(self._waiters))
         self._waiters.insert(index, w)
 
     def remove(self, w: Waiter) -> bool:
@@ -66,7 +94,7 @@ class Admission:
         if w not in self._waiters:
             return False
         self._waiters.remove(w)
-        if w.timer is not None:
+        if isinstance(w, Move) and w.timer is not None:
             w.timer.cancel()
         return True
 
@@ -84,28 +112,29 @@ class Admission:
     def serve(self, find: Callable[[UpstreamContext], S | None], place: Callable[[S, UpstreamContext], None]) -> None:
         """Place waiters in order while permits last; one blocked only by its own key lets later ones pass."""
         for w in list(self._waiters):
-            if w.fut is not None and w.fut.done():
-                self.remove(w)  # its caller gave up
+            if w.abandoned:
+                self.remove(w)
                 continue
             if w.needs_permit and self.exhausted:
                 break
-            if w.resume:
+            if isinstance(w, Request) and w.resume:
                 self.remove(w)
-                self.live += 1
-                w.ctx.holds_permit = True
-                if w.fut is not None:
-                    w.fut.set_result(None)
+                self._take(w.ctx)
+                w.fut.set_result(None)
                 continue
             slot = find(w.ctx)
             if slot is None:
                 continue
             self.remove(w)
             if w.needs_permit:
-                self.live += 1
-                w.ctx.holds_permit = True
+                self._take(w.ctx)
             place(slot, w.ctx)
-            if w.fut is not None:
+            if isinstance(w, Request):
                 w.fut.set_result(None)
+
+    def _take(self, ctx: UpstreamContext) -> None:
+        self.live += 1
+        ctx.holds_permit = True
 
     def release(self, ctx: UpstreamContext) -> None:
         """Return ``ctx``'s permit (idempotent)."""

@@ -15,6 +15,7 @@ import contextvars
 import enum
 import itertools
 import time
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import aiohttp
@@ -49,11 +50,8 @@ class SocketListener(Protocol):
     def socket_opened(self, sock: UpstreamSocket) -> None:
         """The handshake completed."""
 
-    def socket_closed(self, sock: UpstreamSocket, failure: Failure | None) -> None:
-        """The socket ended; ``failure`` is None only for a close we asked for."""
-
-    def context_orphaned(self, ctx: UpstreamContext, failure: Failure | None) -> None:
-        """The socket ended while ``ctx`` held a slot on it (retry, fail or release it)."""
+    def socket_closed(self, sock: UpstreamSocket, failure: Failure | None, orphans: list[UpstreamContext]) -> None:
+        """The socket ended (``failure`` None only for a close we asked for) with ``orphans`` still on it."""
 
     def context_freed(self, sock: UpstreamSocket, ctx: UpstreamContext) -> None:
         """``ctx``'s final arrived: its slot on ``sock`` is free."""
@@ -70,8 +68,9 @@ class UpstreamSocket:
 
     def __init__(self, key: SocketKey, *, url: str, session: aiohttp.ClientSession, headers: dict[str, str],
                  listener: SocketListener, connect_timeout_s: float, heartbeat_s: float | None,
-                 delay_s: float = 0.0, provider: str = "elevenlabs") -> None:
-        """Prepare (not start) a socket to ``url``; ``delay_s`` is the reconnect backoff before dialling."""
+                 delay_s: float = 0.0, provider: str = "elevenlabs", hold: Callable[[float], float] | None = None) -> None:
+        """Prepare (not start) a socket to ``url``; ``delay_s``: its booked wait before dialling; ``hold``:
+        given when it was booked, how much longer to wait (the pool re-books it after a busy refusal)."""
         self.sid = next(_ids)
         self.key = key
         self.state = SocketState.CONNECTING
@@ -91,6 +90,9 @@ class UpstreamSocket:
         self._connect_timeout_s = connect_timeout_s
         self._heartbeat_s = heartbeat_s
         self._delay_s = delay_s
+        self._hold = hold
+        self.retry_after_s: float | None = None  # from a refused handshake's Retry-After
+        self.booked_at = now  # when its handshake was (last) scheduled
         self._provider = provider
         self._out: asyncio.Queue[str] = asyncio.Queue()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -159,8 +161,15 @@ class UpstreamSocket:
         if self.state is SocketState.CLOSED:
             return
         if self.state is SocketState.CONNECTING:
-            # Still dialling (or backing off): the context gives up; its queued init and close still go
-            # out if the handshake succeeds, and its slot frees at that final like any other.
+            # Still dialling (booked behind other handshakes, or held after a busy refusal): waiting for
+            # a socket is no failure, so the context gets one more deadline. After that it gives up; its
+            # queued init and close still go out if the handshake succeeds, and its slot frees at that final.
+            now = time.monotonic()
+            if ctx.unreached_since is None:
+                ctx.unreached_since = now
+            if now - ctx.unreached_since < ctx.timeout_s * 0.9:
+                ctx.extend_deadline()
+                return
             ctx.fail(UpstreamDisconnected(f"could not connect upstream within {ctx.timeout_s:g}s",
                                           audio_sent=ctx.audio_sent))
             return
@@ -202,8 +211,12 @@ class UpstreamSocket:
         ws: aiohttp.ClientWebSocketResponse | None = None
         sender: asyncio.Task[None] | None = None
         try:
+            self.booked_at = time.monotonic()
             if self._delay_s > 0:
                 await asyncio.sleep(self._delay_s)
+            while self._hold is not None and (pause := self._hold(self.booked_at)) > 0:
+                self.booked_at = time.monotonic()  # refused as busy meanwhile: a new place, not into the storm
+                await asyncio.sleep(pause)
             ws = await self._connect()
             if ws is None:
                 return
@@ -219,7 +232,7 @@ class UpstreamSocket:
             raise
         except Exception as e:  # a bug here must not leave contexts hanging
             log.exception("upstream_socket_crashed", socket=self.sid)
-            self._finish(Failure("internal", UpstreamError(f"upstream socket error ({type(e).__name__})"), True))
+            self._finish(Failure("internal", UpstreamError(f"upstream socket error ({type(e).__name__})")))
         finally:
             if sender is not None:
                 sender.cancel()
@@ -237,6 +250,8 @@ class UpstreamSocket:
                     self._url, headers=self._headers, max_msg_size=MAX_FRAME_BYTES, autoping=True,
                     heartbeat=self._heartbeat_s, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0))
         except aiohttp.WSServerHandshakeError as e:
+            self.retry_after_s = _retry_after(e.headers)
+            log.info("upstream_handshake_refused", socket=self.sid, status=e.status, retry_after_s=self.retry_after_s)
             self._finish(classify_handshake(e.status))
             return None
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
@@ -328,6 +343,13 @@ class UpstreamSocket:
         self.contexts.clear()
         for ctx in orphans:
             ctx.detach()
-        for ctx in orphans:
-            self._listener.context_orphaned(ctx, failure)
-        self._listener.socket_closed(self, failure)
+        self._listener.socket_closed(self, failure, orphans)
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form only; capped at a minute)."""
+    raw = headers.get("Retry-After") if headers else None
+    try:
+        return min(60.0, max(0.0, float(raw))) if raw is not None else None
+    except ValueError:
+        return None

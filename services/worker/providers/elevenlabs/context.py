@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from shared.errors import InputTimeout, TTSError, UpstreamTimeout
 from worker.providers.base import AudioChunk, ChunkQueue
@@ -26,8 +26,21 @@ from worker.providers.base import AudioChunk, ChunkQueue
 from . import messages
 from .options import AudioOut, ContextSpec
 
-if TYPE_CHECKING:
-    from .connection import UpstreamSocket
+
+class ContextSocket(Protocol):
+    """What a placed context needs from its socket (the socket module implements it; no import back)."""
+
+    def enqueue(self, ctx: UpstreamContext, msg: str) -> None:
+        """Queue a message about the already initialised ``ctx``."""
+
+    def end_context(self, ctx: UpstreamContext) -> None:
+        """End of input: generate the rest, then close ``ctx`` upstream."""
+
+    def close_context(self, ctx: UpstreamContext) -> None:
+        """Close ``ctx`` upstream now (cancel/fail); its slot stays taken until the final."""
+
+    def context_timed_out(self, ctx: UpstreamContext) -> None:
+        """``ctx`` waited past its deadline for audio."""
 
 
 class ContextHost(Protocol):
@@ -59,8 +72,9 @@ class UpstreamContext:
         self.host = host
         self.queue = ChunkQueue()
         self.timeout_s = timeout_s
-        self.socket: UpstreamSocket | None = None
-        self.attempts = 0  # placements so far (1 = first socket)
+        self.socket: ContextSocket | None = None
+        self.attempts = 0  # placements that reached the upstream, plus the current one (1 = first socket)
+        self.unreached_since: float | None = None  # first failed handshake since it last reached one
         self.created_at = time.monotonic()
         self.first_text_at: float | None = None
         self.first_audio_at: float | None = None
@@ -235,7 +249,7 @@ class UpstreamContext:
             self._pending_ms = 0.0
             self.audio_received = False
 
-    def attach(self, sock: UpstreamSocket) -> None:
+    def attach(self, sock: ContextSocket) -> None:
         """Placed on ``sock``: its deadline (if any) restarts there."""
         self.socket = sock
         self.attempts += 1
@@ -347,6 +361,11 @@ class UpstreamContext:
             return
         self._armed = False
         self.socket.context_timed_out(self)
+
+    def extend_deadline(self) -> None:
+        """Its deadline fired while its socket was still dialling: wait once more from now."""
+        self._disarm()
+        self._arm()
 
     def timeout_error(self) -> UpstreamTimeout:
         """The error for a context whose upstream went quiet past its deadline."""

@@ -17,8 +17,8 @@ import asyncio
 from shared.errors import TTSError, UpstreamError
 from shared.logging import get_logger
 from shared.settings import Settings
+from worker.upstream_permits import AccountLimit
 
-from .account_limit import AccountLimit
 from .admission import Admission
 from .connection import UpstreamSocket
 from .context import UpstreamContext
@@ -39,6 +39,12 @@ class PermitTiming:
 
     async def acquire(self, ctx: UpstreamContext, resume: bool = False) -> None:
         """Take permits (and a slot unless ``resume``); the pool implements it."""
+        raise NotImplementedError
+
+    def _release(self, ctx: UpstreamContext) -> None:
+        raise NotImplementedError
+
+    def _pump(self) -> None:
         raise NotImplementedError
 
     def open(self, ctx: UpstreamContext) -> None:
@@ -80,6 +86,17 @@ class PermitTiming:
         if self._account is not None:
             self._account.release(ctx.id)
         log.debug("upstream_context_dormant", context_id=ctx.id)
+
+    def unplaced_cancelled(self, ctx: UpstreamContext) -> None:
+        """A context cancelled while waiting for a (first or retry) placement gives its permit back."""
+        self._unplaced.discard(ctx)
+        if ctx.placing is not None and ctx.placing is not asyncio.current_task():
+            ctx.placing.cancel()  # its acquire gives back a ticket or a permit it got meanwhile
+        w = self._admission.find(ctx)
+        if w is not None:
+            self._admission.remove(w)
+        self._release(ctx)
+        self._pump()
 
     def forget(self, ctx: UpstreamContext) -> None:
         """``ctx`` ended before it asked for placement."""

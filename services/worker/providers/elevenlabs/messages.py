@@ -21,6 +21,7 @@ from shared.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from shared.retry import decide
 
 # -- client -> server --------------------------------------------------------------------------------
 
@@ -153,15 +154,19 @@ def parse_frame(data: str | bytes) -> ServerFrame:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Why a socket (or one context) ended: a metric label, the client-facing error, retry permission.
-
-    ``retry`` allows moving contexts that have produced no audio yet to another socket; it is
-    False when the same request would only fail again (bad voice, key, quota, settings).
-    """
+    """Why a socket (or one context) ended: a metric label and the client-facing error."""
 
     reason: str
     error: TTSError
-    retry: bool
+
+    @property
+    def retry(self) -> bool:
+        """Is this about the socket, not the request (so contexts without audio may move elsewhere)?
+
+        The retry policy's answer for a first attempt: False when the same request would only fail
+        again (bad voice, key, quota, settings).
+        """
+        return decide(self.error.code, audio_sent=False, attempt=1, asker="worker_pool")
 
     def for_context(self, audio_sent: bool) -> TTSError:
         """The error a context on the failed socket ends with (a fresh instance per context)."""
@@ -183,43 +188,41 @@ def classify_close(code: int | None, reason: str, error: str | None = None,
     text = " ".join(p for p in (error, message, reason) if p).lower()
     detail = {"close_code": code, "upstream_error": error} if error else {"close_code": code}
     if code is None or code == 1006:
-        return Failure("dropped", UpstreamDisconnected("upstream connection lost", **detail), True)
+        return Failure("dropped", UpstreamDisconnected("upstream connection lost", **detail))
     if _has(text, "max_active_conversations", "maximum simultaneous contexts"):
-        return Failure("context_cap", UpstreamDisconnected("upstream context limit hit", **detail), True)
+        return Failure("context_cap", UpstreamDisconnected("upstream context limit hit", **detail))
     if _has(text, "voice_not_found", "invalid_voice", "invalid voice", "voice not found") \
             or ("voice" in text and "does not exist" in text):
-        return Failure("invalid_voice", UpstreamRejected("upstream rejected the voice", **detail), False)
+        return Failure("invalid_voice", UpstreamRejected("upstream rejected the voice", **detail))
     if _has(text, "quota"):
-        return Failure("quota", UpstreamRejected("upstream quota exhausted", **detail), False)
+        return Failure("quota", UpstreamRejected("upstream quota exhausted", **detail))
     if _has(text, "api_key", "api key", "api-key", "unauthorized", "authorized", "invalid_auth"):
-        return Failure("auth", UpstreamRejected("upstream refused the API key", **detail), False)
+        return Failure("auth", UpstreamRejected("upstream refused the API key", **detail))
     if _has(text, "voice_settings", "invalid_output_format", "unsupported_output_format", "output format",
             "model_id", "model_not_found", "invalid model", "language_code", "generation_config",
             "chunk_length_schedule", "invalid_request"):
-        return Failure("bad_settings", UpstreamRejected("upstream rejected the settings", **detail), False)
+        return Failure("bad_settings", UpstreamRejected("upstream rejected the settings", **detail))
     if _has(text, "too_many_concurrent", "system_busy", "concurrent"):
-        return Failure("busy", UpstreamBusy("upstream is at its concurrency limit", **detail), True)
+        return Failure("busy", UpstreamBusy("upstream is at its concurrency limit", **detail))
     if _has(text, "timeout", "have not received"):
-        return Failure("inactivity", UpstreamDisconnected("upstream closed an idle socket", **detail), True)
+        return Failure("inactivity", UpstreamDisconnected("upstream closed an idle socket", **detail))
     if _has(text, "invalid_input_message"):
-        return Failure("invalid_input", UpstreamError("upstream rejected a message", **detail), True)
+        return Failure("invalid_input", UpstreamError("upstream rejected a message", **detail))
     if code in (1000, 1001):
-        return Failure("closed", UpstreamDisconnected("upstream closed the socket", **detail), True)
-    return Failure("server_error", UpstreamDisconnected("upstream failed", **detail), True)
+        return Failure("closed", UpstreamDisconnected("upstream closed the socket", **detail))
+    return Failure("server_error", UpstreamDisconnected("upstream failed", **detail))
 
 
 def classify_handshake(status: int | None) -> Failure:
     """Map a failed WebSocket handshake (HTTP status, None for a network error) to a :class:`Failure`."""
     if status in (401, 403):
-        return Failure("auth", UpstreamRejected("upstream refused the API key", http_status=status), False)
+        return Failure("auth", UpstreamRejected("upstream refused the API key", http_status=status))
     if status in (400, 404, 422):
-        return Failure("rejected", UpstreamRejected("upstream rejected the request", http_status=status),
-                       False)
+        return Failure("rejected", UpstreamRejected("upstream rejected the request", http_status=status))
     if status == 429:
-        return Failure("busy", UpstreamBusy("upstream is at its concurrency limit", http_status=status), True)
-    return Failure("connect_failed", UpstreamDisconnected("could not connect upstream", http_status=status),
-                   True)
+        return Failure("busy", UpstreamBusy("upstream is at its concurrency limit", http_status=status))
+    return Failure("connect_failed", UpstreamDisconnected("could not connect upstream", http_status=status))
 
 
-MALFORMED = Failure("malformed_frame", UpstreamError("upstream sent a malformed frame"), True)
-STALLED = Failure("stalled", UpstreamTimeout("upstream stopped sending audio"), True)
+MALFORMED = Failure("malformed_frame", UpstreamError("upstream sent a malformed frame"))
+STALLED = Failure("stalled", UpstreamTimeout("upstream stopped sending audio"))

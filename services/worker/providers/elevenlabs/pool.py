@@ -1,33 +1,29 @@
-"""The upstream socket pool: placement under the per-socket cap, sizing, liveness and replacement.
+"""The upstream socket pool: placement under the per-socket cap, sizing and replacement.
 
 Placement is asked for at a context's first non-blank text, not when its job starts, and a placed
-context that idles gives its permits back (:mod:`.lazy`).
+context that idles gives its permits back (:mod:`.lazy`). Keep-alives, refreshes and age limits
+are the maintenance tick's (:mod:`.upkeep`); when a new socket may dial is the :mod:`.dialer`'s.
 
 Placement: a context goes to the least-loaded open socket of its :class:`SocketKey` with a free
 slot (a slot frees only at the context's final), else to a new socket while the pool is under
 ``pool_max_sockets``. Every live context also holds one of ``upstream_concurrency`` permits (the
 account's concurrent-generation limit); beyond it, requests wait in FIFO order for at most
 ``upstream_slot_wait_s`` and then get ``UpstreamBusy``. With Redis the permit is account-wide
-(:class:`~.account_limit.AccountLimit`, shared by every worker) and taken before the context joins
-this process's line, so the line orders by arrival across workers; the per-process count stays as
-the fallback when there is no Redis, or it is unreachable. Both permits return together at the
-context's final, failure or socket end; a transparent retry keeps them.
+(:class:`worker.upstream_permits.AccountLimit`, shared by every worker) and taken before the
+context joins this process's line, so the line orders by arrival across workers; the per-process
+count stays as the fallback when there is no Redis, or it is unreachable. Both permits return
+together at the context's final, failure or socket end; a move to another socket keeps them.
 
-Liveness: initialised contexts get per-context keep-alives. An idle socket (no contexts) is never
-pinged, because every message without a ``context_id`` targets a server-side default context that
-may take a slot; instead, shortly before its inactivity deadline it is refreshed make-before-break
-(a replacement is dialled, then the idle one is closed by us), so the prewarmed minimum never
-lapses and the server never closes a socket for inactivity. Sockets past ``pool_max_socket_age_s``
-drain (no new contexts, existing ones finish) and are replaced the same way.
+When a socket ends, each context on it without audio moves to another socket if the retry policy
+(:func:`shared.retry.decide`, asked as ``worker_pool``) allows; a socket whose handshake failed
+never reached the upstream, so it costs its contexts no attempt: they wait for the next socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import random
 import time
-from collections import OrderedDict
 from typing import Any
 
 import aiohttp
@@ -42,29 +38,28 @@ from shared.metrics import (
     POOL_SOCKET_USES,
     POOL_SOCKETS,
     UPSTREAM_ERRORS,
+    UPSTREAM_SATURATED,
 )
+from shared.retry import decide
 from shared.settings import Settings
+from worker.upstream_permits import AccountLimit
 
-from .account_limit import AccountLimit
-from .admission import Admission, Waiter
-from .connection import SocketState, UpstreamSocket
+from .admission import Admission, Move, Request
+from .connection import UpstreamSocket
 from .context import UpstreamContext
+from .dialer import Dialer
 from .lazy import PermitTiming
 from .messages import Failure
 from .options import SocketKey, default_key
+from .sockets import Sockets
+from .upkeep import Upkeep
 
 log = get_logger(__name__)
 
-MAX_ATTEMPTS = 3  # placements per context: the first one plus two transparent retries
-_BACKOFF_BASE_S = 0.05
-_BACKOFF_MAX_S = 5.0
 _BENIGN = frozenset({"inactivity", "closed"})  # an idle socket closed by the server is not an outage
-# Keys with recent connect failures (for backoff), least recently failed dropped first: every voice,
-# model and format a client names is a key, so this map must not grow with them.
-FAILURE_MEMORY = 256
 
 
-class SocketPool(PermitTiming):
+class SocketPool(PermitTiming, Upkeep):
     """Every upstream socket of one provider instance, shared by all the worker's jobs."""
 
     def __init__(self, settings: Settings, *, ws_base: str, headers: dict[str, str],
@@ -75,12 +70,12 @@ class SocketPool(PermitTiming):
         self._ws_base = ws_base
         self._headers = headers
         self._session: aiohttp.ClientSession | None = None
-        self._sockets: dict[SocketKey, list[UpstreamSocket]] = {}
+        self._sockets = Sockets()
         self._every: set[UpstreamSocket] = set()  # until each socket's task has finished
         self._closers: set[asyncio.Task[None]] = set()
         self._admission = Admission(settings.upstream_concurrency)
         self._account = account
-        self._failures: OrderedDict[SocketKey, int] = OrderedDict()
+        self.dialer = Dialer(settings.pool_handshake_rate, settings.pool_handshake_burst)
         self._unplaced: set[UpstreamContext] = set()  # opened, not (yet) on a socket
         self._placing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
@@ -107,9 +102,9 @@ class SocketPool(PermitTiming):
                 log.info("upstream_prewarm_skipped", why="DEFAULT_VOICE not set")
             return
         self._ensure_min()
-        first = list(self._sockets.get(self.default_key, ()))
+        first = self._sockets.of(self.default_key)
         deadline = time.monotonic() + self._connect_timeout_s
-        while any(s.state is SocketState.CONNECTING for s in first):
+        while first.dialling():
             self._changed.clear()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -119,7 +114,7 @@ class SocketPool(PermitTiming):
                     await self._changed.wait()
             except TimeoutError:
                 break
-        opened = self._count_open(self.default_key)
+        opened = self._sockets.of(self.default_key).open_count()
         if opened < self.settings.pool_min_sockets:
             log.warning("upstream_prewarm_incomplete", open=opened, wanted=self.settings.pool_min_sockets)
         else:
@@ -133,7 +128,6 @@ class SocketPool(PermitTiming):
         if self._maint is not None:
             self._maint.cancel()
             await asyncio.wait([self._maint])
-        shutdown = UpstreamDisconnected("provider shut down")
         for task in list(self._placing):
             task.cancel()
         if self._placing:
@@ -142,15 +136,16 @@ class SocketPool(PermitTiming):
             ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=ctx.audio_sent))
         self._unplaced.clear()
         for w in self._admission.drain():
-            if w.fut is not None and not w.fut.done():
-                w.fut.set_exception(UpstreamError("provider shut down"))
-                w.fut.exception()  # retrieved here; acquire() re-raises it
-            if w.fut is None:
+            if isinstance(w, Request):
+                if not w.fut.done():
+                    w.fut.set_exception(UpstreamError("provider shut down"))
+                    w.fut.exception()  # retrieved here; acquire() re-raises it
+            else:
                 w.ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=w.ctx.audio_sent))
                 self._release(w.ctx)
-        for sock in self._all():
+        for sock in self._sockets.all():
             for ctx in list(sock.contexts.values()):
-                ctx.fail(type(shutdown)(shutdown.message, audio_sent=ctx.audio_sent))
+                ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=ctx.audio_sent))
         self._sockets.clear()
         await asyncio.gather(*(s.close() for s in list(self._every)), return_exceptions=True)
         if self._closers:
@@ -173,14 +168,14 @@ class SocketPool(PermitTiming):
                 await self._account.acquire(ctx.id, deadline, ctx.tenant)
             except UpstreamBusy as e:
                 POOL_SLOT_WAIT.labels(self.provider).observe(time.monotonic() - t0)
-                UPSTREAM_ERRORS.labels(self.provider, "busy").inc()
+                UPSTREAM_ERRORS.labels(self.provider, "busy_at_once" if e.details.get("refused") else "busy").inc()
                 log.info("upstream_busy", **e.details)
+                self._gauges()
                 raise
             if self._closed:
                 self._account.release(ctx.id)
                 raise UpstreamError("the ElevenLabs provider shut down")
-        w = Waiter(ctx, asyncio.get_running_loop().create_future(), True, t0, resume=resume)
-        assert w.fut is not None
+        w = Request(ctx, asyncio.get_running_loop().create_future(), t0, resume=resume)
         self._admission.append(w)
         self._pump()
         try:
@@ -201,77 +196,51 @@ class SocketPool(PermitTiming):
         raise UpstreamBusy(f"all upstream {limit} slots stayed busy for {waited:.1f}s", limit=limit,
                            waited_s=round(waited, 3))
 
-    def _abandon(self, w: Waiter) -> None:
+    def _abandon(self, w: Request) -> None:
         self._admission.remove(w)
-        if w.resume:
-            if w.fut is not None and not w.fut.done():
-                w.fut.cancel()
-            self._release(w.ctx)  # whatever it got back meanwhile; it stays dormant on its socket
-            return
-        if w.fut is not None and w.fut.done() and not w.fut.cancelled():
-            w.ctx.abort()  # placed just as the caller gave up: close it upstream, release at its final
-        elif w.fut is not None:
+        placed = w.fut.done() and not w.fut.cancelled()
+        if not w.fut.done():
             w.fut.cancel()
+        if w.resume:
+            self._release(w.ctx)  # whatever it got back meanwhile; it stays dormant on its socket
+        elif placed:
+            w.ctx.abort()  # placed just as the caller gave up: close it upstream, release at its final
+        else:
             self._release(w.ctx)  # never placed: only the account permit was taken
 
     def _pump(self) -> None:
         """Serve waiters in order (see :class:`Admission`), growing the pool where a key needs it."""
         if self._closed:
             return
-        self._admission.serve(lambda ctx: self._find_slot(ctx.spec.key) or self._grow(ctx.spec.key),
+        cap = self.settings.pool_contexts_per_socket
+        self._admission.serve(lambda ctx: self._sockets.of(ctx.spec.key).best_slot(cap) or self._grow(ctx.spec.key),
                               self._place)
         self._gauges()
 
-    def _find_slot(self, key: SocketKey) -> UpstreamSocket | None:
-        cap = self.settings.pool_contexts_per_socket
-        best: UpstreamSocket | None = None
-        best_rank: tuple[bool, bool, int] | None = None
-        for sock in self._sockets.get(key, ()):
-            if sock.draining or sock.state is SocketState.CLOSED or sock.load >= cap:
-                continue
-            # Open before dialling, fresh before refreshing, then spread: least loaded first.
-            rank = (sock.replacing, sock.state is not SocketState.OPEN, sock.load)
-            if best_rank is None or rank < best_rank:
-                best, best_rank = sock, rank
-        return best
-
     def _grow(self, key: SocketKey) -> UpstreamSocket | None:
-        if self._count() >= self.settings.pool_max_sockets:
-            victim = self._evictable(key)
+        if len(self._sockets) >= self.settings.pool_max_sockets:
+            victim = self._sockets.evictable(key, keep=self.default_key)
             if victim is None:
                 return None
             self._retire(victim, "evicted")
         return self._open(key)
 
-    def _evictable(self, key: SocketKey) -> UpstreamSocket | None:
-        idle = [s for k, socks in self._sockets.items() if k != key for s in socks
-                if s.state is SocketState.OPEN and s.load == 0]
-        if not idle:
-            return None
-        # Keep the prewarmed default sockets if anything else can go; then the longest idle.
-        return min(idle, key=lambda s: (s.key == self.default_key, s.last_sent))
-
     def _place(self, sock: UpstreamSocket, ctx: UpstreamContext) -> None:
         reused = sock.uses > 0
         sock.assign(ctx)
         POOL_SOCKET_USES.labels(self.provider, "reused" if reused else "new").inc()
-        cap = self.settings.pool_contexts_per_socket
-        free = sum(cap - s.load for s in self._sockets.get(sock.key, ())
-                   if not s.draining and s.state is not SocketState.CLOSED)
-        if free == 0 and self._count() < self.settings.pool_max_sockets \
-                and not self._admission.exhausted:
+        if self._sockets.of(sock.key).free_slots(self.settings.pool_contexts_per_socket) == 0 \
+                and len(self._sockets) < self.settings.pool_max_sockets and not self._admission.exhausted:
             self._open(sock.key)  # headroom: the next context of this key should not wait for a handshake
 
     def _open(self, key: SocketKey) -> UpstreamSocket:
         assert self._session is not None
-        fails = self._failures.get(key, 0)
-        delay = 0.0
-        if fails:
-            delay = min(_BACKOFF_BASE_S * 2 ** (fails - 1), _BACKOFF_MAX_S) * random.uniform(0.5, 1.0)
+        delay = self.dialer.reserve(key, time.monotonic())
         sock = UpstreamSocket(key, url=key.url(self._ws_base), session=self._session, headers=self._headers,
                               listener=self, connect_timeout_s=self._connect_timeout_s,
-                              heartbeat_s=self._heartbeat_s, delay_s=delay, provider=self.provider)
-        self._sockets.setdefault(key, []).append(sock)
+                              heartbeat_s=self._heartbeat_s, delay_s=delay, provider=self.provider,
+                              hold=lambda booked: self.dialer.recheck(booked, time.monotonic()))
+        self._sockets.add(sock)
         self._every.add(sock)
         sock.start()
         assert sock.task is not None
@@ -281,7 +250,7 @@ class SocketPool(PermitTiming):
         return sock
 
     def _retire(self, sock: UpstreamSocket, why: str) -> None:
-        self._remove(sock)
+        self._sockets.remove(sock)
         log.debug("upstream_socket_retired", socket=sock.sid, why=why)
         task = asyncio.create_task(sock.close(), name=f"elevenlabs-close-{sock.sid}",
                                    context=contextvars.Context())
@@ -289,26 +258,46 @@ class SocketPool(PermitTiming):
         task.add_done_callback(self._closers.discard)
         self._gauges()
 
-    def _remove(self, sock: UpstreamSocket) -> None:
-        socks = self._sockets.get(sock.key)
-        if socks is not None and sock in socks:
-            socks.remove(sock)
-            if not socks:
-                del self._sockets[sock.key]
+    def _rehome(self, ctx: UpstreamContext, failure: Failure | None, reached: bool) -> None:
+        """``ctx``'s socket ended under it: move it if the retry policy allows, else end it.
 
-    def _requeue(self, ctx: UpstreamContext, failure: Failure) -> None:
+        ``reached``: the socket had opened, so the upstream saw the context; a placement on a socket
+        whose handshake failed is no attempt (the context waits for the next socket instead)."""
+        if failure is None or self._closed or not ctx.live:
+            if ctx.live:
+                ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=ctx.audio_sent))
+            self._release(ctx)
+            return
+        gave_up = False  # no socket got through for a whole deadline: the upstream is unreachable
+        if reached:
+            ctx.unreached_since = None
+        else:
+            ctx.attempts -= 1
+            now = time.monotonic()
+            if ctx.unreached_since is None:
+                ctx.unreached_since = now
+            gave_up = now - ctx.unreached_since >= ctx.timeout_s
+        # A dormant context holds no permit to carry over: it fails, and the gateway (which has its text)
+        # retries it if no audio went out.
+        if not (ctx.no_retry or gave_up or ctx.dormant) and decide(
+                failure.error.code, audio_sent=ctx.audio_sent, attempt=ctx.attempts, asker="worker_pool"):
+            self._move(ctx, failure)
+            return
+        ctx.fail(ctx.timeout_error() if ctx.no_retry else failure.for_context(ctx.audio_sent))
+        self._release(ctx)
+
+    def _move(self, ctx: UpstreamContext, failure: Failure) -> None:
         ctx.prepare_retry()
         POOL_CONTEXT_RETRIES.labels(self.provider).inc()
         log.info("upstream_context_retry", context_id=ctx.id, attempt=ctx.attempts + 1, reason=failure.reason)
-        w = Waiter(ctx, None, not ctx.holds_permit, time.monotonic(), failure)
+        w = Move(ctx, failure, not ctx.holds_permit, time.monotonic())
         wait = max(self.settings.upstream_slot_wait_s, ctx.timeout_s)
-        w.timer = asyncio.get_running_loop().call_later(wait, self._retry_expired, w)
-        self._admission.insert_retry(w)
+        w.timer = asyncio.get_running_loop().call_later(wait, self._move_expired, w)
+        self._admission.insert_move(w)
 
-    def _retry_expired(self, w: Waiter) -> None:
+    def _move_expired(self, w: Move) -> None:
         if not self._admission.remove(w):
             return
-        assert w.failure is not None
         w.ctx.fail(w.failure.for_context(w.ctx.audio_sent))
         self._release(w.ctx)
         self._pump()
@@ -325,47 +314,34 @@ class SocketPool(PermitTiming):
     def socket_opened(self, sock: UpstreamSocket) -> None:
         """Handshake done: an idle socket it replaces can go now (make-before-break)."""
         self._changed.set()
-        for old in list(self._sockets.get(sock.key, ())):
-            if old.replacing and old.load == 0 and self._replaced(old):
+        self.dialer.opened()
+        for old in self._sockets.of(sock.key).refreshed():
+            if self._replaced(old):
                 self._retire(old, "refreshed")
         self._gauges()
 
-    def socket_closed(self, sock: UpstreamSocket, failure: Failure | None) -> None:
-        """A socket ended: count it, back off its key if it failed, and restore capacity."""
-        self._remove(sock)
+    def socket_closed(self, sock: UpstreamSocket, failure: Failure | None, orphans: list[UpstreamContext]) -> None:
+        """A socket ended: move or end its contexts, back off if it failed, and restore capacity."""
+        self._sockets.remove(sock)
         self._changed.set()
         if failure is not None:
             UPSTREAM_ERRORS.labels(self.provider, failure.reason).inc()
             if not self._closed:
                 POOL_RECONNECTS.labels(self.provider, failure.reason).inc()
-                if failure.reason not in _BENIGN:
-                    self._failures[sock.key] = self._failures.pop(sock.key, 0) + 1
-                    while len(self._failures) > FAILURE_MEMORY:
-                        self._failures.popitem(last=False)
+                if failure.reason == "busy":
+                    self.dialer.busy(time.monotonic(), sock.retry_after_s, sock.booked_at)
+                elif failure.reason not in _BENIGN:
+                    self.dialer.failed(sock.key)
             benign = failure.reason in _BENIGN and not sock.lost_contexts
             (log.info if benign else log.warning)(
                 "upstream_socket_closed", socket=sock.sid, reason=failure.reason, code=failure.error.code,
                 lost_contexts=sock.lost_contexts, **sock.key.label())
+        for ctx in orphans:
+            self._rehome(ctx, failure, reached=sock.opened_at is not None)
         if not self._closed:
             self._ensure_min()
             self._pump()
         self._gauges()
-
-    def context_orphaned(self, ctx: UpstreamContext, failure: Failure | None) -> None:
-        """Retry a context that produced no audio yet on another socket; otherwise end it."""
-        if failure is None or self._closed or not ctx.live:
-            if ctx.live:
-                ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=ctx.audio_sent))
-            self._release(ctx)
-            return
-        # A dormant context holds no permit to carry over: it fails, and the gateway (which has its text)
-        # retries it if no audio went out.
-        if failure.retry and not ctx.no_retry and not ctx.audio_sent and ctx.attempts < MAX_ATTEMPTS \
-                and not ctx.dormant:
-            self._requeue(ctx, failure)
-            return
-        ctx.fail(ctx.timeout_error() if ctx.no_retry else failure.for_context(ctx.audio_sent))
-        self._release(ctx)
 
     def context_freed(self, sock: UpstreamSocket, ctx: UpstreamContext) -> None:
         """A final arrived: the permit returns and the slot serves the next waiter."""
@@ -383,124 +359,36 @@ class SocketPool(PermitTiming):
 
     def socket_healthy(self, sock: UpstreamSocket) -> None:
         """Audio flows on ``sock``: its key needs no more backoff."""
-        self._failures.pop(sock.key, None)
-
-    def unplaced_cancelled(self, ctx: UpstreamContext) -> None:
-        """A context cancelled while waiting for a (first or retry) placement gives its permit back."""
-        self._unplaced.discard(ctx)
-        if ctx.placing is not None and ctx.placing is not asyncio.current_task():
-            ctx.placing.cancel()  # its acquire gives back a ticket or a permit it got meanwhile
-        w = self._admission.find(ctx)
-        if w is not None:
-            self._admission.remove(w)
-        self._release(ctx)
-        self._pump()
-
-    # -- maintenance --------------------------------------------------------------------------------------
-    async def _maintain(self) -> None:
-        while True:
-            await asyncio.sleep(self._tick_s)
-            try:
-                self._tick(time.monotonic())
-            except Exception:
-                log.exception("upstream_pool_tick_failed")
-
-    def _tick(self, now: float) -> None:
-        max_age = self.settings.pool_max_socket_age_s
-        for sock in self._all():
-            if sock.state is SocketState.OPEN:
-                sock.send_keepalives(now, self.keepalive_s)
-                self.rest_idle(sock, now)
-                if not sock.draining and sock.opened_at is not None and now - sock.opened_at >= max_age:
-                    sock.draining = True
-                    POOL_RECONNECTS.labels(self.provider, "max_age").inc()
-                    log.info("upstream_socket_aged", socket=sock.sid, live_contexts=sock.load)
-                idle = sock.load == 0 and not sock.draining and not sock.replacing
-                if idle and now - sock.last_sent >= self.refresh_after_s:
-                    if self._needed(sock):
-                        sock.replacing = True
-                        POOL_RECONNECTS.labels(self.provider, "idle_refresh").inc()
-                    else:
-                        self._retire(sock, "idle")
-                        continue
-            if sock.load == 0 and (sock.draining or (sock.replacing and self._replaced(sock))):
-                self._retire(sock, "drained")
-            elif sock.draining and not any(c.live for c in sock.contexts.values()) \
-                    and now - sock.last_received >= self.settings.upstream_first_audio_timeout_s:
-                # Only abandoned contexts whose finals never came: closing the socket is the only way
-                # to get their slots back.
-                self._retire(sock, "stuck")
-        self._ensure_min()
-        self._pump()
-
-    def _needed(self, sock: UpstreamSocket) -> bool:
-        """Would closing ``sock`` drop its key below the prewarmed minimum?"""
-        if sock.key != self.default_key:
-            return False
-        others = sum(1 for s in self._sockets.get(sock.key, ())
-                     if s is not sock and not s.draining and not s.replacing)
-        return others < self.settings.pool_min_sockets
-
-    def _replaced(self, sock: UpstreamSocket) -> bool:
-        """Are enough other sockets of its key open that closing ``sock`` keeps the minimum?"""
-        others = sum(1 for s in self._sockets.get(sock.key, ())
-                     if s is not sock and s.state is SocketState.OPEN and not s.draining)
-        wanted = self.settings.pool_min_sockets if sock.key == self.default_key else 0
-        return others >= max(1, wanted)
-
-    def _ensure_min(self) -> None:
-        key = self.default_key
-        if key is None or self._closed or self._session is None:
-            return
-        have = sum(1 for s in self._sockets.get(key, ()) if not s.draining and not s.replacing)
-        while have < self.settings.pool_min_sockets and self._count() < self.settings.pool_max_sockets:
-            self._open(key)
-            have += 1
+        self.dialer.healthy(sock.key)
 
     # -- views --------------------------------------------------------------------------------------------
-    def _all(self) -> list[UpstreamSocket]:
-        return [s for socks in self._sockets.values() for s in socks]
-
-    def _count(self) -> int:
-        return sum(len(socks) for socks in self._sockets.values())
-
-    def _count_open(self, key: SocketKey) -> int:
-        return sum(1 for s in self._sockets.get(key, ()) if s.state is SocketState.OPEN)
-
-    def _state_counts(self) -> dict[str, int]:
-        counts = {"connecting": 0, "open": 0, "draining": 0}
-        for s in self._all():
-            if s.state is SocketState.CLOSED:
-                continue
-            counts["draining" if s.draining else s.state.value] += 1
-        return counts
+    @property
+    def saturated(self) -> bool:
+        """Every permit is taken (here or account-wide) or contexts wait for one: new ones may be refused."""
+        account = self._account is not None and self._account.saturated
+        return account or self._admission.exhausted or len(self._admission) > 0
 
     def _gauges(self) -> None:
-        for state, n in self._state_counts().items():
+        for state, n in self._sockets.state_counts().items():
             POOL_SOCKETS.labels(self.provider, state).set(n)
         POOL_CONTEXTS.labels(self.provider).set(self._admission.live)
+        UPSTREAM_SATURATED.labels(self.provider).set(1 if self.saturated else 0)
 
     def status(self) -> dict[str, Any]:
-        """Pool state for /admin/status: sockets by state, live and waiting contexts, limits."""
-        now = time.monotonic()
+        """Pool state for /admin/status and the worker's /readyz: sockets, contexts, limits, saturation."""
+        s = self.settings
         return {
-            "sockets": self._state_counts(),
+            "sockets": self._sockets.state_counts(),
             "live_contexts": self._admission.live,
             "waiting": len(self._admission),
+            "saturated": self.saturated,
             "unplaced_contexts": len(self._unplaced),
-            "dormant_contexts": sum(1 for s in self._all() for c in s.contexts.values() if c.dormant),
-            "keys": len(self._sockets),
-            "limits": {
-                "min_sockets": self.settings.pool_min_sockets,
-                "max_sockets": self.settings.pool_max_sockets,
-                "contexts_per_socket": self.settings.pool_contexts_per_socket,
-                "concurrency": self.settings.upstream_concurrency,
-            },
+            "dormant_contexts": sum(1 for k in self._sockets.all() for c in k.contexts.values() if c.dormant),
+            "keys": self._sockets.keys,
+            "handshakes_refused": self.dialer.refused,
+            "limits": {"min_sockets": s.pool_min_sockets, "max_sockets": s.pool_max_sockets,
+                       "contexts_per_socket": s.pool_contexts_per_socket, "concurrency": s.upstream_concurrency,
+                       "handshake_rate": s.pool_handshake_rate, "handshake_burst": s.pool_handshake_burst},
             "account": self._account.status() if self._account is not None else {"scope": "worker"},
-            "socket_list": [
-                {"id": s.sid, "state": "draining" if s.draining else s.state.value, "contexts": s.load,
-                 "age_s": round(now - (s.opened_at or s.created_at), 1), "voice_id": s.key.voice_id,
-                 "format": s.key.output_format}
-                for s in self._all()
-            ],
+            "socket_list": self._sockets.describe(),
         }

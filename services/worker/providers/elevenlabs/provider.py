@@ -2,7 +2,7 @@
 
 The API key travels only in the ``xi-api-key`` header (never in a URL or a log line). Given the
 worker's Redis client, the plan's concurrency limit holds account-wide across workers
-(:mod:`.account_limit`); without one, per process.
+(:mod:`worker.upstream_permits`); without one, per process.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from shared.logging import get_logger
 from shared.settings import Settings
 from worker.providers.base import SynthesisRequest, SynthesisStream, Voice
+from worker.upstream_permits import AccountLimit, account_id
 
-from .account_limit import AccountLimit, account_id
 from .context import UpstreamContext
 from .options import build_spec
 from .pool import SocketPool

@@ -1,8 +1,8 @@
 """Account-wide upstream concurrency: permits shared by every worker through Redis.
 
-ElevenLabs caps an account's concurrent generations (the plan's limit, ``UPSTREAM_CONCURRENCY``).
-With N workers the cap must hold for all of them together, so the pool's per-process count is not
-enough: every context also takes one of these permits before it is placed, keeps it across
+A provider (ElevenLabs here) caps an account's concurrent generations (the plan's limit,
+``UPSTREAM_CONCURRENCY``). With N workers the cap must hold for all of them together, so the pool's
+per-process count is not enough: every context also takes one of these permits before it is placed, keeps it across
 transparent retries, and gives it back at its final, its failure or its socket's end.
 
 Leases: ``upstream_leases`` is a sorted set of holders (``<instance>:<context key>``) scored by
@@ -59,7 +59,7 @@ from shared.errors import UpstreamBusy, UpstreamError
 from shared.logging import get_logger
 from shared.metrics import UPSTREAM_ACCOUNT_LEASES, UPSTREAM_PERMIT_FAIL_OPEN
 
-from .account_scripts import ACQUIRE, REFRESH, RELEASE
+from .scripts import ACQUIRE, REFRESH, RELEASE
 
 log = get_logger(__name__)
 
@@ -70,6 +70,7 @@ _OP_TIMEOUT_S = 2.0
 # Redis; any call that gets through (the refresher keeps trying in the background) ends it early.
 _DOWN_S = 3.0
 _WAKE_BLOCK_S = 1  # BLPOP timeout of the wake loop (whole seconds: Redis 6.2 and 7 agree on those)
+_HOLD_WEIGHT = 0.2  # of the newest permit hold in the moving average
 
 
 class _Unreachable(Exception):
@@ -111,6 +112,8 @@ class AccountLimit:
         self._refresh = redis.register_script(REFRESH)
         self._held: set[str] = set()
         self._holders: dict[str, str] = {}  # context key -> holder, while it waits for or holds a permit
+        self._granted_at: dict[str, float] = {}  # holder -> when its permit was granted (held ones only)
+        self.hold_s: float | None = None  # moving average of how long this instance's contexts hold one
         self._waiting: dict[str, asyncio.Event] = {}
         self._leaving: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -134,7 +137,7 @@ class AccountLimit:
                     await self._redis.script_load(script)
         except (RedisError, OSError, TimeoutError) as e:
             log.warning("upstream_permits_unavailable", error=type(e).__name__, at="start")
-        self._refresher = asyncio.create_task(self._refresh_forever(), name="elevenlabs-permit-refresh")
+        self._refresher = asyncio.create_task(self._refresh_forever(), name=f"{self.provider}-permit-refresh")
 
     async def close(self) -> None:
         """Wake and fail waiters, stop refreshing and give back every permit still held."""
@@ -160,7 +163,7 @@ class AccountLimit:
         """Take a permit for context ``key`` of client key ``tenant``, in line until ``deadline``
         (monotonic) and within the tenant's fair share; else raise UpstreamBusy."""
         if self._closed:
-            raise UpstreamError("the ElevenLabs provider is not running")
+            raise UpstreamError(f"the {self.provider} provider is not running")
         holder = self.holder(key, tenant)
         self._holders[key] = holder
         if time.monotonic() < self._down_until:
@@ -170,6 +173,8 @@ class AccountLimit:
         ev = asyncio.Event()
         self._waiting[holder] = ev  # before the first call: a wake may come before its reply is read
         ahead = 0
+        hopeless: float | None = None  # the expected wait when refused at once
+        first = True
         try:
             while True:
                 may_wait = deadline - time.monotonic() > 0
@@ -183,9 +188,15 @@ class AccountLimit:
                 self._seen(held)
                 if granted:
                     self._held.add(holder)
+                    self._granted_at[holder] = time.monotonic()
                     return
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    break
+                expected = self.expected_wait(int(ahead)) if first else None
+                first = False
+                if expected is not None and expected > remaining:
+                    hopeless = expected  # it could not end in time: say so now, not after the whole wait
                     break
                 self._ensure_waker()
                 sleep = min(remaining, self.refresh_s)
@@ -196,7 +207,7 @@ class AccountLimit:
                         await ev.wait()
                 ev.clear()
                 if self._closed:
-                    raise UpstreamError("the ElevenLabs provider shut down")
+                    raise UpstreamError(f"the {self.provider} provider shut down")
         except BaseException:
             self._holders.pop(key, None)
             self._leave(holder)  # cancelled mid-call, a grant may have raced: give back ticket and permit
@@ -206,6 +217,12 @@ class AccountLimit:
         self._holders.pop(key, None)
         self._leave(holder)
         waited = time.monotonic() - t0
+        if hopeless is not None:
+            raise UpstreamBusy(f"the upstream account's {self.limit} concurrent generations are busy and "
+                               f"{int(ahead)} contexts wait ahead (about {hopeless:.1f}s): refused at once",
+                               limit="concurrency", scope="account", refused="at_once", waited_s=round(waited, 3),
+                               expected_wait_s=round(hopeless, 3), account_limit=self.limit,
+                               waiting_ahead=int(ahead))
         raise UpstreamBusy(f"the upstream account's {self.limit} concurrent generations stayed busy "
                            f"for {waited:.1f}s", limit="concurrency", scope="account",
                            waited_s=round(waited, 3), account_limit=self.limit, waiting_ahead=int(ahead))
@@ -215,7 +232,28 @@ class AccountLimit:
         holder = self._holders.pop(key, None)
         if holder is not None and holder in self._held:
             self._held.discard(holder)
+            granted = self._granted_at.pop(holder, None)
+            if granted is not None:
+                held_s = time.monotonic() - granted
+                self.hold_s = held_s if self.hold_s is None else \
+                    (1 - _HOLD_WEIGHT) * self.hold_s + _HOLD_WEIGHT * held_s
             self._leave(holder)
+
+    def expected_wait(self, ahead: int) -> float | None:
+        """Seconds until a caller with ``ahead`` tickets before it gets a permit, if the account's
+        permits come back at the pace this instance's contexts give theirs back (None: no pace seen yet).
+
+        ``limit`` holders each done after ``hold_s`` on average free about ``limit / hold_s`` permits a
+        second. Fair shares may reorder the line a little; this is an estimate, used only to refuse a
+        wait that could not end within the caller's deadline anyway (so it hears so at once)."""
+        if self.hold_s is None:
+            return None
+        return (ahead + 1) * self.hold_s / self.limit
+
+    @property
+    def saturated(self) -> bool:
+        """Every account permit is taken (as last seen), or contexts here wait for one."""
+        return self.account_leases >= self.limit or bool(self._waiting)
 
     def held(self, key: str) -> bool:
         """Does context ``key`` hold a permit here?"""
@@ -226,6 +264,7 @@ class AccountLimit:
         """For /admin/status and the heartbeat: the limit, permits held here and account-wide, waiters."""
         return {"scope": "account", "limit": self.limit, "held_here": len(self._held),
                 "waiting_here": len(self._waiting), "account_leases": self.account_leases,
+                "saturated": self.saturated, "hold_s": None if self.hold_s is None else round(self.hold_s, 3),
                 "redis": "unreachable" if self._outage else "ok"}
 
     # -- Redis --------------------------------------------------------------------------------------------
@@ -259,7 +298,7 @@ class AccountLimit:
         if not self._closed and (self._flusher is None or self._flusher.done()):
             # One task drains every release made in the meantime with one script call.
             self._flusher = asyncio.get_running_loop().create_task(
-                self._flush(), name="elevenlabs-permit-release", context=contextvars.Context())
+                self._flush(), name=f"{self.provider}-permit-release", context=contextvars.Context())
 
     async def _flush(self) -> None:
         while self._leaving:
@@ -294,7 +333,7 @@ class AccountLimit:
     def _ensure_waker(self) -> None:
         if not self._closed and (self._waker is None or self._waker.done()):
             self._waker = asyncio.get_running_loop().create_task(
-                self._wake_loop(), name="elevenlabs-permit-wake", context=contextvars.Context())
+                self._wake_loop(), name=f"{self.provider}-permit-wake", context=contextvars.Context())
 
     async def _wake_loop(self) -> None:
         backoff = 0.05

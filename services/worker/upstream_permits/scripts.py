@@ -1,4 +1,4 @@
-"""The Lua scripts behind the account-wide upstream permits (see :mod:`.account_limit` for the policy).
+"""The Lua scripts behind the account-wide upstream permits (see :mod:`.account` for the policy).
 
 Each runs atomically in Redis on the account's keys (one cluster slot), with Redis' own clock.
 """
