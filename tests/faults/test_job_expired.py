@@ -63,6 +63,11 @@ async def test_a_job_that_expires_in_the_queue_fails_typed_and_the_worker_drops_
     finally:
         await r.aclose()
     worker = stack.workers[0]
+
+    async def logged() -> bool:  # the id leaves the queue a moment before the worker's line is written
+        return bool(worker.events("job_expired_unclaimed"))
+
+    await until(logged, 5, "the worker logged the dropped id")
     assert [e["job_id"] for e in worker.events("job_expired_unclaimed")] == [ghost]
     assert "error serializing" not in worker.output() and "job expired" not in worker.output()
     await assert_no_orphans(redis_url)
