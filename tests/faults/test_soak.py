@@ -64,8 +64,11 @@ async def redis_keys(url: str) -> tuple[int, list[str]]:
     """DBSIZE and the sorted ``tts:*`` key names (heartbeats included)."""
     r = aioredis.Redis.from_url(url)
     try:
-        names = sorted([k.decode() async for k in r.scan_iter(match="tts:*", count=1000)])
-        return int(await r.dbsize()), names
+        # Usage metering's per-day hashes appear with the day's first context and expire on their own TTL.
+        every = [k async for k in r.scan_iter(match="tts:*", count=1000)]
+        usage = [k for k in every if k.startswith((b"tts:usage:", b"tts:usage-keys:", b"tts:usage-total:"))]
+        names = sorted(k.decode() for k in every if k not in usage)
+        return int(await r.dbsize()) - len(usage), names
     finally:
         await r.aclose()
 
