@@ -62,7 +62,11 @@ async def native_ws(request: web.Request) -> web.StreamResponse:
     except TTSError as e:
         await sock.fail(e, code=WS_INTERNAL_ERROR)
         return ws
-    await ws.send_json({"type": "session", "session_id": session.id, "protocol": PROTOCOL_VERSION})
+    try:
+        await ws.send_json({"type": "session", "session_id": session.id, "protocol": PROTOCOL_VERSION})
+    except ConnectionError:  # the client hung up right after the upgrade: nothing to serve
+        await session.close()
+        return ws
     # Per started context (oldest first per id, so a reused id never takes an older one's clock): where its
     # next chunk starts. Registered at start, before any audio can be queued; dropped at its final/error.
     clocks: dict[str, deque[PlayClock]] = {}
