@@ -92,8 +92,9 @@ def drive(target: Target, level: int, *, utterances: int, stream_share: float, s
         offset += n
         (tmp / f"cfg{i}.json").write_text(json.dumps(cfg))
         out = tmp / f"out{i}.json"
-        p = subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(tmp / f"cfg{i}.json"), str(out)],
-                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / f"err{i}.log", "wb"))
+        with open(tmp / f"err{i}.log", "wb") as err:  # the child keeps its own copy of the descriptor
+            p = subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(tmp / f"cfg{i}.json"), str(out)],
+                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
         sampler.watch(f"loadgen{i}", p.pid)
         if on_spawn is not None:
             on_spawn(f"loadgen{i}", p.pid)

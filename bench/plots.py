@@ -15,7 +15,7 @@ _STYLE = {"floor": "k", "proxy": "tab:red", "stack-1w": "tab:blue", "stack-2w": 
 
 
 def _series(rows: list[dict[str, Any]], target: str, key: str) -> tuple[list[int], list[float]]:
-    pts = sorted((r["level"], r.get(key)) for r in rows if r["target"] == target and r.get(key) is not None)
+    pts = sorted((r["level"], float(r[key])) for r in rows if r["target"] == target and r.get(key) is not None)
     return [p[0] for p in pts], [p[1] for p in pts]
 
 

@@ -7,7 +7,6 @@ and RSS with psutil so a measured window can report what every process cost.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -22,18 +21,12 @@ from typing import Any
 
 import psutil
 
+from shared.child_process import die_with_parent
 from shared.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 VOICE = "21m00Tcm4TlvDq8ikWAM"
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass
@@ -79,7 +72,7 @@ def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | No
     with open(log, "wb") as out:
         popen = subprocess.Popen(argv, cwd=cwd or ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=out,
                                  stderr=subprocess.STDOUT, start_new_session=True,
-                                 preexec_fn=_die_with_parent)
+                                 preexec_fn=die_with_parent)  # noqa: PLW1509 (one pre-resolved syscall)
     return Proc(name, popen, log)
 
 

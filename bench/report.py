@@ -93,19 +93,19 @@ def markdown(result: dict[str, Any]) -> str:
     """The human-readable report."""
     facts = result["machine"]
     lines = [f"# Benchmark {result['started_at']} ({result['mode']})", "",
-             f"Machine: {facts['cpu_count']} × {facts['cpu_model']}, {facts['memory_gb']} GB, Python "
+             (f"Machine: {facts['cpu_count']} × {facts['cpu_model']}, {facts['memory_gb']} GB, Python "
              f"{facts['python']}, redis-server {facts['redis_server']}, load average at start "
-             f"{facts['load_avg_at_start']}.", "",
-             f"Emulator (own process): {result['emulator']}. Underrun: a chunk arriving more than "
+             f"{facts['load_avg_at_start']}."), "",
+             (f"Emulator (own process): {result['emulator']}. Underrun: a chunk arriving more than "
              f"{result['jitter_ms']} ms after the audio before it finished playing (playback starts at the "
              f"first chunk). TTFA: from the send of the message that makes audio due (a whole utterance's "
              f"`start`, a streamed turn's first `flush`) to its first audio byte. Streamed share "
-             f"{result['stream_share']:.0%} at 20–50 tokens/s.", "",
+             f"{result['stream_share']:.0%} at 20–50 tokens/s."), "",
              "## Time to first audio and real-time delivery", "",
-             "'streams' is the number of client sessions; 'playing' is the mean number of streams actually "
-             "delivering audio over the measured phase (audio seconds delivered / phase length).", "",
-             "| target | streams | playing | contexts | done % | TTFA p50 | p90 | p99 | +floor p50 | +p90 | +p99 "
-             "| underrun ctx | late p99 ms | gap p99 ms | errors | seq bad | content bad/checked |",
+             ("'streams' is the number of client sessions; 'playing' is the mean number of streams actually "
+             "delivering audio over the measured phase (audio seconds delivered / phase length)."), "",
+             ("| target | streams | playing | contexts | done % | TTFA p50 | p90 | p99 | +floor p50 | +p90 | +p99 "
+             "| underrun ctx | late p99 ms | gap p99 ms | errors | seq bad | content bad/checked |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in result["rows"]:
         errs = ", ".join(f"{k}×{v}" for k, v in r["errors"].items()) or "—"
@@ -126,10 +126,10 @@ def markdown(result: dict[str, Any]) -> str:
     for t, lvl in result["capacity"].items():
         lines.append(f"- {t}: {lvl if lvl is not None else 'below the lowest level'}")
     lines += ["", "## CPU and memory per process during the measured phase", "",
-              "CPU % is the mean over the phase (100 = one core); ms/s is CPU milliseconds spent per second "
+              ("CPU % is the mean over the phase (100 = one core); ms/s is CPU milliseconds spent per second "
               "of audio delivered (lower is better; capacity ≈ 1000 × cores / sum of ms/s; streams/core = 1000 / ms/s, what "
               "one core would carry of that process alone; kernel = the share spent in system calls); 'others' is what "
-              "other tenants of this shared machine kept busy meanwhile, in cores.", "",
+              "other tenants of this shared machine kept busy meanwhile, in cores."), "",
               "| target | streams | others (cores) | process: cpu % mean/max, ms/s, peak RSS |", "|---|---:|---:|---|"]
     for r in result["rows"]:
         parts = [f"{n}: {v['cpu_mean']}/{v['cpu_max']}%, {v.get('cpu_ms_per_audio_s')} ms/s "
@@ -150,8 +150,8 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("idle_memory"):
         m = result["idle_memory"]
         lines += ["", "## Gateway memory per idle session", "",
-                  f"{m['sessions']} idle native sessions: gateway RSS {m['rss_before_mb']} → {m['rss_open_mb']} MB "
-                  f"(**{m['kb_per_session']} KB per session**), {m['rss_after_close_mb']} MB after they closed."]
+                  (f"{m['sessions']} idle native sessions: gateway RSS {m['rss_before_mb']} → {m['rss_open_mb']} MB "
+                  f"(**{m['kb_per_session']} KB per session**), {m['rss_after_close_mb']} MB after they closed.")]
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"

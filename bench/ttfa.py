@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     floor = ttfa.get("floor", [])
     for name, vals in ttfa.items():
         if name != "floor" and floor and vals:
-            print(f"{'+' + name:<8} {'':>5} " + " ".join(
-                f"{report.pct(vals, q) - report.pct(floor, q):>+8.1f}" for q in (50, 90, 99)))
+            over = [(report.pct(vals, q) or 0.0) - (report.pct(floor, q) or 0.0) for q in (50, 90, 99)]  # both non-empty
+            print(f"{'+' + name:<8} {'':>5} " + " ".join(f"{d:>+8.1f}" for d in over))
     return 0
 
 

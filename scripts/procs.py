@@ -9,7 +9,6 @@ orphans behind.
 from __future__ import annotations
 
 import collections
-import ctypes
 import os
 import signal
 import subprocess
@@ -19,8 +18,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
+from shared.child_process import die_with_parent
+
 _COLORS = ("36", "35", "33", "32", "34", "91", "96", "95")
-_PR_SET_PDEATHSIG = 1
 
 
 class Output:
@@ -50,23 +50,6 @@ class Output:
                 pass  # our own stdout went away (closed pipe): keep stopping the children regardless
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True).prctl  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
-
-
-# Resolved in the parent: between fork and exec the child must not load libraries or import modules.
-_PRCTL = _load_prctl() if sys.platform.startswith("linux") else None
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: SIGTERM it when the run command's thread dies.
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
-
-
 class Child:
     """One long-running child process with its output pumped, prefixed, to an :class:`Output`."""
 
@@ -87,7 +70,7 @@ class Child:
             self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True,
             # Only a pre-resolved prctl call runs in the forked child, so the threads are no hazard.
-            preexec_fn=_die_with_parent if _PRCTL is not None else None)  # noqa: PLW1509
+            preexec_fn=die_with_parent)  # noqa: PLW1509
         self._pump = threading.Thread(target=self._read, name=f"pump-{self.name}", daemon=True)
         self._pump.start()
         return self

@@ -10,17 +10,16 @@ The binary comes from PATH (the distro's 7.x) or, failing that, from the ``redis
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Self
+
+from shared.child_process import die_with_parent
 
 
 class RedisServerError(RuntimeError):
@@ -75,7 +74,7 @@ class RedisServer:
                 "--loglevel", "warning", "--logfile", str(Path(self._dir.name) / "redis.log")]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True,
-                                     preexec_fn=_die_with_parent)  # noqa: PLW1509 (one syscall, no locks)
+                                     preexec_fn=die_with_parent)  # noqa: PLW1509 (one pre-resolved syscall)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -123,25 +122,6 @@ class RedisServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self.cleanup()
-
-
-def _load_libc() -> ctypes.CDLL | None:
-    # Loaded in the parent: the child runs only the prctl call between fork and exec.
-    if sys.platform != "linux":
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM it when its parent dies, so a killed owner leaves no server."""
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _ping(port: int) -> bool:

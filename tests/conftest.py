@@ -34,13 +34,13 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
 
 def fast_settings(redis_url: str, **overrides: object) -> Settings:
     """Settings with test-friendly timings (short deadlines, quick heartbeats)."""
-    base: dict[str, object] = dict(
-        redis_url=redis_url, gateway_host="127.0.0.1", gateway_port=0, worker_metrics_port=0,
-        heartbeat_interval_s=0.2, heartbeat_ttl_s=0.8, job_start_timeout_s=5.0, first_audio_timeout_s=8.0,
-        inter_chunk_timeout_s=8.0, drain_grace_s=5.0, auth_disabled=True, log_format="json",
-        pool_min_sockets=0,
+    base: dict[str, object] = {
+        "redis_url": redis_url, "gateway_host": "127.0.0.1", "gateway_port": 0, "worker_metrics_port": 0,
+        "heartbeat_interval_s": 0.2, "heartbeat_ttl_s": 0.8, "job_start_timeout_s": 5.0,
+        "first_audio_timeout_s": 8.0, "inter_chunk_timeout_s": 8.0, "drain_grace_s": 5.0,
+        "auth_disabled": True, "log_format": "json", "pool_min_sockets": 0,
         # The phrase cache would turn a test's repeated sentence into a hit; its own tests turn it on.
-        cache_enabled=False,
-    )
+        "cache_enabled": False,
+    }
     base.update(overrides)
     return Settings.from_env({}, **base)

@@ -34,7 +34,6 @@ from shared.logging import get_logger
 
 if TYPE_CHECKING:
     from gateway.contexts import ContextState
-    from gateway.services import GatewayServices
 
 log = get_logger(__name__)
 # Providers that pay nobody; the worker says so too (``bills_upstream``), this covers cancelled contexts

@@ -17,10 +17,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from gateway.keylimits.limiter import utc_day
 from gateway.appkeys import SERVICES
 from gateway.auth.guard import require_admin
 from gateway.auth.routes import _json_errors
+from gateway.keylimits.limiter import utc_day
 from gateway.usage_routes import read_day_summary
 from shared.errors import NotFound
 

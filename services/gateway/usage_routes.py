@@ -18,11 +18,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from gateway.keylimits.limiter import utc_day
 from gateway.appkeys import SERVICES
 from gateway.auth.guard import authenticate, require_admin
 from gateway.auth.routes import _json_errors
-from gateway.metering import COUNTERS, UsageWriter
+from gateway.keylimits.limiter import utc_day
+from gateway.metering import COUNTERS
 from shared import keys
 from shared.errors import Forbidden, InvalidRequest
 

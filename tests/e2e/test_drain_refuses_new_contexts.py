@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 from aiohttp import web
-
 from gateway.app import create_app
 from gateway.appkeys import SERVICES
+
 from tests.conftest import fast_settings
 from tests.support.stack import NativeClient, running_worker
 
@@ -20,14 +20,14 @@ async def test_draining_gateway_refuses_new_contexts_and_finishes_old_ones(redis
     await site.start()
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        async with running_worker(settings), aiohttp.ClientSession() as http:
-            async with NativeClient.connect(base, http) as client:
-                await client.send(type="start", context_id="old", format="pcm_16000", end=True,
-                                  text="This sentence was already on its way. It must be heard in full.")
-                await client.pump_until(lambda c: bool(c.result("old").frames))
-                app[SERVICES].state.draining = True
-                await client.send(type="start", context_id="new", text="Too late.", end=True)
-                await client.pump_until(lambda c: c.ended("new") and c.ended("old"), 30)
+        async with (running_worker(settings), aiohttp.ClientSession() as http,
+                    NativeClient.connect(base, http) as client):
+            await client.send(type="start", context_id="old", format="pcm_16000", end=True,
+                              text="This sentence was already on its way. It must be heard in full.")
+            await client.pump_until(lambda c: bool(c.result("old").frames))
+            app[SERVICES].state.draining = True
+            await client.send(type="start", context_id="new", text="Too late.", end=True)
+            await client.pump_until(lambda c: c.ended("new") and c.ended("old"), 30)
         new, old = client.result("new"), client.result("old")
         assert new.error is not None and new.error["code"] == "shutting_down" and not new.frames
         assert old.final is not None and old.final["reason"] == "completed"

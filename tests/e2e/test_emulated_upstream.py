@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-
 from emulator.config import EmulatorConfig
 from emulator.runner import DEFAULT_VOICE_ID, RunningEmulator, run_emulator
 from emulator.synth import decode_text
+
 from tests.conftest import fast_settings
 from tests.support.stack import NativeClient, running_gateway, running_worker
 
@@ -37,7 +37,7 @@ async def stack(redis_url: str) -> AsyncIterator[tuple[str, aiohttp.ClientSessio
 
 
 async def test_whole_utterance_content_and_order(stack) -> None:
-    base, http, emu = stack
+    base, http, _emu = stack
     text = "A whole utterance, sent at once."
     async with NativeClient.connect(base, http) as client:
         res = await client.speak("u1", text, format="pcm_24000")
@@ -47,7 +47,7 @@ async def test_whole_utterance_content_and_order(stack) -> None:
 
 
 async def test_token_streamed_content_and_order(stack) -> None:
-    base, http, emu = stack
+    base, http, _emu = stack
     text = "Tokens trickle in like an LLM writes them, and all of them are voiced in order."
     async with NativeClient.connect(base, http) as client:
         await client.send(type="start", context_id="t1", format="pcm_16000")

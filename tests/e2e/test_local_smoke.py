@@ -10,9 +10,9 @@ from tests.support.stack import NativeClient, running_gateway, running_worker
 
 async def test_local_voice_whole_utterance(redis_url: str) -> None:
     settings = fast_settings(redis_url, providers=("local",))
-    async with running_worker(settings), running_gateway(settings) as base, aiohttp.ClientSession() as http:
-        async with NativeClient.connect(base, http) as client:
-            res = await client.speak("c1", "Hello there. This is a test.", format="pcm_16000", timeout=60)
+    async with (running_worker(settings), running_gateway(settings) as base, aiohttp.ClientSession() as http,
+                NativeClient.connect(base, http) as client):
+        res = await client.speak("c1", "Hello there. This is a test.", format="pcm_16000", timeout=60)
     assert res.error is None, res.error
     assert res.final is not None and res.final["reason"] == "completed"
     assert res.seqs == list(range(len(res.frames)))

@@ -59,7 +59,7 @@ async def test_cancel_stops_audio_and_next_context_is_clean(local_stack) -> None
         while True:
             try:
                 msg = await client.ws.receive(timeout=0.2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             client.handle(msg)
     a, b = client.result("a"), client.result("b")

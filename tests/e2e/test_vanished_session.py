@@ -6,8 +6,8 @@ import asyncio
 import time
 
 import structlog
-
 from gateway.dispatch import Dispatcher
+
 from shared import metrics, protocol
 from shared.redis_client import create_redis
 from tests.conftest import fast_settings

@@ -11,13 +11,13 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-
 from gateway.app import create_app
 from gateway.native.frames import decode_audio_frame
-from shared.settings import Settings
 from worker.app import build_worker
 from worker.providers.base import Provider
 from worker.runner import WakeableWorker
+
+from shared.settings import Settings
 
 
 @contextlib.asynccontextmanager
