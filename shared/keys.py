@@ -7,8 +7,6 @@ PREFIX = "tts:"
 # Workers subscribe here; a gateway publishes after each enqueue so a worker starts the job at once
 # instead of at its next poll.
 WAKE_CHANNEL = PREFIX + "wake"
-# Broadcast to every gateway (e.g. admin actions).
-GATEWAY_CONTROL_CHANNEL = PREFIX + "control:gateway"
 
 WORKER_HEARTBEAT_PREFIX = PREFIX + "worker:"
 WORKER_HEARTBEAT_PATTERN = WORKER_HEARTBEAT_PREFIX + "*"
@@ -110,13 +108,8 @@ def usage_day_total(day: str) -> str:
     return f"{PREFIX}usage-total:{day}"
 
 
-def key_quota(key_id: str) -> str:
-    """Remaining character quota of a key."""
-    return f"{PREFIX}quota:{key_id}"
-
-
 def key_active_contexts(key_id: str) -> str:
-    """Set of live context ids of a key, for its concurrency limit."""
+    """Sorted set of a key's live context slots, scored by lease expiry, for its concurrency limit."""
     return f"{PREFIX}active:{key_id}"
 
 

@@ -196,22 +196,8 @@ _HINTS: dict[type[Message], dict[str, Any]] = {
 }
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    base = origin or hint
-    return isinstance(value, base)
-
-
 def _compile(hint: Any) -> tuple[tuple[type, ...], bool]:
-    """``hint`` as (isinstance types, reject bool): the same verdicts as ``_type_ok``, precomputed."""
+    """``hint`` as (isinstance types, reject bool): a union's members, float taking int, never bool for numbers."""
     members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     allowed: list[type] = []
     numeric = bool_ok = False

@@ -218,16 +218,6 @@ class Settings:
             if p not in ("local", "elevenlabs"):
                 raise SettingsError(f"PROVIDERS: unknown provider {p!r} (known: local, elevenlabs)")
 
-    @property
-    def elevenlabs_ws_url(self) -> str:
-        """WebSocket base derived from the HTTP base (https→wss, http→ws)."""
-        base = self.elevenlabs_base_url.rstrip("/")
-        if base.startswith("https://"):
-            return "wss://" + base[len("https://"):]
-        if base.startswith("http://"):
-            return "ws://" + base[len("http://"):]
-        return base
-
     def secrets(self) -> list[str]:
         """Every secret value set, so log and response scrubbers can search for them.
 

@@ -20,10 +20,5 @@ class Principal:
     # How the caller proved itself: "key" (xi-api-key / Bearer), "token" (signed ?token=), "dev".
     via: str = "key"
 
-    @property
-    def anonymous(self) -> bool:
-        """True for the dev-mode caller, which no quota or limit applies to."""
-        return self.key_id == DEV_KEY_ID
-
 
 DEV_PRINCIPAL = Principal(key_id=DEV_KEY_ID, name="dev", via="dev")

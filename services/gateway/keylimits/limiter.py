@@ -142,10 +142,6 @@ class KeyLimits:
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
-    def live_leases(self) -> int:
-        """Contexts of this gateway holding a slot."""
-        return len(self._leases)
-
     async def refresh_forever(self) -> None:
         """Keep this gateway's slots alive; a gateway that dies stops refreshing and its slots expire."""
         while True:

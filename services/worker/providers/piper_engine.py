@@ -86,13 +86,6 @@ def get_engine(
         return engine
 
 
-def loaded_engine() -> PiperEngine | None:
-    """The default model's engine if this process already loaded it, without loading it."""
-    model_path, config_path = default_paths()
-    with _engines_lock:
-        return _engines.get((str(model_path), str(config_path)))
-
-
 class PiperEngine:
     """A loaded Piper voice; :meth:`synthesize` may run in several threads at once."""
 
