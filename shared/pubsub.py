@@ -27,7 +27,7 @@ Handler = Callable[[bytes], None]
 
 
 class PubSubHub:
-    """A single subscriber connection dispatching each channel's messages to its handler."""
+    """A single subscriber connection routing each channel's messages to its handler."""
 
     def __init__(self, redis: aioredis.Redis, *, service: str,
                  on_disconnect: Callable[[], None] | None = None,

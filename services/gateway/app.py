@@ -14,7 +14,7 @@ import msgpack
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway import admin, demo, edge, health, monitor, revocation, tenancy, usage_routes, voices
+from gateway import admin, catalog_routes, demo, edge, health, monitor, revocation, tenancy, usage_routes
 from gateway.appkeys import BACKGROUND, SERVICES, SETTINGS
 from gateway.catalog import Catalog
 from gateway.compat.routes import add_routes as add_compat_routes
@@ -44,7 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_drain)
     health.add_routes(app)
     app.router.add_get("/v1/ws", native_ws)
-    app.router.add_get("/v1/catalog", voices.list_voices)
+    app.router.add_get("/v1/catalog", catalog_routes.get_catalog)
     add_compat_routes(app)  # ElevenLabs- and OpenAI-compatible endpoints (gateway/compat)
     demo.add_routes(app)
     return app

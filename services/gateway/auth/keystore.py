@@ -2,7 +2,7 @@
 
 Layout (names in shared/keys.py): ``key_record(id)`` is a hash with the key's name and limits;
 ``client_key(sha256)`` maps a presented key to its id (deleted on revoke, so a revoked key fails
-its very next lookup); ``CLIENT_KEY_INDEX`` orders ids by creation for listing. The admission
+its very next lookup); ``CLIENT_KEY_INDEX`` orders ids by creation for listing. The key-limit
 scripts (gateway/keylimits) read the limits straight from the record, so an edit or a revoke
 applies to the next context of every open session on every gateway.
 """
@@ -22,7 +22,7 @@ from gateway.auth.principal import Principal
 from shared import keys
 
 KEY_PREFIX = "tts_live_"
-# Record fields the Lua admission scripts read too (keep in sync with gateway/keylimits/scripts.py).
+# Record fields the Lua key-limit scripts read too (keep in sync with gateway/keylimits/scripts.py).
 F_QUOTA, F_MAX_CONTEXTS, F_RATE, F_REVOKED = "quota_chars", "max_contexts", "rate_per_minute", "revoked_at"
 LIMIT_FIELDS = (F_QUOTA, F_MAX_CONTEXTS, F_RATE)
 

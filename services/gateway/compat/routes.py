@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.compat import el_http, listings, openai_http
+from gateway.compat import el_http, openai_http, voices_models
 from gateway.compat.el_ws_multi import multi_stream_ws
 from gateway.compat.el_ws_single import stream_input_ws
 
@@ -20,8 +20,8 @@ def add_routes(app: web.Application) -> None:
     r.add_post(f"{_TTS}/stream", el_http.tts_audio)
     r.add_post(f"{_TTS}/with-timestamps", el_http.tts_with_timestamps)
     r.add_post(f"{_TTS}/stream/with-timestamps", el_http.tts_stream_with_timestamps)
-    r.add_get("/v1/voices", listings.list_voices)
-    r.add_get("/v1/voices/{voice_id}", listings.get_voice)
-    r.add_get("/v2/voices", listings.list_voices_v2)
-    r.add_get("/v1/models", listings.list_models)
+    r.add_get("/v1/voices", voices_models.list_voices)
+    r.add_get("/v1/voices/{voice_id}", voices_models.get_voice)
+    r.add_get("/v2/voices", voices_models.list_voices_v2)
+    r.add_get("/v1/models", voices_models.list_models)
     r.add_post("/v1/audio/speech", openai_http.speech)

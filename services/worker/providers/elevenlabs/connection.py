@@ -280,7 +280,7 @@ class UpstreamSocket:
                     frame = messages.parse_frame(msg.data)
                 except MalformedFrame:
                     return MALFORMED
-                self._dispatch(frame)
+                self._route_frame(frame)
                 if self.state is SocketState.CLOSED:
                     return None  # failed while handling the frame; contexts are already handed back
                 continue
@@ -294,7 +294,7 @@ class UpstreamSocket:
             code = ws.close_code
             return classify_close(code if code not in (None, 1006) else None, "", *self._error)
 
-    def _dispatch(self, frame: messages.ServerFrame) -> None:
+    def _route_frame(self, frame: messages.ServerFrame) -> None:
         self.last_received = time.monotonic()
         ctx = self.contexts.get(frame.context_id) if frame.context_id is not None else None
         if frame.error is not None:

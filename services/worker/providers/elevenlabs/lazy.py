@@ -19,9 +19,9 @@ from shared.logging import get_logger
 from shared.settings import Settings
 from worker.upstream_permits import AccountLimit
 
-from .admission import Admission
 from .connection import UpstreamSocket
 from .context import UpstreamContext
+from .placement import PlacementLine
 
 log = get_logger(__name__)
 
@@ -30,7 +30,7 @@ class PermitTiming:
     """The pool's side of lazy placement and idle release (``SocketPool`` provides the state)."""
 
     settings: Settings
-    _admission: Admission
+    _placement: PlacementLine
     _account: AccountLimit | None
     _unplaced: set[UpstreamContext]  # opened, not (yet) on a socket
     _placing: set[asyncio.Task[None]]
@@ -82,7 +82,7 @@ class PermitTiming:
     def _rest(self, ctx: UpstreamContext) -> None:
         """``ctx`` idles on its socket: its permits go to whoever waits (it keeps its slot)."""
         ctx.rest()
-        self._admission.release(ctx)
+        self._placement.release(ctx)
         if self._account is not None:
             self._account.release(ctx.id)
         log.debug("upstream_context_dormant", context_id=ctx.id)
@@ -92,9 +92,9 @@ class PermitTiming:
         self._unplaced.discard(ctx)
         if ctx.placing is not None and ctx.placing is not asyncio.current_task():
             ctx.placing.cancel()  # its acquire gives back a ticket or a permit it got meanwhile
-        w = self._admission.find(ctx)
+        w = self._placement.find(ctx)
         if w is not None:
-            self._admission.remove(w)
+            self._placement.remove(w)
         self._release(ctx)
         self._pump()
 

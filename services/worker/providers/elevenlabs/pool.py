@@ -44,13 +44,13 @@ from shared.retry import decide
 from shared.settings import Settings
 from worker.upstream_permits import AccountLimit
 
-from .admission import Admission, Move, Request
 from .connection import UpstreamSocket
 from .context import UpstreamContext
 from .dialer import Dialer
 from .lazy import PermitTiming
 from .messages import Failure
 from .options import SocketKey, default_key
+from .placement import Move, PlacementLine, Request
 from .sockets import Sockets
 from .upkeep import Upkeep
 
@@ -73,7 +73,7 @@ class SocketPool(PermitTiming, Upkeep):
         self._sockets = Sockets()
         self._every: set[UpstreamSocket] = set()  # until each socket's task has finished
         self._closers: set[asyncio.Task[None]] = set()
-        self._admission = Admission(settings.upstream_concurrency)
+        self._placement = PlacementLine(settings.upstream_concurrency)
         self._account = account
         self.dialer = Dialer(settings.pool_handshake_rate, settings.pool_handshake_burst)
         self._unplaced: set[UpstreamContext] = set()  # opened, not (yet) on a socket
@@ -135,7 +135,7 @@ class SocketPool(PermitTiming, Upkeep):
         for ctx in list(self._unplaced):
             ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=ctx.audio_sent))
         self._unplaced.clear()
-        for w in self._admission.drain():
+        for w in self._placement.drain():
             if isinstance(w, Request):
                 if not w.fut.done():
                     w.fut.set_exception(UpstreamError("provider shut down"))
@@ -154,7 +154,7 @@ class SocketPool(PermitTiming, Upkeep):
             await self._account.close()
         self._gauges()
 
-    # -- admission ----------------------------------------------------------------------------------------
+    # -- placement ----------------------------------------------------------------------------------------
     async def acquire(self, ctx: UpstreamContext, resume: bool = False) -> None:
         """Place ``ctx`` on a socket (FIFO behind earlier requests); raise UpstreamBusy after the bounded wait.
 
@@ -176,7 +176,7 @@ class SocketPool(PermitTiming, Upkeep):
                 self._account.release(ctx.id)
                 raise UpstreamError("the ElevenLabs provider shut down")
         w = Request(ctx, asyncio.get_running_loop().create_future(), t0, resume=resume)
-        self._admission.append(w)
+        self._placement.append(w)
         self._pump()
         try:
             if not w.fut.done():
@@ -190,14 +190,14 @@ class SocketPool(PermitTiming, Upkeep):
             w.fut.result()
             return
         self._abandon(w)
-        limit = "concurrency" if self._admission.exhausted else "sockets"
+        limit = "concurrency" if self._placement.exhausted else "sockets"
         UPSTREAM_ERRORS.labels(self.provider, "busy").inc()
-        log.info("upstream_busy", limit=limit, waited_ms=round(waited * 1000, 1), waiting=len(self._admission))
+        log.info("upstream_busy", limit=limit, waited_ms=round(waited * 1000, 1), waiting=len(self._placement))
         raise UpstreamBusy(f"all upstream {limit} slots stayed busy for {waited:.1f}s", limit=limit,
                            waited_s=round(waited, 3))
 
     def _abandon(self, w: Request) -> None:
-        self._admission.remove(w)
+        self._placement.remove(w)
         placed = w.fut.done() and not w.fut.cancelled()
         if not w.fut.done():
             w.fut.cancel()
@@ -209,11 +209,11 @@ class SocketPool(PermitTiming, Upkeep):
             self._release(w.ctx)  # never placed: only the account permit was taken
 
     def _pump(self) -> None:
-        """Serve waiters in order (see :class:`Admission`), growing the pool where a key needs it."""
+        """Serve waiters in order (see :class:`PlacementLine`), growing the pool where a key needs it."""
         if self._closed:
             return
         cap = self.settings.pool_contexts_per_socket
-        self._admission.serve(lambda ctx: self._sockets.of(ctx.spec.key).best_slot(cap) or self._grow(ctx.spec.key),
+        self._placement.serve(lambda ctx: self._sockets.of(ctx.spec.key).best_slot(cap) or self._grow(ctx.spec.key),
                               self._place)
         self._gauges()
 
@@ -230,7 +230,7 @@ class SocketPool(PermitTiming, Upkeep):
         sock.assign(ctx)
         POOL_SOCKET_USES.labels(self.provider, "reused" if reused else "new").inc()
         if self._sockets.of(sock.key).free_slots(self.settings.pool_contexts_per_socket) == 0 \
-                and len(self._sockets) < self.settings.pool_max_sockets and not self._admission.exhausted:
+                and len(self._sockets) < self.settings.pool_max_sockets and not self._placement.exhausted:
             self._open(sock.key)  # headroom: the next context of this key should not wait for a handshake
 
     def _open(self, key: SocketKey) -> UpstreamSocket:
@@ -293,10 +293,10 @@ class SocketPool(PermitTiming, Upkeep):
         w = Move(ctx, failure, not ctx.holds_permit, time.monotonic())
         wait = max(self.settings.upstream_slot_wait_s, ctx.timeout_s)
         w.timer = asyncio.get_running_loop().call_later(wait, self._move_expired, w)
-        self._admission.insert_move(w)
+        self._placement.insert_move(w)
 
     def _move_expired(self, w: Move) -> None:
-        if not self._admission.remove(w):
+        if not self._placement.remove(w):
             return
         w.ctx.fail(w.failure.for_context(w.ctx.audio_sent))
         self._release(w.ctx)
@@ -306,7 +306,7 @@ class SocketPool(PermitTiming, Upkeep):
         """``ctx`` is done upstream: its permits (this process's and the account's) return (idempotent)."""
         if ctx.placing is not None and ctx.placing is not asyncio.current_task():
             ctx.placing.cancel()  # a dormant context asking for permits again: it needs none now
-        self._admission.release(ctx)
+        self._placement.release(ctx)
         if self._account is not None:
             self._account.release(ctx.id)
 
@@ -366,12 +366,12 @@ class SocketPool(PermitTiming, Upkeep):
     def saturated(self) -> bool:
         """Every permit is taken (here or account-wide) or contexts wait for one: new ones may be refused."""
         account = self._account is not None and self._account.saturated
-        return account or self._admission.exhausted or len(self._admission) > 0
+        return account or self._placement.exhausted or len(self._placement) > 0
 
     def _gauges(self) -> None:
         for state, n in self._sockets.state_counts().items():
             POOL_SOCKETS.labels(self.provider, state).set(n)
-        POOL_CONTEXTS.labels(self.provider).set(self._admission.live)
+        POOL_CONTEXTS.labels(self.provider).set(self._placement.live)
         UPSTREAM_SATURATED.labels(self.provider).set(1 if self.saturated else 0)
 
     def status(self) -> dict[str, Any]:
@@ -379,8 +379,8 @@ class SocketPool(PermitTiming, Upkeep):
         s = self.settings
         return {
             "sockets": self._sockets.state_counts(),
-            "live_contexts": self._admission.live,
-            "waiting": len(self._admission),
+            "live_contexts": self._placement.live,
+            "waiting": len(self._placement),
             "saturated": self.saturated,
             "unplaced_contexts": len(self._unplaced),
             "dormant_contexts": sum(1 for k in self._sockets.all() for c in k.contexts.values() if c.dormant),

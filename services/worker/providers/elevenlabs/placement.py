@@ -53,14 +53,14 @@ class Move:
 
     @property
     def abandoned(self) -> bool:
-        """A move is given up only by its own timer (:meth:`Admission.remove`)."""
+        """A move is given up only by its own timer (:meth:`PlacementLine.remove`)."""
         return False
 
 
 Waiter = Request | Move
 
 
-class Admission:
+class PlacementLine:
     """The waiting line and the permit count."""
 
     def __init__(self, limit: int) -> None:

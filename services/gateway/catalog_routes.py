@@ -1,4 +1,4 @@
-"""The voice catalogue served to clients."""
+"""``GET /v1/catalog``: the native voice catalogue served to clients (the data is :mod:`gateway.catalog`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from shared.audio.formats import SUPPORTED_FORMATS
 from shared.errors import TTSError
 
 
-async def list_voices(request: web.Request) -> web.Response:
+async def get_catalog(request: web.Request) -> web.Response:
     """``GET /v1/catalog``: every voice this deployment offers, with its provider, and the formats."""
     try:
         await authenticate(request)  # like every client route: what a deployment offers is its own business
