@@ -158,6 +158,41 @@ class Error(Message):
     chunks: int = 0
 
 
+# ---- worker → every gateway: a Redis key with a short TTL, not a channel -----------------------------
+@_register
+@dataclass(frozen=True, slots=True)
+class WorkerHeartbeat(Message):
+    """What a live worker says about itself every beat, under ``keys.worker_heartbeat`` (TTL'd).
+
+    Gateways build their voice catalogue, readiness and ``/admin/status`` from these. ``providers``
+    maps each provider the worker runs to its ``status()`` (small, JSON-able); ``voices`` lists the
+    voice records it offers, each at least ``{"voice_id": str, "provider": str}`` plus its name,
+    language, description, default model, sample rate and labels. ``at`` and ``started_at`` are the
+    worker's wall clock (epoch seconds).
+    """
+
+    TYPE: ClassVar[str] = "worker_heartbeat"
+    worker_id: str
+    host: str
+    pid: int
+    started_at: float
+    at: float
+    active_jobs: int = 0
+    max_jobs: int = 0
+    jobs_done: int = 0
+    draining: bool = False
+    providers: dict[str, Any] = field(default_factory=dict)
+    voices: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # The gateway indexes voices by these two fields: a record without them is malformed here,
+        # not a KeyError later inside a catalogue refresh.
+        for v in self.voices:
+            if not (isinstance(v, dict) and isinstance(v.get("voice_id"), str)
+                    and isinstance(v.get("provider"), str)):
+                raise ProtocolError(f"{self.TYPE}.voices has a record without a voice_id and provider: {v!r:.80}")
+
+
 def encode(msg: Message) -> bytes:
     """Pack a message for Redis."""
     body = {name: getattr(msg, name) for name in _NAMES[type(msg)]}
@@ -189,6 +224,14 @@ def decode(data: bytes) -> Message:
         elif required:
             raise ProtocolError(f"{cls.TYPE} is missing field {name!r}")
     return cls(**kwargs)
+
+
+def decode_worker_heartbeat(data: bytes) -> WorkerHeartbeat:
+    """Unpack a heartbeat key's value, raising ProtocolError on anything else, malformed or not."""
+    msg = decode(data)
+    if not isinstance(msg, WorkerHeartbeat):
+        raise ProtocolError(f"expected a worker heartbeat, got {msg.TYPE!r}")
+    return msg
 
 
 _HINTS: dict[type[Message], dict[str, Any]] = {

@@ -32,6 +32,7 @@ from gateway.services import GatewayServices
 from shared import keys, metrics
 from shared.errors import InvalidRequest, NotFound, ServiceUnavailable, TTSError
 from shared.logging import get_logger
+from shared.protocol import WorkerHeartbeat
 
 log = get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -90,7 +91,7 @@ async def status(request: web.Request) -> web.Response:
     depth = await request.app[QUEUE_OPS].depth(queue)
     snap = await services.catalog.snapshot(max_age=0)
     now = time.time()
-    workers = [_worker_view(w.worker_id, w.raw, now) for w in snap.workers]
+    workers = [_worker_view(w.worker_id, w.heartbeat, now) for w in snap.workers]
     workers.sort(key=lambda w: w["worker_id"])
     gateways = await _gateways(services, now)
     serving = [w for w in workers if not w["draining"]]
@@ -112,13 +113,13 @@ async def status(request: web.Request) -> web.Response:
     })
 
 
-def _worker_view(worker_id: str, raw: dict[str, Any], now: float) -> dict[str, Any]:
-    active, cap = int(raw.get("active_jobs", 0)), int(raw.get("max_jobs", 0))
-    return {"worker_id": worker_id, "host": raw.get("host"), "pid": raw.get("pid"),
-            "draining": bool(raw.get("draining")), "active_jobs": active, "max_jobs": cap,
-            "load": round(active / cap, 3) if cap else None, "jobs_done": raw.get("jobs_done", 0),
-            "uptime_s": _age(raw.get("started_at"), now), "heartbeat_age_s": _age(raw.get("at"), now),
-            "voices": len(raw.get("voices", [])), "providers": raw.get("providers", {})}
+def _worker_view(worker_id: str, beat: WorkerHeartbeat, now: float) -> dict[str, Any]:
+    active, cap = beat.active_jobs, beat.max_jobs
+    return {"worker_id": worker_id, "host": beat.host, "pid": beat.pid,
+            "draining": beat.draining, "active_jobs": active, "max_jobs": cap,
+            "load": round(active / cap, 3) if cap else None, "jobs_done": beat.jobs_done,
+            "uptime_s": _age(beat.started_at, now), "heartbeat_age_s": _age(beat.at, now),
+            "voices": len(beat.voices), "providers": beat.providers}
 
 
 async def _gateways(services: GatewayServices, now: float) -> list[dict[str, Any]]:

@@ -6,14 +6,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import redis.asyncio as aioredis
 
 from shared import keys
-from shared.errors import NoWorkers, UnknownVoice
+from shared.errors import NoWorkers, ProtocolError, UnknownVoice
+from shared.logging import get_logger
+from shared.protocol import WorkerHeartbeat, decode_worker_heartbeat
 
+log = get_logger(__name__)
 # Catalogue reads are cheap but not free; one scan a second per gateway is plenty.
 CACHE_S = 1.0
+# Unreadable heartbeats are logged once per worker id; the memory of which were is bounded.
+_WARNED_MAX = 1000
 
 
 @dataclass
@@ -21,12 +25,17 @@ class WorkerInfo:
     """One live worker as its last heartbeat described it."""
 
     worker_id: str
-    raw: dict[str, Any]
+    heartbeat: WorkerHeartbeat
 
     @property
     def providers(self) -> list[str]:
         """Names of the providers it runs."""
-        return list(self.raw.get("providers", {}))
+        return list(self.heartbeat.providers)
+
+    @property
+    def draining(self) -> bool:
+        """It finishes what it has and takes nothing new."""
+        return self.heartbeat.draining
 
 
 @dataclass
@@ -40,7 +49,7 @@ class Snapshot:
     @property
     def providers(self) -> set[str]:
         """Every provider some live (non-draining) worker runs."""
-        return {p for w in self.workers if not w.raw.get("draining") for p in w.providers}
+        return {p for w in self.workers if not w.draining for p in w.providers}
 
 
 class Catalog:
@@ -50,6 +59,7 @@ class Catalog:
         self._redis = redis
         self._default_voice = default_voice
         self._snap = Snapshot()
+        self._warned: set[str] = set()
 
     async def snapshot(self, max_age: float = CACHE_S) -> Snapshot:
         """Live workers and voices, refreshed when older than ``max_age``."""
@@ -62,12 +72,25 @@ class Catalog:
         for key, raw in zip(found, values):
             if raw is None:
                 continue
-            info = msgpack.unpackb(raw, raw=False)
-            snap.workers.append(WorkerInfo(keys.worker_id_from_key(key.decode()), info))
-            for v in info.get("voices", []):
+            worker_id = keys.worker_id_from_key(key.decode())
+            try:
+                beat = decode_worker_heartbeat(raw)
+            except ProtocolError as e:
+                self._warn_unreadable(worker_id, e)
+                continue  # a worker that cannot say what it serves is not one we can send work to
+            snap.workers.append(WorkerInfo(worker_id, beat))
+            for v in beat.voices:
                 snap.voices.setdefault(v["voice_id"], v)
         self._snap = snap
         return snap
+
+    def _warn_unreadable(self, worker_id: str, error: ProtocolError) -> None:
+        if worker_id in self._warned:
+            return
+        if len(self._warned) >= _WARNED_MAX:
+            self._warned.clear()
+        self._warned.add(worker_id)
+        log.warning("worker_heartbeat_unreadable", worker_id=worker_id, error=str(error))
 
     async def resolve(self, voice_id: str | None) -> tuple[str, str, dict[str, Any]]:
         """(voice_id, provider, voice record) for a requested voice; the default when None."""

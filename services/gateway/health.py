@@ -24,7 +24,7 @@ async def readyz(request: web.Request) -> web.Response:
         snap = await services.catalog.snapshot(max_age=0.5)
     except (RedisError, OSError):
         return web.json_response({"status": "redis_unreachable"}, status=503)
-    live = [w for w in snap.workers if not w.raw.get("draining")]
+    live = [w for w in snap.workers if not w.draining]
     if not live:
         return web.json_response({"status": "no_workers"}, status=503)
     return web.json_response({"status": "ready", "workers": len(live), "voices": len(snap.voices),

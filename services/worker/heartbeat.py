@@ -8,34 +8,34 @@ import os
 import socket
 import time
 
-import msgpack
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared import keys, protocol
 from shared.logging import get_logger
+from shared.protocol import WorkerHeartbeat
 from worker.state import WorkerState
 
 log = get_logger(__name__)
 
 
-def heartbeat_payload(state: WorkerState) -> bytes:
+def heartbeat(state: WorkerState) -> WorkerHeartbeat:
     """What a worker tells the world about itself every beat."""
-    return msgpack.packb({
-        "worker_id": state.worker_id,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started_at": state.started_at,
-        "active_jobs": len(state.active_jobs),
-        "max_jobs": state.settings.worker_max_jobs,
-        "jobs_done": state.jobs_done,
-        "draining": state.draining,
-        "providers": {name: p.status() for name, p in state.providers.items()},
-        "voices": [{"voice_id": v.voice_id, "name": v.name, "provider": v.provider, "language": v.language,
-                    "description": v.description, "default_model": v.default_model,
-                    "sample_rate": v.sample_rate, "labels": v.labels}
-                   for p in state.providers.values() for v in p.voices()],
-        "at": time.time(),
-    }, use_bin_type=True)
+    return WorkerHeartbeat(
+        worker_id=state.worker_id,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started_at=state.started_at,
+        at=time.time(),
+        active_jobs=len(state.active_jobs),
+        max_jobs=state.settings.worker_max_jobs,
+        jobs_done=state.jobs_done,
+        draining=state.draining,
+        providers={name: p.status() for name, p in state.providers.items()},
+        voices=[{"voice_id": v.voice_id, "name": v.name, "provider": v.provider, "language": v.language,
+                 "description": v.description, "default_model": v.default_model,
+                 "sample_rate": v.sample_rate, "labels": v.labels}
+                for p in state.providers.values() for v in p.voices()],
+    )
 
 
 async def beat_forever(state: WorkerState) -> None:
@@ -49,7 +49,7 @@ async def beat_once(state: WorkerState) -> None:
     """Write the heartbeat now (also on entering drain, so gateways stop counting us at once)."""
     ttl_ms = int(state.settings.heartbeat_ttl_s * 1000)
     try:
-        await state.redis.set(keys.worker_heartbeat(state.worker_id), heartbeat_payload(state), px=ttl_ms)
+        await state.redis.set(keys.worker_heartbeat(state.worker_id), protocol.encode(heartbeat(state)), px=ttl_ms)
     except (RedisError, OSError) as e:
         log.warning("heartbeat_failed", error=type(e).__name__)
 
