@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -11,8 +11,19 @@ from emulator.faults import FaultBudget
 from emulator.limits import Concurrency, HandshakeBucket
 from emulator.stats import Stats
 
-if TYPE_CHECKING:
-    from emulator.ws_session import WsSession
+
+class OpenSession(Protocol):
+    """What the state needs of an open WebSocket session (emulator.ws_session.WsSession, which imports
+    this module: the state names only this much of it, so the two do not import each other)."""
+
+    @property
+    def live_contexts(self) -> int:
+        """Contexts whose final has not been sent yet."""
+        ...
+
+    def shutdown(self) -> None:
+        """Close the socket as the emulator shuts down."""
+        ...
 
 
 class EmulatorState:
@@ -26,7 +37,7 @@ class EmulatorState:
         self.fault_budget = FaultBudget(config.fault_sockets)
         self.handshakes = HandshakeBucket()
         self.concurrency = Concurrency()
-        self.sessions: set[WsSession] = set()
+        self.sessions: set[OpenSession] = set()
 
     @property
     def config(self) -> EmulatorConfig:

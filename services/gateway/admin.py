@@ -25,7 +25,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.appkeys import QUEUE_OPS, SERVICES
-from gateway.auth import require_admin
+from gateway.auth.guard import require_admin
 from gateway.http_errors import error_response
 from gateway.queueops import QueueOps
 from gateway.services import GatewayServices

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.appkeys import SERVICES
-from gateway.auth import authenticate
+from gateway.auth.guard import authenticate
 from gateway.http_errors import error_response
 from shared.audio.formats import SUPPORTED_FORMATS
 from shared.errors import TTSError

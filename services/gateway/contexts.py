@@ -5,13 +5,10 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared import protocol
 from shared.audio.formats import AudioFormat
-
-if TYPE_CHECKING:
-    from gateway.metering import ContextUsage
 
 QUEUED, RUNNING, DONE = "queued", "running", "done"
 
@@ -30,6 +27,31 @@ class ContextRequest:
     text: str = ""
     input_closed: bool = False
     use_cache: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ContextUsage:
+    """What one context cost (gateway/metering.py computes it); the same numbers go on its final and its key's day."""
+
+    billed_chars: int = 0
+    synthesized_chars: int = 0
+    cached_chars: int = 0
+    audio_seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields a native ``final`` carries (snake_case)."""
+        return {"billed_chars": self.billed_chars, "cached_chars": self.cached_chars,
+                "synthesized_chars": self.synthesized_chars, "audio_seconds": round(self.audio_seconds, 3)}
+
+    def to_el_json(self) -> dict[str, Any]:
+        """The fields an ElevenLabs-compatible ``isFinal`` carries (camelCase, as the rest of that frame)."""
+        return {"billedChars": self.billed_chars, "cachedChars": self.cached_chars,
+                "synthesizedChars": self.synthesized_chars, "audioSeconds": round(self.audio_seconds, 3)}
+
+    def counters(self) -> dict[str, int]:
+        """Integer increments for Redis (audio in whole milliseconds, so HINCRBY stays exact)."""
+        return {"billed_chars": self.billed_chars, "synthesized_chars": self.synthesized_chars,
+                "cached_chars": self.cached_chars, "audio_ms": round(self.audio_seconds * 1000)}
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import TTSError
 
 if TYPE_CHECKING:
-    from gateway.metering import ContextUsage
+    from gateway.contexts import ContextUsage
 
 
 @dataclass(slots=True)

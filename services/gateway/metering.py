@@ -23,17 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.contexts import ContextState, ContextUsage
 from shared import keys, metrics
 from shared.logging import get_logger
-
-if TYPE_CHECKING:
-    from gateway.contexts import ContextState
 
 log = get_logger(__name__)
 # Providers that pay nobody; the worker says so too (``bills_upstream``), this covers cancelled contexts
@@ -45,31 +41,6 @@ COUNTERS = ("billed_chars", "synthesized_chars", "cached_chars", "audio_ms")
 MAX_PENDING = 10_000
 WRITE_ATTEMPTS = 3
 RETRY_EVERY_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class ContextUsage:
-    """What one context cost; the same numbers go on its final and into the key's day."""
-
-    billed_chars: int = 0
-    synthesized_chars: int = 0
-    cached_chars: int = 0
-    audio_seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """The fields a native ``final`` carries (snake_case)."""
-        return {"billed_chars": self.billed_chars, "cached_chars": self.cached_chars,
-                "synthesized_chars": self.synthesized_chars, "audio_seconds": round(self.audio_seconds, 3)}
-
-    def to_el_json(self) -> dict[str, Any]:
-        """The fields an ElevenLabs-compatible ``isFinal`` carries (camelCase, as the rest of that frame)."""
-        return {"billedChars": self.billed_chars, "cachedChars": self.cached_chars,
-                "synthesizedChars": self.synthesized_chars, "audioSeconds": round(self.audio_seconds, 3)}
-
-    def counters(self) -> dict[str, int]:
-        """Integer increments for Redis (audio in whole milliseconds, so HINCRBY stays exact)."""
-        return {"billed_chars": self.billed_chars, "synthesized_chars": self.synthesized_chars,
-                "cached_chars": self.cached_chars, "audio_ms": round(self.audio_seconds * 1000)}
 
 
 def usage_of(ctx: ContextState, outcome: str) -> ContextUsage:

@@ -13,24 +13,20 @@ which imports it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
+from gateway.auth.tokens import TokenSigner
 from gateway.cache import PhraseCache
 from gateway.catalog import Catalog
 from gateway.contexts import ContextState
 from gateway.dispatch import Dispatcher
+from gateway.keylimits import KeyLimits
 from gateway.metering import UsageWriter
 from shared.errors import TTSError
 from shared.pubsub import PubSubHub
 from shared.settings import Settings
-
-if TYPE_CHECKING:
-    # Not at run time: importing anything in gateway.auth runs its package, whose guard reads this
-    # module's app key (gateway.appkeys), so a first import of this module would find itself half-built.
-    from gateway.auth.tokens import TokenSigner
-    from gateway.keylimits import KeyLimits
 
 
 class LiveSession(Protocol):

@@ -21,7 +21,7 @@ from gateway.appkeys import SERVICES
 from gateway.auth.guard import require_admin
 from gateway.auth.routes import _json_errors
 from gateway.keylimits.limiter import utc_day
-from gateway.usage_routes import read_day_summary
+from gateway.usage_reads import read_day_summary
 from shared.errors import NotFound
 
 # (series name, help, field of a day row)

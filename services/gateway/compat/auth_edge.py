@@ -11,7 +11,8 @@ from __future__ import annotations
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.auth import Principal, authenticate
+from gateway.auth.guard import authenticate
+from gateway.auth.principal import Principal
 
 
 def _bearer_clone(request: web.Request, credential: str) -> web.Request:

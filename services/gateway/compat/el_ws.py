@@ -42,8 +42,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.compat import el_messages as m
+from gateway.contexts import ContextUsage
 from gateway.events import AudioEvent, ErrorEvent, FinalEvent, SessionClosing
-from gateway.metering import ContextUsage
 from gateway.requests import build_request
 from gateway.services import GatewayServices
 from gateway.session import SynthesisSession

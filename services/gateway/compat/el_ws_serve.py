@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import WSMsgType, web
 
 from gateway.appkeys import SERVICES
-from gateway.auth import Principal
+from gateway.auth.principal import Principal
 from gateway.compat import el_messages as m
 from gateway.compat.auth_edge import has_credentials, principal_of
 from gateway.compat.el_ws import WIRE, ElSocket

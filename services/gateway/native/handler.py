@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.appkeys import SERVICES
-from gateway.auth import authenticate
+from gateway.auth.guard import authenticate
 from gateway.events import AudioEvent, ErrorEvent, FinalEvent, SessionClosing
 from gateway.http_errors import error_response
 from gateway.native import messages as m
