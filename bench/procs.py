@@ -8,7 +8,6 @@ and RSS with psutil so a measured window can report what every process cost.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from shared.child_process import die_with_parent
+from shared import child_process
 from shared.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,13 +54,7 @@ class Proc:
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, wait, SIGKILL."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        child_process.stop(self.popen, grace)
 
 
 def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | None = None,
@@ -70,9 +63,7 @@ def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | No
     log = log_dir / f"{name}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     with open(log, "wb") as out:
-        popen = subprocess.Popen(argv, cwd=cwd or ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                 preexec_fn=die_with_parent)  # noqa: PLW1509 (one pre-resolved syscall)
+        popen = child_process.spawn(argv, full_env, stdout=out, cwd=cwd or ROOT)
     return Proc(name, popen, log)
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
-from shared.child_process import die_with_parent
+from shared import child_process
 
 _COLORS = ("36", "35", "33", "32", "34", "91", "96", "95")
 
@@ -66,11 +66,7 @@ class Child:
 
     def start(self) -> Child:
         """Spawn in a new session with stdout and stderr merged into one prefixed stream."""
-        self.proc = subprocess.Popen(
-            self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True,
-            # Only a pre-resolved prctl call runs in the forked child, so the threads are no hazard.
-            preexec_fn=die_with_parent)  # noqa: PLW1509
+        self.proc = child_process.spawn(self.argv, self.env, stdout=subprocess.PIPE, cwd=self.cwd)
         self._pump = threading.Thread(target=self._read, name=f"pump-{self.name}", daemon=True)
         self._pump.start()
         return self
@@ -95,12 +91,8 @@ class Child:
 
     def signal_group(self, sig: signal.Signals) -> None:
         """Send ``sig`` to the child's whole process group (it and anything it spawned)."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self.proc is not None:
+            child_process.send(self.proc, sig, group=True)
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; True when the child has exited."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from shared.child_process import die_with_parent
+from shared import child_process
 
 
 class RedisServerError(RuntimeError):
@@ -72,9 +73,7 @@ class RedisServer:
                 "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
                 "--dir", self._dir.name, "--protected-mode", "no", "--daemonize", "no",
                 "--loglevel", "warning", "--logfile", str(Path(self._dir.name) / "redis.log")]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True,
-                                     preexec_fn=die_with_parent)  # noqa: PLW1509 (one pre-resolved syscall)
+        self.proc = child_process.spawn(args, os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -88,8 +87,8 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (an AOF loses up to its last second); the directory stays."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        if self.proc is not None:
+            child_process.send(self.proc, signal.SIGKILL)
             self.proc.wait()
         if self.proc is not None and self.proc.stderr:
             self.proc.stderr.close()
@@ -97,13 +96,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL); a non-persistent one's directory goes too."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            child_process.stop(self.proc, 5.0)
         if self.proc is not None and self.proc.stderr:
             self.proc.stderr.close()
         self.proc = None

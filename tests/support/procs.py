@@ -2,7 +2,8 @@
 
 Each process gets a fresh environment (the test's settings, nothing inherited that could point it
 at another Redis), its stdout and stderr captured to files under a tmp dir, readiness probed over
-HTTP, and a stop that is SIGTERM first and SIGKILL only if the grace runs out. At teardown every
+HTTP, and a stop that is SIGTERM first and SIGKILL only if the grace runs out (shared/child_process.py,
+which also makes it die with the test run). At teardown every
 captured log is scanned for the failure modes that sank this product's predecessor (coroutines never
 awaited, tasks whose exceptions nobody read, unclosed resources, tracebacks); a hit fails the test.
 
@@ -23,7 +24,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,19 +35,15 @@ from typing import IO, Any
 import aiohttp
 import pytest
 
+from shared import child_process
+from shared.redis_server import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 # What must never appear in a service's log (DESIGN §3), as regexes.
 BAD_LOG_PATTERNS = (r"was never awaited", r"no running event loop", r"Task exception was never retrieved",
                     r"Unclosed", r"Traceback")
 # Variables a child inherits from the test runner; everything else it gets explicitly.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the usual bind-to-0 probe)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -95,8 +91,7 @@ class Proc:
         # Kept open for the life of the child; closed in stop().
         out, err = open(self.stdout_path, "ab"), open(self.stderr_path, "ab")  # noqa: SIM115
         self._files = [out, err]
-        self.popen = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
-                                      stderr=err, start_new_session=True)
+        self.popen = child_process.spawn(self.argv, self.env, stdout=out, stderr=err, cwd=ROOT)
         return self
 
     def running(self) -> bool:
@@ -110,9 +105,8 @@ class Proc:
 
     def send(self, sig: signal.Signals) -> None:
         """Deliver a signal to the process (not its group: a service handles its own children)."""
-        if self.running():
-            assert self.popen is not None
-            self.popen.send_signal(sig)
+        if self.popen is not None:
+            child_process.send(self.popen, sig)
 
     def terminate(self) -> None:
         """SIGTERM: the service's graceful drain."""
@@ -134,15 +128,7 @@ class Proc:
         """SIGTERM, wait, then SIGKILL; True when it exited within the grace (blocking, for teardown)."""
         if self.popen is None:
             return True
-        clean = True
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                clean = False
-                self.popen.kill()
-                self.popen.wait(10)
+        clean = child_process.stop(self.popen, grace_s, kill_wait_s=10)
         for f in self._files:
             f.close()
         self._files = []
