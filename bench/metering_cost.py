@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from gateway.contexts import ContextRequest, ContextState
@@ -22,19 +21,12 @@ from shared.audio.formats import parse_format
 from shared.redis_server import RedisServer
 
 
-@dataclass
-class _Services:
-    """The one attribute meter_context reads from GatewayServices."""
-
-    metering: UsageWriter
-
-
 async def run(contexts: int, n_keys: int) -> None:
     """Meter ``contexts`` contexts over ``n_keys`` keys and flush once."""
     server = RedisServer().start()
     r = aioredis.Redis.from_url(server.url)
     try:
-        services = _Services(UsageWriter(r))
+        writer = UsageWriter(r)
         req = ContextRequest("c", "v", "elevenlabs", "eleven_flash_v2_5", parse_format("pcm_16000"), text="x" * 50)
         ended = []
         for i in range(contexts):
@@ -44,9 +36,9 @@ async def run(contexts: int, n_keys: int) -> None:
         await r.config_resetstat()
         t0 = time.process_time()
         for ctx in ended:
-            meter_context(services, ctx, "completed")  # type: ignore[arg-type]
+            meter_context(writer, ctx, "completed")
         t1 = time.process_time()
-        await services.metering.flush()
+        await writer.flush()
         t2 = time.process_time()
         stats = await r.info("commandstats")
         sent = sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_config", "cmdstat_info"))
