@@ -1,0 +1,42 @@
+"""The hop breakdown (shared/hops.py) and its trip through the wire protocol, value by value."""
+
+from __future__ import annotations
+
+import math
+
+from shared import hops, protocol
+
+
+def test_hops_tile_the_path_and_are_never_negative() -> None:
+    at = {name: 1000.0 + i * 0.001 for i, name in enumerate(hops.MARKS)}
+    at[hops.ENQUEUE_START] = at[hops.ADMITTED]  # first attempt: no retry hop
+    at[hops.GW_RECEIVED] = at[hops.PUBLISHED] - 0.0005  # the gateway read it before the ack came back
+    got = hops.breakdown(at)
+    assert list(got) == [h for h in hops.HOPS if h != hops.RETRY]
+    assert got[hops.GATEWAY_RECEIVE] == 0.0
+    assert all(v >= 0 for v in got.values())
+    assert math.isclose(got[hops.CLAIM], 1.0)
+
+
+def test_a_retry_shows_as_its_own_hop_and_missing_marks_drop_their_hops() -> None:
+    at = {hops.RECEIVED: 10.0, hops.ADMITTED: 10.001, hops.ENQUEUE_START: 10.5, hops.ENQUEUED: 10.5005}
+    assert hops.breakdown(at) == {hops.ADMISSION: 1.0, hops.RETRY: 499.0, hops.ENQUEUE: 0.5}
+
+
+def test_marks_from_the_wire_are_checked() -> None:
+    marks = hops.Marks()
+    marks.merge({hops.CLAIMED: 5.0, hops.RECEIVED: 1.0, "bogus": 2.0, hops.PUBLISHED: "soon",
+                 hops.FIRST_AUDIO: float("nan"), hops.TEXT_SENT: True, hops.INPUTS_OPEN: 6})
+    assert marks.at == {hops.CLAIMED: 5.0, hops.INPUTS_OPEN: 6.0}  # only known worker marks, finite numbers
+    marks.merge(["not", "a", "dict"])
+    assert len(marks.at) == 2
+
+
+def test_final_timings_and_job_trace_round_trip_and_stay_optional() -> None:
+    final = protocol.Final("j", "c", 1, 2, timings={hops.CLAIMED: 1.5})
+    assert protocol.decode(protocol.encode(final)) == final
+    old = protocol.Final("j", "c", 1, 2)  # what a worker without tracing sends
+    assert protocol.decode(protocol.encode(old)).timings is None  # type: ignore[attr-defined]
+    spec = protocol.JobSpec("j", "s", "c", "local", "v", "m", "pcm_16000",
+                            trace={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    assert protocol.decode(protocol.encode(spec)) == spec
