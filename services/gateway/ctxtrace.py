@@ -102,8 +102,6 @@ class ContextTrace:
         tracing.hop_spans(tr, self._ctx, at, hops.GATEWAY_HOPS)
         self._span.set_attributes({"tts.outcome": outcome, **({"tts.error_code": code} if code else {}),
                                    **{k: v for k, v in attributes.items() if v is not None}})
-        for hop, ms in self.timings().items():
-            self._span.set_attribute(f"tts.hop_ms.{hop}", ms)
         self._span.end()
 
     def _context(self) -> tracing.Context:

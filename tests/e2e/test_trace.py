@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from emulator.runner import DEFAULT_VOICE_ID
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -128,3 +129,16 @@ async def test_spans_off_still_time_every_hop_and_pass_the_client_trace_through(
     assert "trace_id" not in plain
     assert traced["trace_id"] == TRACE_ID and list(traced["timings"]) == PATH_HOPS
 
+
+
+async def test_http_traceparent_is_joined_and_the_stream_times_its_first_write(stack, spans) -> None:
+    base, http = stack
+    async with http.post(f"{base}/v1/text-to-speech/{DEFAULT_VOICE_ID}/stream?output_format=pcm_16000",
+                         json={"text": "Over plain HTTP."}, headers={"traceparent": TRACEPARENT}) as resp:
+        assert resp.status == 200
+        assert len(await resp.read()) > 0
+    got = await _wait_spans(spans, int(TRACE_ID, 16), "tts.job")
+    (ctx_span,) = got["tts.context"]
+    assert ctx_span.parent is not None and ctx_span.parent.span_id == int(PARENT_SPAN, 16)
+    for hop in PATH_HOPS:  # client_send too: the streamed body's first write is timed
+        assert f"tts.{hop}" in got, hop
