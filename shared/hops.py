@@ -8,15 +8,22 @@ audio (``received`` -> ``client_sent``)::
     received        gateway   -                     the client's start reached the session
     admitted        gateway   admission             key limits, quota, phrase-cache lookup
     enqueue_start   gateway   retry                 only after a retry: time lost to failed attempts
-    enqueued        gateway   enqueue               the enqueue MULTI (job key, queue entry, wake) acked
+    enqueued        gateway   enqueue               the enqueue MULTI (job key, queue entry, wake) acked *
     claimed         worker    claim (wall)          a worker woke, claimed the job and entered it
     inputs_open     worker    input_delivery        JobStarted announced, input channel subscribed + replayed
     text_sent       worker    upstream_send         upstream socket/permit acquired and first text sent
                                                     (includes waiting for the client's first text)
     first_audio     worker    upstream_first_audio  the upstream's first chunk in the worker's hand
-    published       worker    publish               Redis acknowledged that chunk's PUBLISH
+    published       worker    publish               Redis acknowledged that chunk's PUBLISH *
     gw_received     gateway   gateway_receive (wall) the session routed the chunk off its channel
     client_sent     gateway   client_send           the chunk's frame handed to the client's socket
+
+(*) A mark that ends an in-process hop right before a cross-process one counts as no later than the
+mark after it: the worker may claim the job before the gateway reads its enqueue reply (the wake
+PUBLISH rides in that MULTI), and the gateway usually holds the frame before the worker reads
+Redis' acknowledgement of its PUBLISH. ``enqueue`` therefore ends when the reply came or a worker
+claimed the job, whichever was first, and ``publish`` when the acknowledgement came or the gateway
+had the frame; only the part on the path is counted, and the hops add up without overlap.
 
 Clocks: a mark is wall-clock seconds since the epoch, but each process takes it as ``time.monotonic()``
 plus one offset sampled when the context's trace was created, so two marks from the same process
@@ -116,9 +123,23 @@ class Marks:
                 self.at[name] = float(value)
 
 
+# (mark, the mark after it across a process boundary): the first counts as no later than the second.
+_CAPPED = ((ENQUEUED, CLAIMED), (PUBLISHED, GW_RECEIVED))
+
+
+def on_path(at: dict[str, float]) -> dict[str, float]:
+    """The marks as the path saw them: ``enqueued``/``published`` no later than the mark after them (*)."""
+    out = dict(at)
+    for early, late in _CAPPED:
+        if early in out and late in out and out[early] > out[late]:
+            out[early] = out[late]
+    return out
+
+
 def breakdown(at: dict[str, float]) -> dict[str, float]:
     """Milliseconds per hop (path order), for every hop whose two marks exist; never negative."""
     out: dict[str, float] = {}
+    at = on_path(at)
     for hop, (start, end) in HOPS.items():
         if start in at and end in at:
             if hop == RETRY and at[end] <= at[start]:

@@ -121,8 +121,9 @@ def hop_spans(tr: trace.Tracer, parent: Context, at: dict[str, float], hops: tup
     A span of a cross-process hop (its two ends stamped by different processes' wall clocks) carries
     ``tts.wall_clocks``: its length includes the clock skew between the two hosts.
     """
-    from shared.hops import CROSS_PROCESS, HOPS
+    from shared.hops import CROSS_PROCESS, HOPS, on_path
 
+    at = on_path(at)
     for hop in hops:
         start, end = HOPS[hop]
         if start not in at or end not in at:

@@ -11,11 +11,14 @@ def test_hops_tile_the_path_and_are_never_negative() -> None:
     at = {name: 1000.0 + i * 0.001 for i, name in enumerate(hops.MARKS)}
     at[hops.ENQUEUE_START] = at[hops.ADMITTED]  # first attempt: no retry hop
     at[hops.GW_RECEIVED] = at[hops.PUBLISHED] - 0.0005  # the gateway read it before the ack came back
+    at[hops.CLAIMED] = at[hops.ENQUEUED] - 0.0002  # a worker claimed it before the gateway read the reply
     got = hops.breakdown(at)
     assert list(got) == [h for h in hops.HOPS if h != hops.RETRY]
-    assert got[hops.GATEWAY_RECEIVE] == 0.0
+    assert got[hops.GATEWAY_RECEIVE] == 0.0 and math.isclose(got[hops.PUBLISH], 0.5)  # until the gateway had it
+    assert got[hops.CLAIM] == 0.0 and math.isclose(got[hops.ENQUEUE], 1.8)  # until the worker had it
     assert all(v >= 0 for v in got.values())
-    assert math.isclose(got[hops.CLAIM], 1.0)
+    # No overlap: the hops add up to the path's two ends.
+    assert math.isclose(sum(got.values()), (at[hops.CLIENT_SENT] - at[hops.RECEIVED]) * 1000, abs_tol=0.01)
 
 
 def test_a_retry_shows_as_its_own_hop_and_missing_marks_drop_their_hops() -> None:

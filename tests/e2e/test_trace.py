@@ -98,8 +98,13 @@ async def test_native_final_has_every_hop_and_joins_the_upgrade_traceparent(stac
         parent = job if hop in hops.WORKER_HOPS else ctx_span
         assert span.parent is not None and span.parent.span_id == parent.context.span_id, hop
         assert span.start_time is not None and span.end_time is not None
-        # Each span lasts what the final event reports for its hop (ns vs ms rounded to µs).
-        assert abs((span.end_time - span.start_time) / 1e6 - final["timings"][hop]) < 0.01, hop
+        # Each span lasts what the final event reports for its hop (ns vs ms rounded to µs), except that the
+        # worker's publish span runs to Redis' ack, which the final counts only until the gateway had the frame.
+        lasted = (span.end_time - span.start_time) / 1e6
+        if hop == hops.PUBLISH:
+            assert lasted >= final["timings"][hop] - 0.01
+        else:
+            assert abs(lasted - final["timings"][hop]) < 0.01, hop
     assert ctx_span.attributes is not None and ctx_span.attributes["tts.outcome"] == "completed"
 
 
