@@ -37,15 +37,23 @@ HOP_NAMES = list(hops.HOPS)
 
 
 def summaries(log: Path, start_line: int) -> tuple[list[dict[str, Any]], int]:
-    """Completed, uncached ``context_summary`` records of a JSON log from ``start_line`` on; and the line count."""
+    """Completed, uncached ``context_summary`` records of a JSON log from ``start_line`` on; and the line count.
+
+    The first context of every session is the load generator's unmeasured warm-up: left out, as the
+    client-side TTFA leaves it out.
+    """
     lines = log.read_text(errors="replace").splitlines()
     out = []
+    seen: set[str] = set()
     for line in lines[start_line:]:
         if '"context_summary"' not in line:
             continue
         try:
             rec = json.loads(line)
         except ValueError:
+            continue
+        if rec.get("session_id") not in seen:
+            seen.add(rec.get("session_id", ""))
             continue
         if rec.get("outcome") == "completed" and not rec.get("cached") and rec.get("timings"):
             out.append(rec)
