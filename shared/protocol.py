@@ -46,6 +46,8 @@ class JobSpec(Message):
     ``attempt`` counts retries of the same context (the gateway retries only before first audio).
     ``tenant`` is the client key's id (opaque, never the key itself; one id for all of dev mode): the
     worker shares the account's upstream permits fairly between tenants by it.
+    ``trace`` is the context's W3C trace context (``traceparent``, ``tracestate``; shared/tracing.py):
+    the worker's spans join the gateway's trace. Empty when there is none; a peer without it ignores it.
     """
 
     TYPE: ClassVar[str] = "job"
@@ -63,6 +65,7 @@ class JobSpec(Message):
     attempt: int = 0
     enqueued_at: float = 0.0
     tenant: str = ""
+    trace: dict[str, str] = field(default_factory=dict)
 
 
 @_register
@@ -132,6 +135,9 @@ class Final(Message):
 
     ``characters`` is all the text the worker handed its provider; ``billed_chars`` is the part a paid
     upstream (ElevenLabs) received, 0 for the local voice (usage metering, gateway/metering.py).
+    ``timings`` is the worker's marks on the first-audio path (shared/hops.py: mark name -> wall-clock
+    epoch seconds); optional, added without a version bump: an older gateway ignores it, an older
+    worker leaves it out (None) and the gateway's breakdown then lacks the worker's hops.
     """
 
     TYPE: ClassVar[str] = "final"
@@ -142,6 +148,7 @@ class Final(Message):
     characters: int = 0
     upstream_ttfb_ms: float | None = None
     billed_chars: int = 0
+    timings: dict[str, float] | None = None
 
 
 @_register

@@ -9,6 +9,7 @@ from aiohttp import web
 from redis.exceptions import AuthenticationError
 
 from gateway.app import create_app
+from shared import tracing
 from shared.logging import configure, get_logger
 from shared.settings import Settings, SettingsError
 
@@ -30,6 +31,7 @@ def main() -> None:
     except SettingsError as e:
         sys.exit(f"gateway: {e}")  # the message names the variable; a traceback would only bury it
     configure(settings.log_level, settings.log_format, settings.secrets(), service="gateway")
+    tracing.setup("tts-gateway")  # spans only with an OTLP endpoint configured (OTEL_* variables)
     try:
         import uvloop
 

@@ -23,6 +23,7 @@ def count_audio(ctx: ContextState, audio: bytes) -> int:
     if ctx.first_audio_at is None:
         ctx.first_audio_at = now
         ctx.playback_start = now
+        ctx.trace.first_audio(now)
         if ctx.ttfa_origin is not None:
             metrics.TTFA.labels(metrics.provider_label(ctx.request.provider),
                                 metrics.model_label(ctx.request.model_id), fmt.name,
@@ -57,18 +58,20 @@ def count_end(ctx: ContextState, outcome: str, code: str | None) -> None:
     metrics.CONTEXTS.labels(outcome).inc()
     metrics.CONTEXT_DURATION.labels(metrics.provider_label(ctx.request.provider), outcome).observe(
         time.monotonic() - ctx.created_at)
+    ctx.trace.finish(outcome, code, **{"tts.provider": ctx.request.provider, "tts.chunks": ctx.chunks_out})
     log.info("context_summary", session_id=ctx.session_id, context_id=ctx.context_id, job_id=ctx.job_id,
              outcome=outcome, code=code, provider=ctx.request.provider, format=ctx.request.fmt.name,
              chunks=ctx.chunks_out, audio_bytes=ctx.audio_bytes, characters=ctx.characters,
              ttfa_ms=_round(_ms(ctx.first_audio_at, ctx.ttfa_origin)), attempts=ctx.attempt + 1,
-             underruns=ctx.underruns, worker_id=ctx.worker_id, cached=ctx.cached)
+             underruns=ctx.underruns, worker_id=ctx.worker_id, cached=ctx.cached,
+             timings=ctx.trace.timings(), trace_id=ctx.trace.trace_id)
 
 
 def final_event(ctx: ContextState, reason: str) -> FinalEvent:
     """The context's final event, with what it produced."""
     return FinalEvent(ctx.context_id, reason, ctx.chunks_out, ctx.audio_bytes, ctx.characters,
                       _ms(ctx.first_audio_at, ctx.ttfa_origin), (time.monotonic() - ctx.created_at) * 1000,
-                      ctx.cached, ctx.usage)
+                      ctx.cached, ctx.usage, ctx.trace)
 
 
 def _ms(end: float | None, start: float | None) -> float | None:

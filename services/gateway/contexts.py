@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.ctxtrace import ContextTrace
 from shared import protocol
 from shared.audio.formats import AudioFormat
 
@@ -27,6 +28,8 @@ class ContextRequest:
     text: str = ""
     input_closed: bool = False
     use_cache: bool = True
+    # The client's W3C trace context (traceparent/tracestate), already bounded: its spans' parent.
+    trace_parent: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +90,10 @@ class ContextState:
     # Usage metering (gateway/metering.py): what the worker's Final says a paid upstream got; the total at the end.
     billed_chars: int | None = None
     usage: ContextUsage | None = None
+    trace: ContextTrace = field(init=False)
 
     def __post_init__(self) -> None:
+        self.trace = ContextTrace(self.request.trace_parent, self.created_at)
         if self.request.text:
             self.text_parts.append(self.request.text)
             self.characters = len(self.request.text)
@@ -114,13 +119,17 @@ class ContextState:
         return self.input_seq
 
     def job_spec(self) -> protocol.JobSpec:
-        """The job for the current attempt, carrying all text so far (a retry replays it)."""
+        """The job for the current attempt, carrying all text so far (a retry replays it), stamped now.
+
+        Built right before each enqueue, so it also marks the trace's ``enqueue_start``.
+        """
         r = self.request
+        self.trace.enqueue_started()
         return protocol.JobSpec(
             job_id=self.job_id, session_id=self.session_id, context_id=r.context_id, provider=r.provider,
             voice_id=r.voice_id, model_id=r.model_id, output_format=r.fmt.name, text="".join(self.text_parts),
             input_closed=self.input_closed, voice_settings=r.voice_settings, options=r.options,
-            attempt=self.attempt, enqueued_at=time.time(), tenant=self.tenant)
+            attempt=self.attempt, enqueued_at=time.time(), tenant=self.tenant, trace=self.trace.carrier())
 
     def new_attempt(self) -> None:
         """Re-key the context for a retry: new job id, input sequence restarts."""

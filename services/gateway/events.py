@@ -9,6 +9,7 @@ from shared.errors import TTSError
 
 if TYPE_CHECKING:
     from gateway.contexts import ContextUsage
+    from gateway.ctxtrace import ContextTrace
 
 
 @dataclass(slots=True)
@@ -19,6 +20,8 @@ class AudioEvent:
     seq: int
     audio: bytes
     alignment: dict[str, Any] | None = None
+    # The context's trace on its first chunk only: the adapter marks the send (gateway/ctxtrace.mark_sent).
+    trace: ContextTrace | None = None
 
 
 @dataclass(slots=True)
@@ -34,6 +37,7 @@ class FinalEvent:
     duration_ms: float
     cached: bool = False
     usage: ContextUsage | None = None  # billed/cached characters and audio seconds (gateway/metering.py)
+    trace: ContextTrace | None = None  # ms per hop and trace id, read when the final is written out
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from shared.voice_ids import check_voice_id
 async def build_request(catalog: Catalog, *, context_id: str, voice: str | None, model: str | None,
                         fmt: str, voice_settings: dict[str, Any] | None = None,
                         options: dict[str, Any] | None = None, text: str = "", input_closed: bool = False,
-                        use_cache: bool = True) -> ContextRequest:
+                        use_cache: bool = True, trace_parent: dict[str, str] | None = None) -> ContextRequest:
     """Resolve the voice to a provider and parse the format; raise typed errors otherwise.
 
     Every entry point (native ``start``, ElevenLabs WS and HTTP paths, OpenAI's ``voice``) comes through
@@ -36,7 +36,7 @@ async def build_request(catalog: Catalog, *, context_id: str, voice: str | None,
         context_id=context_id, voice_id=voice_id, provider=provider,
         model_id=model or record.get("default_model", "") or "", fmt=audio_format,
         voice_settings=dict(voice_settings or {}), options=dict(options or {}), text=text,
-        input_closed=input_closed, use_cache=use_cache)
+        input_closed=input_closed, use_cache=use_cache, trace_parent=trace_parent or {})
 
 
 def _check_encodable(name: str, value: Any) -> None:

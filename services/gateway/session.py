@@ -154,6 +154,7 @@ class SynthesisSession:
         except (RedisError, OSError) as e:
             self._end(ctx, "failed", "service_unavailable")
             raise ServiceUnavailable("the queue (Redis) is unreachable", context_id=cid) from e
+        ctx.trace.enqueued()
         return ctx
 
     async def send_text(self, context_id: str, text: str, flush: bool = False) -> None:
@@ -306,6 +307,7 @@ class SynthesisSession:
             return None
         if isinstance(msg, protocol.Final):
             ctx.billed_chars = msg.billed_chars
+            ctx.trace.merge_worker(msg.timings)
             recorder = self._recorders.get(ctx.context_id)
             self._end(ctx, "completed")
             if recorder is not None:
@@ -331,7 +333,7 @@ class SynthesisSession:
         recorder = self._recorders.get(ctx.context_id)
         if recorder is not None:
             recorder.add(msg.audio, msg.alignment)
-        return AudioEvent(ctx.context_id, seq, msg.audio, msg.alignment)
+        return AudioEvent(ctx.context_id, seq, msg.audio, msg.alignment, ctx.trace if seq == 0 else None)
 
     def _replay(self, ctx: ContextState, chunks: list[Chunk]) -> None:
         """Serve a phrase-cache hit as the same audio events a miss produced, then a cached final.
@@ -371,5 +373,6 @@ class SynthesisSession:
             await self.services.queue.enqueue(ctx.job_spec())
         except (RedisError, OSError):
             return False
+        ctx.trace.enqueued()
         return True
 

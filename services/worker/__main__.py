@@ -7,6 +7,7 @@ import contextlib
 
 from redis.exceptions import AuthenticationError
 
+from shared import tracing
 from shared.logging import configure, get_logger
 from shared.settings import Settings
 from worker.app import build_worker
@@ -29,6 +30,7 @@ async def amain(settings: Settings) -> None:
 def main() -> None:
     settings = Settings.from_env()
     configure(settings.log_level, settings.log_format, settings.secrets(), service="worker")
+    tracing.setup("tts-worker")  # spans only with an OTLP endpoint configured (OTEL_* variables)
     try:
         try:
             import uvloop

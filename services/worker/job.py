@@ -16,6 +16,7 @@ from shared.logging import get_logger
 from shared.metrics import JOB_DURATION, JOBS, UPSTREAM_TTFB, WORKER_ACTIVE_JOBS, model_label, provider_label
 from shared.retry import decide
 from worker.inputs import JobInput
+from worker.jobtrace import JobTrace
 from worker.providers.base import SynthesisRequest, SynthesisStream
 from worker.state import STATE_KEY, WorkerState
 
@@ -53,6 +54,7 @@ class _JobRun:
     def __init__(self, state: WorkerState, spec: protocol.JobSpec) -> None:
         self.state = state
         self.spec = spec
+        self.trace = JobTrace(spec)  # stamps ``claimed``: where a traced job's time went (shared/hops.py)
         self.channel = keys.session_channel(spec.session_id)
         self.chunks = 0
         self.audio_bytes = 0
@@ -85,6 +87,7 @@ class _JobRun:
             log.debug("job_orphaned")
             await state.inputs.close(spec.job_id)
             return "orphaned"
+        self.trace.inputs_open()
         stream: SynthesisStream | None = None
         feeder: asyncio.Task[None] | None = None
         state.listening[spec.job_id] = spec.session_id  # from now on a dead gateway cancels it
@@ -102,7 +105,7 @@ class _JobRun:
             if self.cancel_reason is not None:
                 return await self._end_cancelled()
             self._publish(protocol.Final(spec.job_id, spec.context_id, self.chunks, self.audio_bytes,
-                                         self.characters, self.ttfb_ms, self._billed()))
+                                         self.characters, self.ttfb_ms, self._billed(), await self.trace.timings()))
             self._summary("completed")
             return "completed"
         except TTSError as e:
@@ -153,6 +156,7 @@ class _JobRun:
                 UPSTREAM_TTFB.labels(provider_label(spec.provider), model_label(spec.model_id)).observe(self.ttfb_ms / 1000)
             last = self._publish(protocol.Audio(spec.job_id, spec.context_id, self.chunks, chunk.audio,
                                                 chunk.alignment))
+            self.trace.audio_published(last)
             self.chunks += 1
             self.audio_bytes += len(chunk.audio)
 
@@ -160,6 +164,7 @@ class _JobRun:
         spec = self.spec
         if spec.text:
             await stream.send_text(spec.text, flush=False)
+            self.trace.text_sent(spec.text)
         if spec.input_closed:
             await stream.end_input()
         while True:
@@ -169,6 +174,7 @@ class _JobRun:
                     self.first_text_at = time.monotonic()
                 self.characters += len(msg.text)
                 await stream.send_text(msg.text, flush=msg.flush)
+                self.trace.text_sent(msg.text)
             elif isinstance(msg, protocol.EndInput):
                 await stream.end_input()
             elif isinstance(msg, protocol.Cancel):
@@ -183,7 +189,8 @@ class _JobRun:
             # The gateway already ended this context for its client; a Final keeps the contract.
             if not self.session_gone:
                 self._publish(protocol.Final(self.spec.job_id, self.spec.context_id, self.chunks,
-                                             self.audio_bytes, self.characters, self.ttfb_ms, self._billed()))
+                                             self.audio_bytes, self.characters, self.ttfb_ms, self._billed(),
+                                             await self.trace.timings()))
             self._summary("cancelled")
             return "cancelled"
         # Aborted on purpose (admin reset, gateway deadline): codes the retry policy never re-runs.
@@ -212,6 +219,7 @@ class _JobRun:
                                      self.chunks))
 
     def _summary(self, outcome: str, code: str | None = None) -> None:
+        self.trace.finish(outcome, **{"tts.provider": self.spec.provider, "tts.error_code": code})
         log.info("job_summary", outcome=outcome, code=code, provider=self.spec.provider,
                  format=self.spec.output_format, chunks=self.chunks, audio_bytes=self.audio_bytes,
                  characters=self.characters, upstream_ttfb_ms=round(self.ttfb_ms, 2) if self.ttfb_ms else None,

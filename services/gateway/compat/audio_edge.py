@@ -19,6 +19,7 @@ from typing import Self
 from aiohttp import web
 
 from gateway.contexts import ContextRequest
+from gateway.ctxtrace import mark_sent
 from gateway.events import AudioEvent, ErrorEvent, SessionClosing
 from gateway.services import GatewayServices
 from gateway.session import SynthesisSession
@@ -113,6 +114,7 @@ async def stream_body(request: web.Request, utterance: Utterance, fmt: AudioForm
             body = render(event)
             if body:
                 await resp.write(body)
+            mark_sent(event)
             event = await utterance.next_audio()
         tail = epilogue() if callable(epilogue) else epilogue
         if tail:

@@ -28,6 +28,7 @@ from gateway.compat.audio_edge import CONTEXT_ID, Base64Stream, Timeline, Uttera
 from gateway.compat.auth_edge import principal_of
 from gateway.compat.http_errors import el_error
 from gateway.contexts import ContextRequest
+from gateway.ctxtrace import request_carrier
 from gateway.events import AudioEvent
 from gateway.jsonbody import request_object
 from gateway.requests import build_request
@@ -121,7 +122,8 @@ async def _parse(request: web.Request, timestamps: bool = False) -> tuple[str, C
     req = await build_request(services.catalog, context_id=CONTEXT_ID, voice=request.match_info["voice_id"],
                               model=m.normalize_model(_str(body.get("model_id"))), fmt=fmt.name,
                               voice_settings=m.clean_voice_settings(body.get("voice_settings")),
-                              options=options, text=text, input_closed=True)
+                              options=options, text=text, input_closed=True,
+                              trace_parent=request_carrier(request))
     return principal.key_id, req
 
 

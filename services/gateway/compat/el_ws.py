@@ -43,6 +43,7 @@ from aiohttp import web
 
 from gateway.compat import el_messages as m
 from gateway.contexts import ContextUsage
+from gateway.ctxtrace import mark_sent, request_carrier
 from gateway.events import AudioEvent, ErrorEvent, FinalEvent, SessionClosing
 from gateway.requests import build_request
 from gateway.services import GatewayServices
@@ -140,6 +141,7 @@ class ElSocket(ClientSocket):
                     if ctx.muted:
                         break  # cancelled (immediate close) while this chunk was going out
                     await self.send(frame)
+                mark_sent(event)
                 continue
             self._forget(ctx)
             if ctx.muted:
@@ -218,7 +220,8 @@ class ElSocket(ClientSocket):
         try:
             req = await build_request(self.services.catalog, context_id=ctx.internal_id, voice=self.voice_id,
                                       model=self.query.model_id, fmt=self.query.fmt.name,
-                                      voice_settings=ctx.voice_settings, options=options, text=text)
+                                      voice_settings=ctx.voice_settings, options=options, text=text,
+                                      trace_parent=request_carrier(self.request))
             self.by_internal[ctx.internal_id] = ctx
             await self.session.start(req)
             if msg.flush:

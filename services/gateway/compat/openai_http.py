@@ -27,6 +27,7 @@ from gateway.compat.audio_edge import CONTEXT_ID, Utterance, stream_body
 from gateway.compat.auth_edge import principal_of
 from gateway.compat.el_messages import normalize_model
 from gateway.compat.http_errors import openai_error
+from gateway.ctxtrace import request_carrier
 from gateway.events import AudioEvent
 from gateway.jsonbody import request_object
 from gateway.requests import build_request
@@ -71,7 +72,8 @@ async def speech(request: web.Request) -> web.StreamResponse:
         model = body.get("model")
         req = await build_request(services.catalog, context_id=CONTEXT_ID, voice=voice,
                                   model=normalize_model(model if isinstance(model, str) else None),
-                                  fmt=fmt.name, options=options, text=text, input_closed=True)
+                                  fmt=fmt.name, options=options, text=text, input_closed=True,
+                                  trace_parent=request_carrier(request))
         headers = {}
         if instructions and instructions.strip():
             # No provider here takes a style prompt (ElevenLabs' TTS models and Piper have no such input);

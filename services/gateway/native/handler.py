@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.appkeys import SERVICES
 from gateway.auth.guard import authenticate
+from gateway.ctxtrace import ContextTrace, mark_sent, request_carrier
 from gateway.events import AudioEvent, ErrorEvent, FinalEvent, SessionClosing
 from gateway.http_errors import error_response
 from gateway.native import messages as m
@@ -72,7 +73,7 @@ async def native_ws(request: web.Request) -> web.StreamResponse:
     clocks: dict[str, deque[PlayClock]] = {}
     writer = asyncio.create_task(_write_events(sock, session, clocks), name=f"ws-writer-{session.id}")
     try:
-        await _read_commands(sock, session, clocks)
+        await _read_commands(sock, session, clocks, request_carrier(request))
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -84,7 +85,7 @@ async def native_ws(request: web.Request) -> web.StreamResponse:
 
 
 async def _read_commands(sock: ClientSocket, session: SynthesisSession,
-                         clocks: dict[str, deque[PlayClock]]) -> None:
+                         clocks: dict[str, deque[PlayClock]], trace_parent: dict[str, str]) -> None:
     limit = session.settings.max_message_bytes
     while True:
         try:
@@ -97,7 +98,7 @@ async def _read_commands(sock: ClientSocket, session: SynthesisSession,
         cmd: m.Command | None = None
         try:
             cmd = m.parse(data)
-            await _apply(sock.ws, session, cmd, clocks)
+            await _apply(sock.ws, session, cmd, clocks, trace_parent)
         except TTSError as e:
             if e.ws_close is not None:
                 await sock.fail(e)
@@ -113,14 +114,16 @@ async def _read_commands(sock: ClientSocket, session: SynthesisSession,
 
 
 async def _apply(ws: web.WebSocketResponse, session: SynthesisSession, cmd: m.Command,
-                 clocks: dict[str, deque[PlayClock]]) -> None:
+                 clocks: dict[str, deque[PlayClock]], trace_parent: dict[str, str]) -> None:
     if isinstance(cmd, m.Text):
         await session.send_text(cmd.context_id, cmd.text, cmd.flush)
     elif isinstance(cmd, m.Start):
         req = await build_request(session.services.catalog, context_id=cmd.context_id, voice=cmd.voice,
                                   model=cmd.model, fmt=cmd.format, voice_settings=cmd.voice_settings,
                                   options=cmd.options, text=cmd.text, input_closed=cmd.end,
-                                  use_cache=cmd.cache)
+                                  use_cache=cmd.cache,
+                                  # the start message's own traceparent wins over the upgrade's header
+                                  trace_parent=cmd.trace_parent or trace_parent)
         clock = PlayClock(req.fmt)
         clocks.setdefault(cmd.context_id, deque()).append(clock)
         try:
@@ -158,6 +161,7 @@ async def _write_events(sock: ClientSocket, session: SynthesisSession,
                 pending = clocks.get(event.context_id)
                 offset_s = pending[0].advance(event.audio) if pending else 0.0
                 await ws.send_bytes(encode_audio_frame(cid, event.seq, event.audio))
+                mark_sent(event)
                 if event.alignment is not None:
                     # Times stay chunk-relative (as ElevenLabs sends them); offset_ms says where the chunk
                     # starts in the context's audio, so offset_ms + charStartTimesMs never resets.
@@ -196,4 +200,14 @@ def _final_json(e: FinalEvent) -> dict[str, Any]:
             "audio_bytes": e.audio_bytes, "characters": e.characters,
             "ttfa_ms": None if e.ttfa_ms is None else round(e.ttfa_ms, 2),
             "duration_ms": round(e.duration_ms, 2), "cached": e.cached,
-            **(e.usage.to_json() if e.usage is not None else {})}  # usage metering (gateway/metering.py)
+            **(e.usage.to_json() if e.usage is not None else {}),  # usage metering (gateway/metering.py)
+            **(_trace_json(e.trace) if e.trace is not None else {})}
+
+
+def _trace_json(trace: ContextTrace) -> dict[str, Any]:
+    """Where the context spent its time (ms per hop, shared/hops.py) and its trace id when it has one."""
+    body: dict[str, Any] = {"timings": trace.timings()}
+    trace_id = trace.trace_id
+    if trace_id is not None:
+        body["trace_id"] = trace_id
+    return body

@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.jsonbody import parse_object
 from shared.errors import InvalidMessage
+from shared.tracing import clean_carrier
 
 CONTEXT_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
@@ -32,6 +33,8 @@ class Start:
     end: bool
     flush: bool
     cache: bool
+    # W3C trace context for this context (``traceparent``/``tracestate`` fields): invalid ones are ignored.
+    trace_parent: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,7 @@ def _start(msg: dict[str, Any]) -> Start:
         end=_get(msg, "end", bool, False),
         flush=_get(msg, "flush", bool, False),
         cache=_get(msg, "cache", bool, True),
+        trace_parent=clean_carrier(msg),  # never an error (W3C): a malformed one is simply not joined
     )
 
 
