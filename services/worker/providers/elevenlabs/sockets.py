@@ -76,6 +76,11 @@ class SocketSet:
         """Open, non-draining sockets other than ``sock``: what remains if ``sock`` closes now."""
         return sum(1 for s in self._socks if s is not sock and s.state is SocketState.OPEN and not s.draining)
 
+    def spare_slots(self, cap: int) -> int:
+        """Free slots on open sockets that take contexts and stay: where a context goes without a handshake."""
+        return sum(cap - s.load for s in self._socks
+                   if s.state is SocketState.OPEN and not s.draining and not s.replacing and s.load < cap)
+
     def refreshed(self) -> list[UpstreamSocket]:
         """Idle sockets being refreshed (make-before-break), ready to go once a sibling is open."""
         return [s for s in self._socks if s.replacing and s.load == 0]
@@ -133,6 +138,14 @@ class Sockets:
         then the longest idle."""
         idle = [s for k, found in self._sets.items() if k != key for s in found.idle()]
         return min(idle, key=lambda s: (s.key == keep, s.last_sent)) if idle else None
+
+    def spare_slots(self, cap: int) -> int:
+        """Free slots on open, lasting sockets of every key."""
+        return sum(found.spare_slots(cap) for found in self._sets.values())
+
+    def free_slots(self, cap: int) -> int:
+        """Free slots on sockets that take contexts (dialling ones included), every key."""
+        return sum(found.free_slots(cap) for found in self._sets.values())
 
     def state_counts(self) -> dict[str, int]:
         """Sockets by state for metrics and status (draining counted apart)."""
