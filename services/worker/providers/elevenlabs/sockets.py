@@ -51,7 +51,8 @@ class SocketSet:
         for sock in self._socks:
             if not self._takes_contexts(sock) or sock.load >= cap:
                 continue
-            rank = (sock.replacing, sock.state is not SocketState.OPEN, sock.load)
+            # An open socket being refreshed still beats one dialling: a context there waits for nothing.
+            rank = (sock.state is not SocketState.OPEN, sock.replacing, sock.load)
             if best_rank is None or rank < best_rank:
                 best, best_rank = sock, rank
         return best
@@ -143,9 +144,10 @@ class Sockets:
         """Free slots on open, lasting sockets of every key."""
         return sum(found.spare_slots(cap) for found in self._sets.values())
 
-    def free_slots(self, cap: int) -> int:
-        """Free slots on sockets that take contexts (dialling ones included), every key."""
-        return sum(found.free_slots(cap) for found in self._sets.values())
+    def lasting_slots(self, cap: int) -> int:
+        """Free slots on sockets that take contexts and stay (dialling ones included), every key."""
+        return sum(cap - s.load for s in self.all() if not s.draining and not s.replacing
+                   and s.state is not SocketState.CLOSED)
 
     def state_counts(self) -> dict[str, int]:
         """Sockets by state for metrics and status (draining counted apart)."""
@@ -159,5 +161,5 @@ class Sockets:
         """One line per socket for /admin/status (no secrets: the key's voice and format only)."""
         now = time.monotonic()
         return [{"id": s.sid, "state": "draining" if s.draining else s.state.value, "contexts": s.load,
-                 "age_s": round(now - (s.opened_at or s.created_at), 1), "voice_id": s.key.voice_id,
+                 "refreshing": s.replacing, "age_s": round(now - (s.opened_at or s.created_at), 1), "voice_id": s.key.voice_id,
                  "format": s.key.output_format} for s in self.all()]

@@ -98,8 +98,7 @@ class Upkeep:
                 idle = sock.load == 0 and not sock.draining and not sock.replacing
                 if idle and now - sock.last_sent >= self.refresh_after_s:
                     if self._needed(sock):
-                        sock.replacing = True
-                        POOL_RECONNECTS.labels(self.provider, "idle_refresh").inc()
+                        self._refresh(sock, now)
                     else:
                         self._retire(sock, "idle")
                         continue
@@ -112,6 +111,20 @@ class Upkeep:
                 self._retire(sock, "stuck")
         self._ensure_min()
         self._pump()
+
+    def _refresh(self, sock: UpstreamSocket, now: float) -> None:
+        """Replace idle ``sock`` make-before-break (it closes once its replacement is open)."""
+        if self.settings.pool_pregrow:
+            # One replacement dialled per refresh, now, or the refresh waits for the next tick (there is
+            # margin before the deadline): many sockets idle since the same burst must not all be marked
+            # at once when the pool is at its cap or its handshake rate, or none could be replaced.
+            if len(self._sockets) >= self.settings.pool_max_sockets or self.dialer.credit(now) < 1:
+                return
+            sock.replacing = True
+            self._open(sock.key)
+        else:
+            sock.replacing = True  # _ensure_min dials the replacement
+        POOL_RECONNECTS.labels(self.provider, "idle_refresh").inc()
 
     def _wanted(self, key: SocketKey) -> int:
         """Sockets ``key`` keeps even when idle: the prewarmed minimum, or its growth target if larger."""
@@ -126,9 +139,9 @@ class Upkeep:
         """Are enough other sockets of its key open that closing ``sock`` keeps what the key keeps?"""
         found = self._sockets.of(sock.key)
         floor = self.settings.pool_min_sockets if sock.key == self.default_key else 0
-        # A growth target the pool could not reach yet (rate, cap) must not hold a refreshed socket
-        # forever: for it, wait only for the lasting siblings to open.
-        ahead = min(self._targets.get(sock.key, 0), found.lasting(besides=sock))
+        # Never below the growth target while its sockets are still connecting; a target the pool could
+        # not dial (cap, rate) holds a refreshed socket only until every sibling it has is open.
+        ahead = min(self._targets.get(sock.key, 0), len(found) - 1)
         return found.open_besides(sock) >= max(1, floor, ahead)
 
     def _ensure_min(self) -> None:
@@ -189,7 +202,7 @@ class Upkeep:
         now = time.monotonic()
         self._plan(now)
         cap = s.pool_contexts_per_socket
-        room = max(0, s.upstream_concurrency - self._admission.live) - self._sockets.free_slots(cap)
+        room = max(0, s.upstream_concurrency - self._admission.live) - self._sockets.lasting_slots(cap)
         budget = min(self.dialer.credit(now), s.pool_max_sockets - len(self._sockets), math.ceil(room / cap))
         if budget <= 0:
             return
