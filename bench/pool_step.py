@@ -118,7 +118,8 @@ async def main() -> None:
     parser.add_argument("--idle-s", type=float, default=60.0, help="quiet spell before the step")
     parser.add_argument("--step-from", type=int, default=5)
     parser.add_argument("--step-to", type=int, default=50)
-    parser.add_argument("--no-history", action="store_true", help="no earlier peak: the step is unprecedented")
+    parser.add_argument("--no-history", action="store_true",
+                        help="no history phase: the first round's step is unprecedented (later ones remember it)")
     parser.add_argument("--inactivity-s", type=int, default=20, help="upstream inactivity_timeout (1-180)")
     parser.add_argument("--window-s", type=float, default=300.0, help="POOL_DEMAND_WINDOW_S of the growth pool")
     parser.add_argument("--connect-delay-ms", type=float, default=300.0)

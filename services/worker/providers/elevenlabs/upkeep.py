@@ -224,7 +224,7 @@ class Upkeep:
         now = time.monotonic()
         keys = sorted(self._demand, key=lambda kd: -kd[1].peak())[:8]
         return {
-            "enabled": s.pool_pregrow, "spare_sockets": s.pool_spare_slots,
+            "enabled": s.pool_pregrow, "spare_slots_min": s.pool_spare_slots,
             "spare_fraction": s.pool_spare_fraction, "window_s": s.pool_demand_window_s,
             "lookahead_s": s.pool_growth_lookahead_s,
             "spare_slots": self._sockets.spare_slots(s.pool_contexts_per_socket),
