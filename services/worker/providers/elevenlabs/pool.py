@@ -79,6 +79,8 @@ class SocketPool(PermitTiming, Upkeep):
         self.dialer = Dialer(settings.pool_handshake_rate, settings.pool_handshake_burst)
         self._demand = Demand(window_s=settings.pool_demand_window_s, trend_s=settings.pool_growth_lookahead_s)
         self._targets: dict[SocketKey, int] = {}
+        self._grown_at = float("-inf")
+        self._grow_later: asyncio.TimerHandle | None = None
         self._unplaced: set[UpstreamContext] = set()  # opened, not (yet) on a socket
         self._placing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()

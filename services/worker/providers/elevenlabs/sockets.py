@@ -144,6 +144,13 @@ class Sockets:
         """Free slots on open, lasting sockets of every key."""
         return sum(found.spare_slots(cap) for found in self._sets.values())
 
+    def loads(self) -> Iterator[tuple[SocketKey, int]]:
+        """Contexts holding a slot, by key (keys with none left out)."""
+        for key, found in self._sets.items():
+            load = sum(s.load for s in found._socks)
+            if load:
+                yield key, load
+
     def lasting_slots(self, cap: int) -> int:
         """Free slots on sockets that take contexts and stay (dialling ones included), every key."""
         return sum(cap - s.load for s in self.all() if not s.draining and not s.replacing

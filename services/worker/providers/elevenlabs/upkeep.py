@@ -44,6 +44,11 @@ from .sockets import Sockets
 
 log = get_logger(__name__)
 
+# Growth is planned at most this often from the pump (which runs at every placement and final); a
+# change in between is planned at the end of the interval. Planning reads every socket and every
+# unplaced context: at each pump it cost 0.3 ms CPU per context at 50 concurrent (cProfile).
+_GROWTH_EVERY_S = 0.02
+
 
 class Upkeep:
     """The pool's maintenance tick (``SocketPool`` provides the state and the actions)."""
@@ -62,6 +67,8 @@ class Upkeep:
     dialer: Dialer
     _demand: Demand
     _targets: dict[SocketKey, int]  # sockets each key keeps ahead of demand (growth on), as last planned
+    _grown_at: float  # when growth was last planned from the pump
+    _grow_later: asyncio.TimerHandle | None  # a deferred plan, at the end of the interval
 
     def _open(self, key: SocketKey) -> UpstreamSocket:
         raise NotImplementedError
@@ -167,9 +174,8 @@ class Upkeep:
     def _live_by_key(self) -> dict[SocketKey, int]:
         """Contexts on a socket or opened and waiting for one, by key."""
         live: dict[SocketKey, int] = {}
-        for sock in self._sockets.all():
-            if sock.load:
-                live[sock.key] = live.get(sock.key, 0) + sock.load
+        for key, load in self._sockets.loads():
+            live[key] = load
         for ctx in self._unplaced:
             if ctx.socket is None:  # a placed one leaves the set only once its caller resumes
                 live[ctx.spec.key] = live.get(ctx.spec.key, 0) + 1
@@ -200,6 +206,12 @@ class Upkeep:
         if not s.pool_pregrow or self._closed or self._session is None:
             return
         now = time.monotonic()
+        if now - self._grown_at < _GROWTH_EVERY_S:
+            if self._grow_later is None:
+                self._grow_later = asyncio.get_running_loop().call_later(
+                    self._grown_at + _GROWTH_EVERY_S - now, self._grow_deferred)
+            return
+        self._grown_at = now
         self._plan(now)
         cap = s.pool_contexts_per_socket
         room = max(0, s.upstream_concurrency - self._admission.live) - self._sockets.lasting_slots(cap)
@@ -212,6 +224,11 @@ class Upkeep:
                              {k: self._demand.peak(k) for k in short}).items():
             for _ in range(n):
                 self._open(key)
+
+    def _grow_deferred(self) -> None:
+        self._grow_later = None
+        if not self._closed:
+            self._pump()
 
     def _growth_gauges(self) -> None:
         cap = self.settings.pool_contexts_per_socket
