@@ -217,9 +217,9 @@ class SocketPool(PermitTiming, Upkeep):
         """Serve waiters in order (see :class:`Admission`), growing the pool where a key needs it."""
         if self._closed:
             return
-        cap = self.settings.pool_contexts_per_socket
-        self._admission.serve(lambda ctx: self._sockets.of(ctx.spec.key).best_slot(cap) or self._grow(ctx.spec.key),
-                              self._place)
+        cap, pack = self.settings.pool_contexts_per_socket, self.settings.pool_pregrow
+        self._admission.serve(
+            lambda ctx: self._sockets.of(ctx.spec.key).best_slot(cap, pack) or self._grow(ctx.spec.key), self._place)
         self._grow_ahead()
         self._gauges()
 

@@ -44,15 +44,17 @@ class SocketSet:
     def _takes_contexts(self, sock: UpstreamSocket) -> bool:
         return not sock.draining and sock.state is not SocketState.CLOSED
 
-    def best_slot(self, cap: int) -> UpstreamSocket | None:
-        """Where the next context goes: open before dialling, fresh before refreshing, then least loaded."""
+    def best_slot(self, cap: int, pack: bool = False) -> UpstreamSocket | None:
+        """Where the next context goes: open before dialling, fresh before refreshing, then least loaded
+        (``pack``: most loaded, so that sockets kept warm ahead of demand stay idle until needed, and a
+        surplus one can close at its idle deadline instead of carrying one context forever)."""
         best: UpstreamSocket | None = None
         best_rank: tuple[bool, bool, int] | None = None
         for sock in self._socks:
             if not self._takes_contexts(sock) or sock.load >= cap:
                 continue
             # An open socket being refreshed still beats one dialling: a context there waits for nothing.
-            rank = (sock.state is not SocketState.OPEN, sock.replacing, sock.load)
+            rank = (sock.state is not SocketState.OPEN, sock.replacing, -sock.load if pack else sock.load)
             if best_rank is None or rank < best_rank:
                 best, best_rank = sock, rank
         return best
