@@ -19,6 +19,7 @@ from worker.providers.elevenlabs import ElevenLabsProvider
 from worker.providers.elevenlabs.demand import Demand
 from worker.providers.elevenlabs.dialer import Dialer
 from worker.providers.elevenlabs.options import SocketKey
+from worker.providers.elevenlabs.upkeep import _share
 
 from shared.redis_client import create_redis
 from tests.worker.elevenlabs_fixtures import collect, el_settings, emulator, held, speak
@@ -171,3 +172,11 @@ def test_dialer_credit_is_what_starts_without_waiting() -> None:
     assert dialer.credit(100.1) == 1
     dialer.busy(100.1, retry_after_s=1.0, booked=100.1)
     assert dialer.credit(100.5) == 0
+
+
+def test_a_short_socket_budget_is_shared_between_keys_by_their_recent_peaks() -> None:
+    busy, quiet, idle = (SocketKey(v, "m", "pcm_24000", 20) for v in ("busy", "quiet", "idle"))
+    # 6 sockets for 15 wanted: 3 to 1 by peak, none beyond a key's shortfall.
+    assert _share(6, {busy: 10, quiet: 5}, {busy: 45, quiet: 15}) == {busy: 5, quiet: 1}  # D'Hondt 45:15
+    assert _share(6, {busy: 2, quiet: 5}, {busy: 45, quiet: 15}) == {busy: 2, quiet: 4}
+    assert _share(0, {busy: 2}, {busy: 45}) == {} and _share(3, {}, {idle: 1}) == {}

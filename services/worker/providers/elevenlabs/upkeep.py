@@ -17,7 +17,9 @@ surplus closes at its idle deadline (no handshake is spent to close it early). T
 bounded: by ``POOL_MAX_SOCKETS`` (shared between keys in proportion to their peaks), by the
 permits left (``UPSTREAM_CONCURRENCY``: a free slot no context could take is waste), and by the
 handshake schedule (it dials only what the :class:`~.dialer.Dialer` would start at once, never
-ahead of a handshake a waiting context needs, and not for a key in backoff). Off, the pool opens
+ahead of a handshake a waiting context needs, and not for a key in backoff). Contexts then fill the
+fullest open socket first (:meth:`~.sockets.SocketSet.best_slot` with ``pack``), so spares stay
+idle until a step needs them and a surplus one can close. Off, the pool opens
 a socket when one fills (one spare for the key) and keeps idle ones only for ``POOL_MIN_SOCKETS``.
 """
 
