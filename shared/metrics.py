@@ -122,5 +122,13 @@ POOL_CONTEXT_RETRIES = Counter("tts_pool_context_retries_total",
 POOL_SOCKET_USES = Counter("tts_pool_socket_uses_total",
                            "Contexts placed on a socket, by whether the socket was new or reused",
                            ["provider", "socket"])
+POOL_HANDSHAKE_WAITS = Counter("tts_pool_context_waited_for_handshake_total",
+                               "Contexts placed on a socket still connecting (they wait for its handshake)",
+                               ["provider"])
+POOL_SPARE_SLOTS = Gauge("tts_pool_spare_slots", "Free context slots on open, non-draining pooled sockets",
+                         ["provider"])
+POOL_TARGET_SOCKETS = Gauge("tts_pool_target_sockets",
+                            "Sockets the pool keeps for its forecast demand and spare (growth ahead of demand)",
+                            ["provider"])
 PUBLISH_BATCH = Histogram("tts_publish_batch_size", "Frames per pipelined PUBLISH batch",
                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))

@@ -139,6 +139,15 @@ class Settings:
     # not be a handshake storm the provider's edge refuses (services/worker/providers/elevenlabs/dialer.py).
     pool_handshake_rate: float = env_field("POOL_HANDSHAKE_RATE", 50.0, check=_positive)
     pool_handshake_burst: int = env_field("POOL_HANDSHAKE_BURST", 25, check=_positive)
+    # Growth ahead of demand (services/worker/providers/elevenlabs/demand.py): each key keeps sockets for
+    # its recent peak (remembered POOL_DEMAND_WINDOW_S) or its live count plus the rising trend over
+    # POOL_GROWTH_LOOKAHEAD_S, whichever is more, plus spare slots: POOL_SPARE_FRACTION of that peak, at
+    # least POOL_SPARE_SLOTS. Off: a key's next socket opens only as its last free slot is taken.
+    pool_pregrow: bool = env_field("POOL_PREGROW", True)
+    pool_spare_slots: int = env_field("POOL_SPARE_SLOTS", 1, check=_non_negative)
+    pool_spare_fraction: float = env_field("POOL_SPARE_FRACTION", 0.2, check=lambda v: 0 <= v <= 10)
+    pool_demand_window_s: float = env_field("POOL_DEMAND_WINDOW_S", 300.0, check=_positive)
+    pool_growth_lookahead_s: float = env_field("POOL_GROWTH_LOOKAHEAD_S", 1.0, check=_positive)
     upstream_concurrency: int = env_field("UPSTREAM_CONCURRENCY", 10, check=_positive)
     upstream_slot_wait_s: float = env_field("UPSTREAM_SLOT_WAIT_S", 5.0, check=_non_negative)
     # Account-wide permits are leases in Redis refreshed while their contexts live: a crashed worker's

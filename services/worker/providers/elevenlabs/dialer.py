@@ -62,6 +62,16 @@ class Dialer:
         self._next = max(self._next, start) + interval
         return start - now
 
+    def credit(self, now: float) -> int:
+        """Handshakes that could start right now without waiting (what growth ahead of demand may spend:
+        it never books a handshake that would queue ahead of one a waiting context needs)."""
+        if now < self._busy_until:
+            return 0
+        interval = self._interval / self._scale
+        tolerance = (self._burst - 1) * interval if self._scale >= 1.0 else 0.0
+        room = now + tolerance - max(self._next, now)
+        return 0 if room < 0 else min(self._burst, int(room / interval + 1e-9) + 1)
+
     def recheck(self, booked: float, now: float) -> float:
         """A socket booked at ``booked`` is about to dial: 0 to go; after a refusal since, a new booking."""
         return 0.0 if booked >= self._refused_at else self.reserve(None, now)

@@ -46,6 +46,7 @@ from worker.upstream_permits import AccountLimit
 
 from .connection import UpstreamSocket
 from .context import UpstreamContext
+from .demand import Demand
 from .dialer import Dialer
 from .lazy import PermitTiming
 from .messages import Failure
@@ -76,6 +77,10 @@ class SocketPool(PermitTiming, Upkeep):
         self._placement = PlacementLine(settings.upstream_concurrency)
         self._account = account
         self.dialer = Dialer(settings.pool_handshake_rate, settings.pool_handshake_burst)
+        self._demand = Demand(window_s=settings.pool_demand_window_s, trend_s=settings.pool_growth_lookahead_s)
+        self._targets: dict[SocketKey, int] = {}
+        self._grown_at = float("-inf")
+        self._grow_later: asyncio.TimerHandle | None = None
         self._unplaced: set[UpstreamContext] = set()  # opened, not (yet) on a socket
         self._placing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
@@ -212,9 +217,10 @@ class SocketPool(PermitTiming, Upkeep):
         """Serve waiters in order (see :class:`PlacementLine`), growing the pool where a key needs it."""
         if self._closed:
             return
-        cap = self.settings.pool_contexts_per_socket
-        self._placement.serve(lambda ctx: self._sockets.of(ctx.spec.key).best_slot(cap) or self._grow(ctx.spec.key),
-                              self._place)
+        cap, pack = self.settings.pool_contexts_per_socket, self.settings.pool_pregrow
+        self._placement.serve(
+            lambda ctx: self._sockets.of(ctx.spec.key).best_slot(cap, pack) or self._grow(ctx.spec.key), self._place)
+        self._grow_ahead()
         self._gauges()
 
     def _grow(self, key: SocketKey) -> UpstreamSocket | None:
@@ -229,9 +235,7 @@ class SocketPool(PermitTiming, Upkeep):
         reused = sock.uses > 0
         sock.assign(ctx)
         POOL_SOCKET_USES.labels(self.provider, "reused" if reused else "new").inc()
-        if self._sockets.of(sock.key).free_slots(self.settings.pool_contexts_per_socket) == 0 \
-                and len(self._sockets) < self.settings.pool_max_sockets and not self._placement.exhausted:
-            self._open(sock.key)  # headroom: the next context of this key should not wait for a handshake
+        self._placed(sock)  # growth: a spare for the key (or the growth ahead of demand, in the pump)
 
     def _open(self, key: SocketKey) -> UpstreamSocket:
         assert self._session is not None
@@ -373,6 +377,7 @@ class SocketPool(PermitTiming, Upkeep):
             POOL_SOCKETS.labels(self.provider, state).set(n)
         POOL_CONTEXTS.labels(self.provider).set(self._placement.live)
         UPSTREAM_SATURATED.labels(self.provider).set(1 if self.saturated else 0)
+        self._growth_gauges()
 
     def status(self) -> dict[str, Any]:
         """Pool state for /admin/status and the worker's /readyz: sockets, contexts, limits, saturation."""
@@ -390,5 +395,6 @@ class SocketPool(PermitTiming, Upkeep):
                        "contexts_per_socket": s.pool_contexts_per_socket, "concurrency": s.upstream_concurrency,
                        "handshake_rate": s.pool_handshake_rate, "handshake_burst": s.pool_handshake_burst},
             "account": self._account.status() if self._account is not None else {"scope": "worker"},
+            "growth": self.growth_status(),
             "socket_list": self._sockets.describe(),
         }

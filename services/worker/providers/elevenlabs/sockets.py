@@ -44,14 +44,17 @@ class SocketSet:
     def _takes_contexts(self, sock: UpstreamSocket) -> bool:
         return not sock.draining and sock.state is not SocketState.CLOSED
 
-    def best_slot(self, cap: int) -> UpstreamSocket | None:
-        """Where the next context goes: open before dialling, fresh before refreshing, then least loaded."""
+    def best_slot(self, cap: int, pack: bool = False) -> UpstreamSocket | None:
+        """Where the next context goes: open before dialling, fresh before refreshing, then least loaded
+        (``pack``: most loaded, so that sockets kept warm ahead of demand stay idle until needed, and a
+        surplus one can close at its idle deadline instead of carrying one context forever)."""
         best: UpstreamSocket | None = None
         best_rank: tuple[bool, bool, int] | None = None
         for sock in self._socks:
             if not self._takes_contexts(sock) or sock.load >= cap:
                 continue
-            rank = (sock.replacing, sock.state is not SocketState.OPEN, sock.load)
+            # An open socket being refreshed still beats one dialling: a context there waits for nothing.
+            rank = (sock.state is not SocketState.OPEN, sock.replacing, -sock.load if pack else sock.load)
             if best_rank is None or rank < best_rank:
                 best, best_rank = sock, rank
         return best
@@ -75,6 +78,11 @@ class SocketSet:
     def open_besides(self, sock: UpstreamSocket) -> int:
         """Open, non-draining sockets other than ``sock``: what remains if ``sock`` closes now."""
         return sum(1 for s in self._socks if s is not sock and s.state is SocketState.OPEN and not s.draining)
+
+    def spare_slots(self, cap: int) -> int:
+        """Free slots on open sockets that take contexts and stay: where a context goes without a handshake."""
+        return sum(cap - s.load for s in self._socks
+                   if s.state is SocketState.OPEN and not s.draining and not s.replacing and s.load < cap)
 
     def refreshed(self) -> list[UpstreamSocket]:
         """Idle sockets being refreshed (make-before-break), ready to go once a sibling is open."""
@@ -134,6 +142,22 @@ class Sockets:
         idle = [s for k, found in self._sets.items() if k != key for s in found.idle()]
         return min(idle, key=lambda s: (s.key == keep, s.last_sent)) if idle else None
 
+    def spare_slots(self, cap: int) -> int:
+        """Free slots on open, lasting sockets of every key."""
+        return sum(found.spare_slots(cap) for found in self._sets.values())
+
+    def loads(self) -> Iterator[tuple[SocketKey, int]]:
+        """Contexts holding a slot, by key (keys with none left out)."""
+        for key, found in self._sets.items():
+            load = sum(s.load for s in found._socks)
+            if load:
+                yield key, load
+
+    def lasting_slots(self, cap: int) -> int:
+        """Free slots on sockets that take contexts and stay (dialling ones included), every key."""
+        return sum(cap - s.load for s in self.all() if not s.draining and not s.replacing
+                   and s.state is not SocketState.CLOSED)
+
     def state_counts(self) -> dict[str, int]:
         """Sockets by state for metrics and status (draining counted apart)."""
         counts = {"connecting": 0, "open": 0, "draining": 0}
@@ -146,5 +170,5 @@ class Sockets:
         """One line per socket for /admin/status (no secrets: the key's voice and format only)."""
         now = time.monotonic()
         return [{"id": s.sid, "state": "draining" if s.draining else s.state.value, "contexts": s.load,
-                 "age_s": round(now - (s.opened_at or s.created_at), 1), "voice_id": s.key.voice_id,
+                 "refreshing": s.replacing, "age_s": round(now - (s.opened_at or s.created_at), 1), "voice_id": s.key.voice_id,
                  "format": s.key.output_format} for s in self.all()]
