@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import redis.asyncio as aioredis
 
 from shared import keys, protocol
-from shared.queue import JOB_EXPIRES_MS, job_keys, job_payload
+from shared.queue import JOB_EXPIRES_MS, job_key, job_keys, job_payload
 
 # An input list outlives any sane utterance but never leaks for ever.
 INPUT_TTL_S = 3600
@@ -33,7 +33,7 @@ class Dispatcher:
         """
         score = int(spec.enqueued_at * 1000)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.psetex(job_keys(spec.job_id)[0], self.job_expires_ms, job_payload(spec))
+        pipe.psetex(job_key(spec.job_id), self.job_expires_ms, job_payload(spec))
         pipe.zadd(self.queue_name, {spec.job_id: score})
         pipe.publish(keys.WAKE_CHANNEL, spec.job_id)  # workers claim the named job without a poll
         await pipe.execute()
@@ -83,7 +83,7 @@ class Dispatcher:
             return set()
         pipe = self._redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.exists(job_keys(job_id)[0])
+            pipe.exists(job_key(job_id))
         found = await pipe.execute()
         return {job_id for job_id, n in zip(job_ids, found) if not n}
 

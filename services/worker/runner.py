@@ -24,12 +24,11 @@ from signal import Signals
 from typing import Any
 
 from arq.connections import create_pool
-from arq.constants import in_progress_key_prefix, job_key_prefix
-from arq.utils import timestamp_ms
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from shared.logging import get_logger
+from shared.queue import JOB_KEY_PREFIX, LOCK_KEY_PREFIX, now_ms
 
 log = get_logger(__name__)
 # Longest pause between polls while Redis is unreachable.
@@ -178,8 +177,8 @@ class WakeableWorker(Worker):
             return
         fresh = fresh[:free]
         scores: list[int] = await self.pool.eval(  # type: ignore[misc]
-            _CLAIM_SCRIPT, 1, self.queue_name, str(timestamp_ms()), str(int(self.in_progress_timeout_s * 1000)),
-            in_progress_key_prefix, job_key_prefix, *fresh)
+            _CLAIM_SCRIPT, 1, self.queue_name, str(now_ms()), str(int(self.in_progress_timeout_s * 1000)),
+            LOCK_KEY_PREFIX, JOB_KEY_PREFIX, *fresh)
         for job_id, score in zip(fresh, scores):
             if score == -1:
                 if job_id not in self.tasks:
