@@ -159,7 +159,7 @@ class _JobRun:
     async def _feed(self, stream: SynthesisStream, inputs: JobInput) -> None:
         spec = self.spec
         if spec.text:
-            await stream.send_text(spec.text, flush=False)
+            await stream.send_text(spec.text, flush=spec.flush)
         if spec.input_closed:
             await stream.end_input()
         while True:
