@@ -81,6 +81,15 @@ def job_payload(spec: protocol.JobSpec) -> bytes:
                          serializer=job_serializer)
 
 
+def unpack_payload(payload: bytes) -> tuple[str, tuple[Any, ...], dict[str, Any], int] | None:
+    """An arq job payload as (function name, args, kwargs, enqueue time ms); None if undecodable."""
+    try:
+        function, args, kwargs, _try, enqueue_ms = deserialize_job_raw(payload, deserializer=job_deserializer)
+    except DeserializationError:
+        return None
+    return function, tuple(args), dict(kwargs), int(enqueue_ms)
+
+
 def spec_from_payload(payload: bytes | None) -> protocol.JobSpec | None:
     """The JobSpec inside an arq job payload, None if it is not one of ours (another app's job, corrupt)."""
     if not payload:
