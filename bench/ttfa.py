@@ -11,7 +11,9 @@ each concurrency level (so every target sees the same background load and the sa
   the job was enqueued, so this is the streamed path (input delivered to a running job).
 
 TTFA is measured from the message that makes audio due (native ``start``, compat ``flush``).
-The table gives p50/p90/p99 per target and what each gateway path adds over the floor.
+The table gives p50/p90/p99 per target and what each gateway path adds over the floor. On this
+shared box absolute figures move with the neighbours' load: ``--baseline`` runs an older checkout's
+stack in the same rounds, the only fair before/after.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="alternations of the targets per level")
     p.add_argument("--proxy", action="store_true", help="also measure the per-request-socket proxy")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--baseline", type=Path, help="also run both gateway paths on a stack from this checkout "
+                   "(git archive <commit> services shared | tar -x -C DIR): targets native@base, compat@base")
     p.add_argument("--out", help="also write the table and raw TTFAs as JSON here")
     args = p.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",") if x]
@@ -52,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         targets = [Target("floor", "elevenlabs", baselines.floor_url(emu_url)),
                    Target("native", "native", baselines.native_url(stack.base_url)),
                    Target("compat", "elevenlabs", baselines.compat_url(stack.base_url))]
+        if args.baseline is not None:
+            base = procs.start_stack(logs, emu_url, args.workers, tag="-base", code_root=args.baseline)
+            stopables.append(base)
+            targets += [Target("native@base", "native", baselines.native_url(base.base_url)),
+                        Target("compat@base", "elevenlabs", baselines.compat_url(base.base_url))]
         if args.proxy:
             px, px_url = procs.start_proxy(logs, emu_url)
             stopables.append(px)
@@ -82,16 +91,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _table(ttfa: dict[int, dict[str, list[float]]], failures: dict[int, dict[str, int]]) -> list[str]:
     qs = (50, 90, 99)
-    lines = [f"{'target':<9} {'level':>5} {'n':>5} {'p50':>8} {'p90':>8} {'p99':>8} {'failed':>6}   (ms TTFA)"]
+    lines = [f"{'target':<12} {'level':>5} {'n':>5} {'p50':>8} {'p90':>8} {'p99':>8} {'failed':>6}   (ms TTFA)"]
     for level, by_target in ttfa.items():
         for name, vals in by_target.items():
-            lines.append(f"{name:<9} {level:>5} {len(vals):>5} "
+            lines.append(f"{name:<12} {level:>5} {len(vals):>5} "
                          + " ".join(f"{_pct(vals, q):>8.1f}" for q in qs)
                          + f" {failures[level].get(name, 0):>6}")
         floor = by_target.get("floor", [])
         for name, vals in by_target.items():
             if name != "floor" and floor and vals:
-                lines.append(f"{'+' + name:<9} {level:>5} {'':>5} " + " ".join(
+                lines.append(f"{'+' + name:<12} {level:>5} {'':>5} " + " ".join(
                     f"{_pct(vals, q) - _pct(floor, q):>+8.1f}" for q in qs))
     return lines
 
