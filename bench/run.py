@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="share of contexts whose audio is decoded back to text after the run (content check)")
     p.add_argument("--profile", action="store_true",
                    help="py-spy every process of each target and the load generators; summaries in <out>/profiles/")
+    p.add_argument("--code-root", type=Path,
+                   help="run gateway and workers from this checkout (git archive <commit> services shared | tar -x -C DIR)")
     p.add_argument("--out", help="output directory (default bench/results/<timestamp>-<mode>)")
     return p.parse_args(argv)
 
@@ -153,7 +155,7 @@ class Bench:
             self.sampler.watch("proxy", px.pid)
             self.targets.append(Target("proxy", "native", px_url, processes=("proxy", "emulator")))
         if any(t in self.wanted for t in ("stack-1w", "compat-1w", "cache-1w")):
-            self.stack1 = st = procs.start_stack(self.logs, emu_url, 1)
+            self.stack1 = st = procs.start_stack(self.logs, emu_url, 1, code_root=self.args.code_root)
             self.stopables.append(st)
             self._watch_stack(st, "")
             names = ("gateway", "worker0", "redis", "emulator")
@@ -174,7 +176,7 @@ class Bench:
                 else:
                     self.notes.append(f"cache-1w skipped: {why}")
         if "stack-2w" in self.wanted:
-            st2 = procs.start_stack(self.logs, emu_url, 2, tag="-2w")
+            st2 = procs.start_stack(self.logs, emu_url, 2, tag="-2w", code_root=self.args.code_root)
             self.stopables.append(st2)
             self._watch_stack(st2, "-2w")
             self.targets.append(Target("stack-2w", "native", baselines.native_url(st2.base_url),

@@ -42,7 +42,9 @@ class JobSpec(Message):
     """The arq job argument: one context to synthesize.
 
     ``text`` is what the gateway had when it enqueued; more arrives as :class:`TextInput` on the
-    job's input list/channel. ``input_closed`` means no more text will come (whole utterance).
+    job's input list/channel. ``flush`` asks for ``text`` to be spoken at once, as a TextInput's
+    flush would (the client flushed before the job was enqueued). ``input_closed`` means no more
+    text will come (whole utterance).
     ``attempt`` counts retries of the same context (the gateway retries only before first audio).
     ``tenant`` is the client key's id (opaque, never the key itself; one id for all of dev mode): the
     worker shares the account's upstream permits fairly between tenants by it.
@@ -66,6 +68,7 @@ class JobSpec(Message):
     enqueued_at: float = 0.0
     tenant: str = ""
     trace: dict[str, str] = field(default_factory=dict)
+    flush: bool = False
 
 
 @_register

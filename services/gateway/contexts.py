@@ -11,7 +11,9 @@ from gateway.ctxtrace import ContextTrace
 from shared import protocol
 from shared.audio.formats import AudioFormat
 
-QUEUED, RUNNING, DONE = "queued", "running", "done"
+# AWAITING_TEXT: started without text (an ElevenLabs context init, a native ``start`` with none); its
+# job is enqueued with the first text, so that text rides in the job instead of a later input hop.
+AWAITING_TEXT, QUEUED, RUNNING, DONE = "awaiting_text", "queued", "running", "done"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,7 @@ class ContextState:
     characters: int = 0
     input_closed: bool = False
     input_seq: int = 0
+    enqueued: bool = False  # a job exists in Redis for this context (some attempt of it)
     worker_id: str | None = None
     created_at: float = field(default_factory=time.monotonic)
     enqueued_at: float = field(default_factory=time.monotonic)
@@ -129,7 +132,8 @@ class ContextState:
             job_id=self.job_id, session_id=self.session_id, context_id=r.context_id, provider=r.provider,
             voice_id=r.voice_id, model_id=r.model_id, output_format=r.fmt.name, text="".join(self.text_parts),
             input_closed=self.input_closed, voice_settings=r.voice_settings, options=r.options,
-            attempt=self.attempt, enqueued_at=time.time(), tenant=self.tenant, trace=self.trace.carrier())
+            attempt=self.attempt, enqueued_at=time.time(), tenant=self.tenant, trace=self.trace.carrier(),
+            flush=self.owed_since is not None and not self.input_closed)
 
     def new_attempt(self) -> None:
         """Re-key the context for a retry: new job id, input sequence restarts."""

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import redis.asyncio as aioredis
 
 from shared import keys, protocol
-from shared.queue import JOB_EXPIRES_MS, job_keys, job_payload
+from shared.queue import JOB_EXPIRES_MS, job_key, job_keys, job_payload
 
 # An input list outlives any sane utterance but never leaks for ever.
 INPUT_TTL_S = 3600
@@ -29,22 +29,32 @@ class Dispatcher:
 
         Writes the same job key and queue entry as ``ArqRedis.enqueue_job`` (via arq's own
         ``serialize_job``) but skips its WATCH round trips: job ids are fresh uuids, so the
-        duplicate check they buy can never fire. The wake PUBLISH rides in the same MULTI.
+        duplicate check they buy can never fire. The wake PUBLISH rides in the same pipeline.
+
+        No MULTI: one connection runs the three commands in order, so a worker that sees the id in
+        the queue (by a poll or the wake) finds its job key already written. If the connection dies
+        half way, the caller fails the context; a job key left without its queue entry expires.
         """
         score = int(spec.enqueued_at * 1000)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.psetex(job_keys(spec.job_id)[0], self.job_expires_ms, job_payload(spec))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.psetex(job_key(spec.job_id), self.job_expires_ms, job_payload(spec))
         pipe.zadd(self.queue_name, {spec.job_id: score})
         pipe.publish(keys.WAKE_CHANNEL, spec.job_id)  # workers claim the named job without a poll
         await pipe.execute()
 
     async def push_input(self, job_id: str, msg: protocol.Message) -> None:
-        """Append to the job's input list and publish it live, atomically (see worker/inputs.py)."""
+        """Append to the job's input list, then publish it live (see worker/inputs.py)."""
         await self.push_inputs([(job_id, msg)])
 
     async def push_inputs(self, items: Iterable[tuple[str, protocol.Message]]) -> None:
-        """:meth:`push_input` for several jobs in one MULTI (an operator cancelling every running job)."""
-        pipe = self._redis.pipeline(transaction=True)
+        """:meth:`push_input` for several jobs in one round trip (an operator cancelling every running job).
+
+        No MULTI (it cost two of the five commands per input): the worker subscribes and then reads
+        the list, and this connection runs RPUSH before PUBLISH, so in every interleaving the worker
+        finds the message in the list, on the channel, or both (seq drops the duplicate). If the
+        connection dies between the two, the caller fails the context, so nobody waits for it.
+        """
+        pipe = self._redis.pipeline(transaction=False)
         for job_id, msg in items:
             data = protocol.encode(msg)
             pipe.rpush(keys.input_list(job_id), data)
@@ -83,7 +93,7 @@ class Dispatcher:
             return set()
         pipe = self._redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.exists(job_keys(job_id)[0])
+            pipe.exists(job_key(job_id))
         found = await pipe.execute()
         return {job_id for job_id, n in zip(job_ids, found) if not n}
 

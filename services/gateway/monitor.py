@@ -97,7 +97,8 @@ def fail_inflight(services: GatewayServices) -> None:
     for session in list(services.registry.sessions.values()):
         for ctx in list(session.contexts.values()):
             if ctx.live:
-                services.state.outage_jobs.add(ctx.job_id)
+                if ctx.enqueued:
+                    services.state.outage_jobs.add(ctx.job_id)
                 session.fail_context(ctx, ServiceUnavailable("lost the connection to Redis mid-context"))
 
 

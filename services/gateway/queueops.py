@@ -4,7 +4,7 @@ arq's job, lock and retry keys are shared by every queue and a running job's id 
 sorted set until it finishes (DESIGN §1b), so neither "ZCARD" nor "DEL the queue" means what it
 seems to. Here:
 
-* depth counts ids in the queue whose job is not locked (``arq:in-progress:<id>``), i.e. waiting;
+* depth counts ids in the queue whose job is not locked (arq's in-progress lock, see shared/queue.py), i.e. waiting;
 * reset removes, in one atomic script per batch, only ids that are queued and not locked, deletes
   their arq keys and input lists, and leaves a short lock behind, so that a worker between its
   read of the queue and its claim backs off instead of starting a job whose key is gone. Jobs that
@@ -25,14 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
-from arq.jobs import DeserializationError, deserialize_job_raw
 
 from gateway.dispatch import Dispatcher
 from shared import keys, protocol
-from shared.errors import ProtocolError
 from shared.logging import get_logger
-from shared.queue import job_deserializer
+from shared.queue import JOB_KEY_PREFIX, LOCK_KEY_PREFIX, RETRY_KEY_PREFIX, job_key, spec_from_payload
 
 log = get_logger(__name__)
 
@@ -128,7 +125,7 @@ class QueueOps:
 
     async def depth(self, queue: str) -> Depth:
         """How many jobs wait in ``queue`` (and how many of its ids are running)."""
-        total, locked = await self._depth(keys=[queue], args=[in_progress_key_prefix, DEPTH_SCAN_MAX])
+        total, locked = await self._depth(keys=[queue], args=[LOCK_KEY_PREFIX, DEPTH_SCAN_MAX])
         return Depth(in_queue=int(total), waiting=int(total) - int(locked))
 
     async def reset(self, queue: str) -> ResetReport:
@@ -157,27 +154,27 @@ class QueueOps:
             if not ids:
                 break
             purged_flat, locked = await self._purge(keys=[queue], args=[
-                cutoff_ms, RESET_LOCK_MS, job_key_prefix, in_progress_key_prefix, retry_key_prefix,
+                cutoff_ms, RESET_LOCK_MS, JOB_KEY_PREFIX, LOCK_KEY_PREFIX, RETRY_KEY_PREFIX,
                 keys.input_list(""), *ids])
             # Locked ids stay in the queue and purged ones left it: the next page starts after the former.
             offset += len(locked)
             running.update(i.decode() for i in locked)
             purged = [(purged_flat[i].decode(), purged_flat[i + 1]) for i in range(0, len(purged_flat), 2)]
             purged_total += len(purged)
-            await self._notify(report, [(job_id, _spec(payload)) for job_id, payload in purged], PURGED_MESSAGE)
+            await self._notify(report, [(job_id, spec_from_payload(payload)) for job_id, payload in purged], PURGED_MESSAGE)
             if len(ids) < RESET_BATCH:
                 break
         report.purged += purged_total
         return purged_total
 
     async def _abort(self, report: ResetReport, job_ids: list[str]) -> None:
-        payloads = await self._redis.mget([job_key_prefix + j for j in job_ids])
+        payloads = await self._redis.mget([job_key(j) for j in job_ids])
         cancel = protocol.Cancel(seq=0, reason="queue_reset")
         await self._dispatcher.push_inputs((j, cancel) for j in job_ids)
         report.aborted = len(job_ids)
         # Said by us as well as by the worker: a wedged worker must not leave its listener waiting.
         # (No payload: the job finished meanwhile, and its listener already has its final.)
-        await self._notify(report, [(j, _spec(p)) for j, p in zip(job_ids, payloads) if p], ABORTED_MESSAGE)
+        await self._notify(report, [(j, spec_from_payload(p)) for j, p in zip(job_ids, payloads) if p], ABORTED_MESSAGE)
 
     async def _notify(self, report: ResetReport, jobs: list[tuple[str, protocol.JobSpec | None]],
                       message: str) -> None:
@@ -213,14 +210,3 @@ class QueueOps:
             # A job that finished just before our cancel reached it never reads (or deletes) the list.
             await self._redis.delete(*done)
 
-
-def _spec(payload: bytes | None) -> protocol.JobSpec | None:
-    """The JobSpec inside an arq job payload, None if it is not one of ours."""
-    if not payload:
-        return None
-    try:
-        _fn, args, _kw, _try, _t = deserialize_job_raw(payload, deserializer=job_deserializer)
-        spec = protocol.decode(args[0])
-    except (DeserializationError, ProtocolError, IndexError, TypeError):  # another app's job, or corrupt
-        return None
-    return spec if isinstance(spec, protocol.JobSpec) else None

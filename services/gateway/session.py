@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from gateway.accounting import count_audio, count_end, final_event
 from gateway.cache import Chunk, Hit, Recorder
-from gateway.contexts import DONE, RUNNING, ContextRequest, ContextState
+from gateway.contexts import AWAITING_TEXT, DONE, QUEUED, RUNNING, ContextRequest, ContextState
 from gateway.events import AudioEvent, ErrorEvent, Event, SessionClosing
 from gateway.metering import meter_context
 from gateway.services import GatewayServices
@@ -149,8 +149,13 @@ class SynthesisSession:
             return ctx
         if cached is not None:
             self._recorders[cid] = cached
+        if not request.text.strip() and not request.input_closed:
+            # Nothing to speak yet: the job waits for the first text and carries it (one Redis hop
+            # less to first audio than enqueue now + deliver the text to the running job later).
+            ctx.state = AWAITING_TEXT
+            return ctx
         try:
-            await self.services.queue.enqueue(ctx.job_spec())
+            await self._enqueue(ctx)
         except (RedisError, OSError) as e:
             self._end(ctx, "failed", "service_unavailable")
             raise ServiceUnavailable("the queue (Redis) is unreachable", context_id=cid) from e
@@ -174,6 +179,9 @@ class SynthesisSession:
             ctx.ttfa_origin = now
         if flush:
             ctx.owed_since = now
+        if ctx.state == AWAITING_TEXT:
+            await self._enqueue_deferred(ctx)
+            return
         await self._push(ctx, protocol.TextInput(ctx.next_input_seq(), text, flush))
 
     async def end_input(self, context_id: str) -> None:
@@ -183,6 +191,9 @@ class SynthesisSession:
             return
         ctx.input_closed = True
         ctx.owed_since = time.monotonic()
+        if ctx.state == AWAITING_TEXT:
+            await self._enqueue_deferred(ctx)
+            return
         await self._push(ctx, protocol.EndInput(ctx.next_input_seq()))
 
     async def cancel(self, context_id: str, reason: str = "cancelled") -> None:
@@ -252,6 +263,21 @@ class SynthesisSession:
             raise UnknownContext(f"no context {context_id!r} in this session", context_id=context_id)
         return ctx
 
+    async def _enqueue(self, ctx: ContextState) -> None:
+        """Enqueue the context's current job (its spec carries all text so far)."""
+        ctx.enqueued = True
+        await self.services.queue.enqueue(ctx.job_spec())
+
+    async def _enqueue_deferred(self, ctx: ContextState) -> None:
+        """Enqueue a context that waited for its first text, now that it has some."""
+        ctx.state = QUEUED
+        ctx.enqueued_at = time.monotonic()  # the job-start deadline runs from here
+        try:
+            await self._enqueue(ctx)
+        except (RedisError, OSError) as e:
+            self.fail_context(ctx, ServiceUnavailable("lost the queue (Redis) mid-context"))
+            raise ServiceUnavailable("the queue (Redis) is unreachable", context_id=ctx.context_id) from e
+
     async def _push(self, ctx: ContextState, msg: protocol.Message) -> None:
         try:
             await self.services.queue.push_input(ctx.job_id, msg)
@@ -261,6 +287,8 @@ class SynthesisSession:
 
     async def cancel_job(self, ctx: ContextState, reason: str) -> None:
         """Tell the context's current job to stop; its upstream context closes (best effort)."""
+        if not ctx.enqueued:
+            return  # it never had a job (ended while awaiting its first text)
         try:
             await self.services.queue.push_input(ctx.job_id, protocol.Cancel(ctx.next_input_seq(), reason))
         except (RedisError, OSError):
@@ -370,7 +398,7 @@ class SynthesisSession:
         log.info("context_retry", session_id=self.id, context_id=ctx.context_id, reason=reason,
                  old_job_id=old, job_id=ctx.job_id, attempt=ctx.attempt)
         try:
-            await self.services.queue.enqueue(ctx.job_spec())
+            await self._enqueue(ctx)
         except (RedisError, OSError):
             return False
         ctx.trace.enqueued()

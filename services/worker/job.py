@@ -70,22 +70,22 @@ class _JobRun:
         spec, state = self.spec, self.state
         wait_ms = max(0.0, (time.time() - spec.enqueued_at) * 1000) if spec.enqueued_at else 0.0
         started = protocol.JobStarted(spec.job_id, spec.context_id, state.worker_id, wait_ms)
-        # Announcing the start and opening the input stream are independent round trips: overlap them.
+        # The start is announced (its receiver count says whether anyone listens) while the input
+        # stream opens (SUBSCRIBE, then LRANGE: two round trips). Only the announcement gates the
+        # upstream: the job's own text goes out as soon as someone is known to listen, and the
+        # feeder waits for the input stream only for what comes after it.
         announce = state.publisher.publish(self.channel, protocol.encode(started))
         opening = asyncio.ensure_future(state.inputs.open(spec.job_id))
         try:
             receivers = await announce
-            inputs = await opening
         except (RedisError, OSError, TimeoutError) as e:
-            opening.cancel()
-            await asyncio.gather(opening, return_exceptions=True)
-            await state.inputs.close(spec.job_id)
+            await self._close_inputs(opening)
             log.warning("job_start_failed", error=type(e).__name__)
             return "failed"
         if receivers == 0:
             # The session ended before we started: nobody to speak to, nothing to report.
             log.debug("job_orphaned")
-            await state.inputs.close(spec.job_id)
+            await self._close_inputs(opening)
             return "orphaned"
         self.trace.inputs_open()
         stream: SynthesisStream | None = None
@@ -100,7 +100,7 @@ class _JobRun:
                 key=spec.job_id, voice_id=spec.voice_id, model_id=spec.model_id,
                 output_format=spec.output_format, voice_settings=spec.voice_settings, options=spec.options,
                 tenant=spec.tenant))
-            feeder = asyncio.create_task(self._feed(stream, inputs), name=f"feed-{spec.job_id}")
+            feeder = asyncio.create_task(self._feed(stream, opening), name=f"feed-{spec.job_id}")
             await self._pump(stream)
             if self.cancel_reason is not None:
                 return await self._end_cancelled()
@@ -133,7 +133,14 @@ class _JobRun:
             if stream is not None:
                 with contextlib.suppress(Exception):
                     await stream.cancel()
-            await state.inputs.close(spec.job_id)
+            await self._close_inputs(opening)
+
+    async def _close_inputs(self, opening: asyncio.Future[JobInput]) -> None:
+        """Stop opening the input stream if it still is, then close it."""
+        if not opening.done():
+            opening.cancel()
+        await asyncio.gather(opening, return_exceptions=True)
+        await self.state.inputs.close(self.spec.job_id)
 
     async def _pump(self, stream: SynthesisStream) -> None:
         spec = self.spec
@@ -160,13 +167,22 @@ class _JobRun:
             self.chunks += 1
             self.audio_bytes += len(chunk.audio)
 
-    async def _feed(self, stream: SynthesisStream, inputs: JobInput) -> None:
+    async def _feed(self, stream: SynthesisStream, opening: asyncio.Future[JobInput]) -> None:
         spec = self.spec
         if spec.text:
-            await stream.send_text(spec.text, flush=False)
+            await stream.send_text(spec.text, flush=spec.flush)
             self.trace.text_sent(spec.text)
         if spec.input_closed:
             await stream.end_input()
+        try:
+            inputs = await opening
+        except (RedisError, OSError, TimeoutError) as e:
+            # Text sent after the start could not reach us: end the context (retryable before audio)
+            # rather than speak part of it and wait for the rest for ever.
+            log.warning("job_inputs_unavailable", error=type(e).__name__)
+            self.cancel_reason = "service_unavailable"
+            await stream.cancel()
+            return
         while True:
             msg = await inputs.get()
             if isinstance(msg, protocol.TextInput):

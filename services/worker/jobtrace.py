@@ -38,7 +38,8 @@ class JobTrace:
         self._first_ack: asyncio.Future[int] | None = None
 
     def inputs_open(self) -> None:
-        """JobStarted is out and the input channel is open: text can flow."""
+        """JobStarted is out and found a listener: the job's own text can go upstream (the input channel
+        for later text opens alongside, so it is not on the first-audio path)."""
         self.marks.mark(hops.INPUTS_OPEN)
 
     def text_sent(self, text: str) -> None:

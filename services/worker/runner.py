@@ -6,8 +6,9 @@ an enqueue (the message names the job, which is then claimed without listing the
 (b) when one of our own jobs completes while a job waits for a free slot. Measured on these machines
 this takes enqueue→start from ~255 ms p50 (0.5 s poll) to a few ms at ~2 Redis commands/s idle. This
 overrides ``Worker.main``, ``start_jobs`` (one claim round trip per poll, see there),
-``_release_sem_dec_counter_on_complete``, ``handle_sig_wait_for_completion`` (to announce a drain)
-and ``close``, hence arq is pinned.
+``_release_sem_dec_counter_on_complete``, ``handle_sig_wait_for_completion`` (to announce a drain),
+``finish_job`` (fewer commands per job) and ``close``, and starts claimed jobs itself (``_run_claimed``,
+one round trip less than arq's ``run_job``), hence arq is pinned.
 
 arq's own loop dies with the first Redis error (a restarted Redis killed every worker): here a failed
 poll is logged and retried with backoff, so a worker rides out a Redis restart by itself.
@@ -24,12 +25,12 @@ from signal import Signals
 from typing import Any
 
 from arq.connections import create_pool
-from arq.constants import in_progress_key_prefix, job_key_prefix
-from arq.utils import timestamp_ms
+from arq.utils import ms_to_datetime
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from shared.logging import get_logger
+from shared.queue import JOB_KEY_PREFIX, LOCK_KEY_PREFIX, job_keys, now_ms, unpack_payload
 
 log = get_logger(__name__)
 # Longest pause between polls while Redis is unreachable.
@@ -39,8 +40,9 @@ MAX_POLL_BACKOFF_S = 1.0
 ELSEWHERE_RECHECK_S = 2.0
 # Per id: -1 locked (running somewhere), -2 expired (its job key is gone: dropped from the queue here,
 # never handed to arq, whose "job expired" path logs a failure for a job the gateway already ended),
-# 0 not claimable now (gone or scheduled later), else its score, after taking arq's in-progress
-# lock. Atomic, like arq's WATCH/MULTI claim it replaces.
+# 0 not claimable now (gone or scheduled later), else {score, payload} after taking arq's in-progress
+# lock. Atomic, like arq's WATCH/MULTI claim it replaces; the payload comes with the claim, so the
+# job starts without arq's own read (a MULTI of GET, INCR and EXPIRE of a retry counter).
 _CLAIM_SCRIPT = """
 local out = {}
 for i = 5, #ARGV do
@@ -50,12 +52,15 @@ for i = 5, #ARGV do
     out[#out + 1] = -1
   elseif (not score) or tonumber(score) > tonumber(ARGV[1]) then
     out[#out + 1] = 0
-  elseif redis.call('EXISTS', ARGV[4] .. ARGV[i]) == 0 then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-    out[#out + 1] = -2
   else
-    redis.call('PSETEX', lock, ARGV[2], '1')
-    out[#out + 1] = math.floor(tonumber(score))
+    local payload = redis.call('GET', ARGV[4] .. ARGV[i])
+    if not payload then
+      redis.call('ZREM', KEYS[1], ARGV[i])
+      out[#out + 1] = -2
+    else
+      redis.call('PSETEX', lock, ARGV[2], '1')
+      out[#out + 1] = {math.floor(tonumber(score)), payload}
+    end
   end
 end
 return out
@@ -177,25 +182,87 @@ class WakeableWorker(Worker):
         if not fresh or free <= 0:
             return
         fresh = fresh[:free]
-        scores: list[int] = await self.pool.eval(  # type: ignore[misc]
-            _CLAIM_SCRIPT, 1, self.queue_name, str(timestamp_ms()), str(int(self.in_progress_timeout_s * 1000)),
-            in_progress_key_prefix, job_key_prefix, *fresh)
-        for job_id, score in zip(fresh, scores):
-            if score == -1:
+        claims: list[int | list[Any]] = await self.pool.eval(  # type: ignore[misc]
+            _CLAIM_SCRIPT, 1, self.queue_name, str(now_ms()), str(int(self.in_progress_timeout_s * 1000)),
+            LOCK_KEY_PREFIX, JOB_KEY_PREFIX, *fresh)
+        for job_id, claim in zip(fresh, claims):
+            if claim == -1:
                 if job_id not in self.tasks:
                     self._elsewhere[job_id] = now
                 continue
-            if score == -2:
+            if claim == -2:
                 log.info("job_expired_unclaimed", job_id=job_id)
                 continue
-            if score == 0:
-                continue  # gone, or re-enqueued for later
+            if not isinstance(claim, list):
+                continue  # 0: gone, or re-enqueued for later
             await self.sem.acquire()
             self.job_counter += 1
-            t = self.loop.create_task(self.run_job(job_id, int(score)))
+            t = self.loop.create_task(self._run_claimed(job_id, int(claim[0]), claim[1]))
             t.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             t.add_done_callback(functools.partial(self._forget_task, job_id))
             self.tasks[job_id] = t
+
+    async def _run_claimed(self, job_id: str, score: int, payload: bytes) -> None:
+        """arq's ``run_job`` for a job whose payload came with its claim, minus what this worker never uses.
+
+        Kept from arq: the job context (job_id, job_try, enqueue_time, score), ``job_timeout``, the
+        job task in ``job_tasks``, the counters its health check reports, and the clean-up of the
+        job's keys whatever happened (a drain's cancel included). Left out: results (``keep_result=0``),
+        arq-level retries (``max_tries=1``, ``retry_jobs=False``: only the gateway retries) and hence
+        the retry counter a second run would be refused by. No job runs twice: its lock outlives the
+        job (job_timeout + 10 s), and once a lock lapsed (a SIGKILLed worker) the gateway has
+        already removed the job (monitor: worker_lost) or its payload expired (JOB_EXPIRES_S), and a
+        job nobody listens to stops before it reaches the upstream (worker/job.py).
+        """
+        unpacked = unpack_payload(payload)
+        function = self.functions.get(unpacked[0]) if unpacked is not None else None
+        if unpacked is None or function is None:
+            log.error("job_payload_rejected", job_id=job_id, function=unpacked[0] if unpacked else None)
+            self.jobs_failed += 1
+            await asyncio.shield(self._finish(job_id))
+            return
+        _name, args, kwargs, enqueue_ms = unpacked
+        ctx = {**self.ctx, "job_id": job_id, "job_try": 1, "enqueue_time": ms_to_datetime(enqueue_ms),
+               "score": score}
+        timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
+        self.job_tasks[job_id] = task = self.loop.create_task(function.coroutine(ctx, *args, **kwargs))
+        try:
+            async with asyncio.timeout(timeout_s):
+                await task  # a cancel of this task (the drain ran out) reaches the job, which reports it
+        except asyncio.CancelledError:
+            self.jobs_failed += 1  # the job told its listener (shutting_down); its keys still go below
+        except Exception as e:  # noqa: BLE001 - a crash or the timeout must not skip the clean-up below
+            task.cancel()
+            self.jobs_failed += 1
+            log.warning("job_failed", job_id=job_id, error=type(e).__name__)
+        else:
+            self.jobs_complete += 1
+        finally:
+            del self.job_tasks[job_id]
+        await asyncio.shield(self._finish(job_id))
+
+    async def _finish(self, job_id: str) -> None:
+        """Out of the queue first (no poll can claim it after that), then its keys."""
+        pipe = self.pool.pipeline(transaction=False)
+        pipe.zrem(self.queue_name, job_id)
+        pipe.delete(*job_keys(job_id)[:3])
+        await pipe.execute()
+
+    async def finish_job(self, job_id: str, finish: bool, result_data: bytes | None, result_timeout_s: float | None,
+                         keep_result_forever: bool, incr_score: int | None, keep_in_progress: float | None) -> None:
+        """arq's clean-up of a finished job in two commands instead of five.
+
+        arq wraps it in MULTI/EXEC and also clears the job from its abort set; this worker keeps no
+        results and never uses arq's abort (a cancel travels as job input), so what is left is
+        ZREM from the queue, then DEL of the job, lock and retry keys. ZREM goes first: once the id
+        is out of the queue no poll can claim it, so the keys may go a moment later. Any other case
+        (a result to keep, a re-queue) is arq's own.
+        """
+        if not finish or result_data or keep_in_progress is not None:
+            await super().finish_job(job_id, finish, result_data, result_timeout_s, keep_result_forever,
+                                     incr_score, keep_in_progress)
+            return
+        await self._finish(job_id)
 
     def _forget_task(self, job_id: str, task: asyncio.Task[Any]) -> None:
         # arq drops finished tasks only in _poll_iteration, and under steady load the id-carrying

@@ -9,13 +9,14 @@ camelCase ``isFinal``/``contextId``, ``alignment``/``normalizedAlignment`` objec
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import pybase64
 
 from gateway.jsonbody import parse_object
 from shared.audio.formats import AudioFormat, parse_format
@@ -216,7 +217,7 @@ def audio_frames(audio: bytes, alignment: dict[str, Any] | None, context_id: str
         if al is not None and "normalized" in al:  # the provider's own normalized-text timing
             norm = al["normalized"]
             al = {k: v for k, v in al.items() if k != "normalized"}
-        frame: dict[str, Any] = {"audio": base64.b64encode(piece).decode("ascii"), "isFinal": None,
+        frame: dict[str, Any] = {"audio": pybase64.b64encode(piece).decode("ascii"), "isFinal": None,
                                  "normalizedAlignment": norm, "alignment": al}
         if context_id is not None:
             frame["contextId"] = context_id

@@ -7,11 +7,12 @@ the 5-context cap is unconfirmed, so we never send one. Audio is base64-decoded 
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
+
+import pybase64
 
 from shared.errors import (
     TTSError,
@@ -128,7 +129,7 @@ def parse_frame(data: str | bytes) -> ServerFrame:
     audio = obj.get("audio")
     if isinstance(audio, str) and audio:
         try:
-            frame.audio = base64.b64decode(audio, validate=True)
+            frame.audio = pybase64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
             frame.bad_audio = True
     elif audio is not None and not isinstance(audio, str):
