@@ -48,6 +48,11 @@ class ContextTrace:
         self._finished = False
 
     # ---- marks ---------------------------------------------------------------------------------------
+    def text_arrived(self) -> None:
+        """A context started without text got its first: the first-audio path starts here, so the
+        client's own pause between init and text is no hop (its admission was done at the init)."""
+        self.marks.restamp(hops.RECEIVED)
+
     def enqueue_started(self) -> None:
         """A job is being built and enqueued (first attempt: admission is over; a retry: again)."""
         now = time.monotonic()

@@ -272,11 +272,13 @@ class SynthesisSession:
         """Enqueue a context that waited for its first text, now that it has some."""
         ctx.state = QUEUED
         ctx.enqueued_at = time.monotonic()  # the job-start deadline runs from here
+        ctx.trace.text_arrived()
         try:
             await self._enqueue(ctx)
         except (RedisError, OSError) as e:
             self.fail_context(ctx, ServiceUnavailable("lost the queue (Redis) mid-context"))
             raise ServiceUnavailable("the queue (Redis) is unreachable", context_id=ctx.context_id) from e
+        ctx.trace.enqueued()
 
     async def _push(self, ctx: ContextState, msg: protocol.Message) -> None:
         try:
