@@ -130,8 +130,15 @@ class Audio(Message):
 class Final(Message):
     """The job completed; exactly one Final or Error ends every job. ``chunks`` = audio frames sent.
 
-    ``characters`` is all the text the worker handed its provider; ``billed_chars`` is the part a paid
-    upstream (ElevenLabs) received, 0 for the local voice (usage metering, gateway/metering.py).
+    ``characters`` is all the text the worker handed its provider; ``billed_chars`` is what a paid
+    upstream (ElevenLabs) received, 0 for the local voice (usage metering, gateway/metering.py): text
+    sent again after a failover counts twice, as it is billed twice.
+
+    ``failover`` (added in protocol v1 as an optional field; older peers ignore it): one map per time
+    the context continued on another upstream socket after audio went out, in order:
+    ``{"at_char": int, "reason": str, "cause": str}`` — the offset in the context's text where the
+    new socket took over, the failure's metric label (``dropped``, ``stalled``, ``server_error``...)
+    and its error code (``upstream_disconnected``...). Empty when none happened.
     """
 
     TYPE: ClassVar[str] = "final"
@@ -142,6 +149,7 @@ class Final(Message):
     characters: int = 0
     upstream_ttfb_ms: float | None = None
     billed_chars: int = 0
+    failover: list[Any] = field(default_factory=list)
 
 
 @_register

@@ -65,6 +65,8 @@ class ContextState:
     # Usage metering (gateway/metering.py): what the worker's Final says a paid upstream got; the total at the end.
     billed_chars: int | None = None
     usage: ContextUsage | None = None
+    # Where the worker continued on another upstream socket after audio went out (protocol.Final.failover).
+    failover: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.request.text:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import TTSError
@@ -34,6 +34,7 @@ class FinalEvent:
     duration_ms: float
     cached: bool = False
     usage: ContextUsage | None = None  # billed/cached characters and audio seconds (gateway/metering.py)
+    failover: list[dict[str, Any]] = field(default_factory=list)  # mid-utterance upstream failovers
 
 
 @dataclass(slots=True)

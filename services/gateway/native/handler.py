@@ -196,4 +196,5 @@ def _final_json(e: FinalEvent) -> dict[str, Any]:
             "audio_bytes": e.audio_bytes, "characters": e.characters,
             "ttfa_ms": None if e.ttfa_ms is None else round(e.ttfa_ms, 2),
             "duration_ms": round(e.duration_ms, 2), "cached": e.cached,
-            **(e.usage.to_json() if e.usage is not None else {})}  # usage metering (gateway/metering.py)
+            **(e.usage.to_json() if e.usage is not None else {}),  # usage metering (gateway/metering.py)
+            **({"failover": e.failover} if e.failover else {})}

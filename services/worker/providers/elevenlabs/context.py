@@ -10,7 +10,10 @@ permit again (:meth:`rest` / :meth:`resume`).
 
 Until its first audio reaches the consumer a context keeps every text message it sent, so a socket
 failure can replay it on another socket without the listener noticing. Once audio went out it can
-only finish on its socket or fail. Its deadline timer watches the upstream, not the consumer.
+still move (*fail over*), but only forward: its :class:`~.resume.ResumePoint` knows which characters
+the listener heard, and the new socket gets the text from the first word it did not hear (see there);
+when that is not possible it finishes on its socket or fails. Its deadline timer watches the
+upstream, not the consumer.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from worker.providers.base import AudioChunk, ChunkQueue
 
 from . import messages
 from .options import AudioOut, ContextSpec
+from .resume import ResumePoint
 
 
 class ContextSocket(Protocol):
@@ -63,9 +67,11 @@ class UpstreamContext:
     """A running context: push text in, iterate audio out (implements ``SynthesisStream``)."""
 
     def __init__(self, context_id: str, spec: ContextSpec, host: ContextHost, timeout_s: float,
-                 tenant: str = "") -> None:
+                 tenant: str = "", *, max_failovers: int = 0, failover_text_bytes: int = 65536) -> None:
         """``timeout_s`` bounds the wait for audio after a flush/end and the gap between frames after end;
-        ``tenant`` (the client key id) is whose fair share of the account's permits it counts against."""
+        ``tenant`` (the client key id) is whose fair share of the account's permits it counts against;
+        ``max_failovers`` bounds resumes after audio went out (0: none), ``failover_text_bytes`` the
+        unspoken text kept for them."""
         self.id = context_id
         self.tenant = tenant
         self.spec = spec
@@ -102,6 +108,8 @@ class UpstreamContext:
         self.dormant = False  # on its socket without permits (idle); see rest()/resume()
         self.last_activity = self.created_at  # last text/flush/end sent or audio received
         self._held_back: list[str] = []  # messages that wait for the permit while dormant
+        self.resume_point = ResumePoint(context_id, spec.key.output_format, failover_text_bytes, max_failovers)
+        self._resuming = False  # moved after audio went out: replay() sends the unspoken text
 
     def wait_for_text(self, seconds: float) -> None:
         """Start the clock: no non-blank text within ``seconds`` ends the context with ``input_timeout``."""
@@ -134,6 +142,7 @@ class UpstreamContext:
             msg = messages.flush(self.id)
         if self.history is not None:
             self.history.append(msg)
+        self.resume_point.add_text(text, flush)
         self.last_activity = time.monotonic()
         if self.dormant:
             self._held_back.append(msg)
@@ -234,15 +243,38 @@ class UpstreamContext:
     def replay(self) -> list[str]:
         """Every message to send on a fresh socket: init, the text so far, and the end if it came."""
         out = [messages.init_context(self.id, self.spec.voice_settings, self.spec.generation_config)]
-        out.extend(self.history or ())
+        out.extend(self.resume_point.pending_messages() if self._resuming else self.history or ())
         if self.cancelled:
             out.append(messages.close_context(self.id))  # cancelled while its placement was under way
         elif self.ended:
             out += [messages.flush(self.id), messages.close_context(self.id)]
         return out
 
-    def prepare_retry(self) -> None:
-        """Start over on another socket: forget upstream audio that never reached the consumer."""
+    @property
+    def resumable(self) -> bool:
+        """Audio went out, yet a move would be lossless (alignment tracked) and failovers are left."""
+        return self.audio_sent and not self.dormant and self.resume_point.can_resume()
+
+    @property
+    def failovers(self) -> list[dict[str, Any]]:
+        """Each failover after audio went out: ``{at_char, reason, cause}`` (for the final)."""
+        return self.resume_point.failovers
+
+    @property
+    def rebilled_chars(self) -> int:
+        """Characters a paid upstream received twice because a failover sent them again."""
+        return self.resume_point.rebilled_chars
+
+    def prepare_retry(self, reason: str = "", cause: str = "") -> None:
+        """Start over on another socket: forget upstream audio that never reached the consumer; after
+        audio went out, continue from the first word the listener has not heard (``reason``/``cause``
+        name the failure in the final's failover list)."""
+        if self.audio_sent:
+            self.resume_point.resume(reason, cause)
+            self._resuming = True
+            self.audio_received = False  # a fresh deadline for the new socket's first audio
+            return
+        self.resume_point.restart()
         if self.audio_received and not self.audio_sent:
             self._out = AudioOut(self.spec.output, self.spec.key.output_format)
             self._pending_alignment = None
@@ -275,6 +307,11 @@ class UpstreamContext:
                 self._disarm()  # waiting for more text is not a stall
         if self.outcome is not None:
             return  # cancelled or failed: late audio is dropped here
+        audio, alignment = self.resume_point.take(audio, alignment)
+        if audio:
+            self._release(audio, alignment)
+
+    def _release(self, audio: bytes, alignment: dict[str, Any] | None) -> None:
         out = self._out.feed(audio)
         alignment = self._merge_alignment(alignment, audio)
         if out:
@@ -286,6 +323,9 @@ class UpstreamContext:
         """The upstream finished this context (its slot is free again)."""
         self.detach()
         if self.outcome is None:
+            held, alignment = self.resume_point.release()
+            if held:
+                self._release(held, alignment)
             tail = self._out.finish()
             if tail or self._pending_alignment:
                 self._emit(tail, self._pending_alignment)

@@ -17,6 +17,9 @@ together at the context's final, failure or socket end; a move to another socket
 When a socket ends, each context on it without audio moves to another socket if the retry policy
 (:func:`shared.retry.decide`, asked as ``worker_pool``) allows; a socket whose handshake failed
 never reached the upstream, so it costs its contexts no attempt: they wait for the next socket.
+A context whose audio already went out moves too when it can resume losslessly (*failover*: its
+alignment says where the listener stopped; see :mod:`.resume`), at most ``FAILOVER_MAX_PER_CONTEXT``
+times, even after a stall used up its deadline (it made progress; the new socket gets a fresh one).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from shared.metrics import (
     POOL_SOCKET_USES,
     POOL_SOCKETS,
     UPSTREAM_ERRORS,
+    UPSTREAM_FAILOVERS,
     UPSTREAM_SATURATED,
 )
 from shared.retry import decide
@@ -279,17 +283,28 @@ class SocketPool(PermitTiming, Upkeep):
             gave_up = now - ctx.unreached_since >= ctx.timeout_s
         # A dormant context holds no permit to carry over: it fails, and the gateway (which has its text)
         # retries it if no audio went out.
-        if not (ctx.no_retry or gave_up or ctx.dormant) and decide(
-                failure.error.code, audio_sent=ctx.audio_sent, attempt=ctx.attempts, asker="worker_pool"):
+        if ctx.audio_sent:
+            if not gave_up and ctx.resumable and decide(
+                    failure.error.code, audio_sent=True, attempt=len(ctx.failovers) + 1, asker="worker_pool",
+                    max_retries=self.settings.failover_max_per_context, resumable=True):
+                self._move(ctx, failure)
+                return
+        elif not (ctx.no_retry or gave_up or ctx.dormant) and decide(
+                failure.error.code, audio_sent=False, attempt=ctx.attempts, asker="worker_pool"):
             self._move(ctx, failure)
             return
         ctx.fail(ctx.timeout_error() if ctx.no_retry else failure.for_context(ctx.audio_sent))
         self._release(ctx)
 
     def _move(self, ctx: UpstreamContext, failure: Failure) -> None:
-        ctx.prepare_retry()
-        POOL_CONTEXT_RETRIES.labels(self.provider).inc()
-        log.info("upstream_context_retry", context_id=ctx.id, attempt=ctx.attempts + 1, reason=failure.reason)
+        ctx.prepare_retry(failure.reason, failure.error.code)
+        if ctx.audio_sent:
+            UPSTREAM_FAILOVERS.labels(self.provider, failure.reason).inc()
+            log.info("upstream_context_failover", context_id=ctx.id, at_char=ctx.failovers[-1]["at_char"],
+                     failover=len(ctx.failovers), reason=failure.reason)
+        else:
+            POOL_CONTEXT_RETRIES.labels(self.provider).inc()
+            log.info("upstream_context_retry", context_id=ctx.id, attempt=ctx.attempts + 1, reason=failure.reason)
         w = Move(ctx, failure, not ctx.holds_permit, time.monotonic())
         wait = max(self.settings.upstream_slot_wait_s, ctx.timeout_s)
         w.timer = asyncio.get_running_loop().call_later(wait, self._move_expired, w)

@@ -79,7 +79,8 @@ class ElevenLabsProvider:
         spec = build_spec(request.voice_id, request.model_id, request.output_format, request.voice_settings,
                           request.options, self.settings)
         ctx = UpstreamContext(request.key, spec, self.pool, self.settings.upstream_first_audio_timeout_s,
-                              tenant=request.tenant)
+                              tenant=request.tenant, max_failovers=self.settings.failover_max_per_context,
+                              failover_text_bytes=self.settings.failover_text_bytes)
         self.pool.open(ctx)  # no permit yet: the first non-blank text asks for one
         return ctx
 

@@ -1,0 +1,88 @@
+"""Failover after audio went out: the context continues on another socket from the first word not heard.
+
+The emulator voices each character as its own tone pair, so decoding the audio gives back exactly the
+text the listener heard: a repeated or a missing word shows up character for character.
+"""
+
+from __future__ import annotations
+
+import pytest
+from worker.providers.elevenlabs.context import UpstreamContext
+
+from shared.errors import UpstreamDisconnected
+from tests.worker.elevenlabs_fixtures import collect, emulator, provider, request
+
+TEXT = ("The first sentence goes out on the first socket. The second one is cut halfway by the fault. "
+        "The third sentence must still be heard exactly once.")
+
+FAULTS = {
+    "drop_after_chunks": ("dropped", "upstream_disconnected"),
+    "close_1008_after_chunks": ("server_error", "upstream_disconnected"),
+    "stall_after_chunks": ("stalled", "upstream_timeout"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+async def test_fault_mid_utterance_resumes_from_the_first_unheard_word(fault: str) -> None:
+    async with emulator(realtime_factor=8.0, chunk_ms=130) as emu, \
+            provider(emu, upstream_first_audio_timeout_s=0.6) as p:
+        emu.set_config(None, **{fault: 4, "fault_sockets": 1})
+        stream = await p.open_stream(request())
+        await stream.send_text(TEXT, flush=True)
+        await stream.end_input()
+        out = await collect(stream)
+        await stream.cancel()
+        assert out.error is None, out.error
+        assert out.text() == TEXT  # every character once, in order: no repeat, no gap
+        assert isinstance(stream, UpstreamContext)
+        [failover] = stream.failovers
+        assert (failover["reason"], failover["cause"]) == FAULTS[fault]
+        at = failover["at_char"]
+        assert 0 < at < len(TEXT) and TEXT[at - 1] == " "  # resumed at a word's start
+        assert stream.rebilled_chars == len(TEXT) - at
+        assert emu.stats.faults_fired[fault.removesuffix("_after_chunks")] == 1
+
+
+async def test_text_sent_after_the_failover_follows_on_the_new_socket() -> None:
+    async with emulator(realtime_factor=8.0, chunk_ms=130) as emu, provider(emu) as p:
+        emu.set_config(None, drop_after_chunks=3, fault_sockets=1)
+        stream = await p.open_stream(request())
+        await stream.send_text(TEXT, flush=True)
+        chunks = []
+        async for chunk in stream:
+            chunks.append(chunk)
+            assert isinstance(stream, UpstreamContext)
+            if stream.failovers and len(chunks) == 6:
+                await stream.send_text(" And a late tail.", flush=True)
+                await stream.end_input()
+        await stream.cancel()
+        out = b"".join(c.audio for c in chunks)
+        from emulator.synth import decode_text
+        assert decode_text(out, 24000) == TEXT + " And a late tail."
+
+
+async def test_failovers_are_bounded_then_the_context_fails() -> None:
+    async with emulator(realtime_factor=8.0, chunk_ms=130) as emu, \
+            provider(emu, failover_max_per_context=1) as p:
+        emu.set_config(None, drop_after_chunks=2, fault_sockets=2)
+        stream = await p.open_stream(request())
+        await stream.send_text(TEXT, flush=True)
+        await stream.end_input()
+        out = await collect(stream)
+        await stream.cancel()
+        assert isinstance(out.error, UpstreamDisconnected) and out.error.details["audio_sent"] is True
+        assert isinstance(stream, UpstreamContext) and len(stream.failovers) == 1
+        assert TEXT.startswith(out.text())  # what was heard is a clean prefix: nothing twice
+
+
+async def test_failover_off_keeps_the_old_behaviour() -> None:
+    async with emulator(realtime_factor=8.0, chunk_ms=130) as emu, \
+            provider(emu, failover_max_per_context=0) as p:
+        emu.set_config(None, drop_after_chunks=3, fault_sockets=1)
+        stream = await p.open_stream(request())
+        await stream.send_text(TEXT, flush=True)
+        await stream.end_input()
+        out = await collect(stream)
+        await stream.cancel()
+        assert isinstance(out.error, UpstreamDisconnected)
+        assert TEXT.startswith(out.text())
