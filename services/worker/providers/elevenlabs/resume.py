@@ -24,6 +24,7 @@ from . import messages
 
 HOLD_MS = 1500.0  # longest partial word held back: a run without spaces goes out at char boundaries
 _LOOKAHEAD = 4  # alignment characters may skip this many text characters (normalised punctuation)
+UNEXPLAINED_MS = 250.0  # audio past the last aligned character beyond this: not trackable (no alignment)
 _SLACK_MS = 2.0  # alignment is in whole milliseconds: a character ending this close to the audio's end is in
 _BYTES_PER_SAMPLE = {"pcm": 2, "ulaw": 1, "alaw": 1}
 
@@ -84,6 +85,9 @@ class ResumePoint:
             return audio, alignment
         if len(audio) % self._width:
             return self._give_up_with(audio, alignment)
+        covered = _end(self._held_align[-1]) if self._held_align else 0.0
+        if alignment is None and self._ms(len(self._held)) >= covered - _SLACK_MS:
+            return self._give_up_with(audio, None)  # audio past every timed character: untrackable
         if alignment is not None:
             chars, starts, durs = alignment["chars"], alignment["charStartTimesMs"], alignment["charDurationsMs"]
             if not len(chars) == len(starts) == len(durs):
@@ -92,6 +96,8 @@ class ResumePoint:
             self._held_align += [(c, s + shift, d) for c, s, d in zip(chars, starts, durs, strict=True)]
         self._held += audio
         held_ms = self._ms(len(self._held))
+        if held_ms > (_end(self._held_align[-1]) if self._held_align else 0.0) + UNEXPLAINED_MS:
+            return self._give_up_with(b"", None)  # audio no alignment explains: what it voices is unknown
         heard = 0  # characters whose audio is all here
         while heard < len(self._held_align) and _end(self._held_align[heard]) <= held_ms + _SLACK_MS:
             heard += 1
