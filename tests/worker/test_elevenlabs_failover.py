@@ -7,8 +7,10 @@ text the listener heard: a repeated or a missing word shows up character for cha
 from __future__ import annotations
 
 import pytest
+from emulator.synth import decode_text
 from worker.providers.elevenlabs.context import UpstreamContext
 
+from shared.audio import ulaw_decode
 from shared.errors import UpstreamDisconnected
 from tests.worker.elevenlabs_fixtures import collect, emulator, provider, request
 
@@ -57,7 +59,6 @@ async def test_text_sent_after_the_failover_follows_on_the_new_socket() -> None:
                 await stream.end_input()
         await stream.cancel()
         out = b"".join(c.audio for c in chunks)
-        from emulator.synth import decode_text
         assert decode_text(out, 24000) == TEXT + " And a late tail."
 
 
@@ -86,3 +87,40 @@ async def test_failover_off_keeps_the_old_behaviour() -> None:
         await stream.cancel()
         assert isinstance(out.error, UpstreamDisconnected)
         assert TEXT.startswith(out.text())
+
+
+@pytest.mark.parametrize(("fmt", "options"), [
+    ("pcm_16000", {"sync_alignment": True}),  # timing on every chunk instead of the generation's first
+    ("ulaw_8000", {}),  # one byte per sample
+    ("wav_22050", {}),  # re-encoded here: the encoder carries on across the failover
+])
+async def test_failover_in_other_formats_and_alignment_modes(fmt: str, options: dict[str, bool]) -> None:
+    async with emulator(realtime_factor=8.0, chunk_ms=130) as emu, provider(emu) as p:
+        emu.set_config(None, close_1008_after_chunks=5, fault_sockets=1)
+        stream = await p.open_stream(request(fmt=fmt, **options))
+        await stream.send_text(TEXT, flush=True)
+        await stream.end_input()
+        out = await collect(stream)
+        await stream.cancel()
+        assert out.error is None, out.error
+        audio = out.audio
+        if fmt.startswith("ulaw"):
+            audio = ulaw_decode(audio)
+        elif fmt.startswith("wav"):
+            audio = audio[44:]
+        rate = int(fmt.split("_")[1])
+        assert decode_text(audio, rate) == TEXT
+        assert isinstance(stream, UpstreamContext) and len(stream.failovers) == 1
+        # Alignment still describes the audio that went out: every character once, in order.
+        assert "".join("".join(c.alignment["chars"]) for c in out.chunks if c.alignment) == TEXT
+
+
+async def test_mp3_upstream_cannot_be_cut_by_sample_so_it_fails_as_before() -> None:
+    async with emulator(realtime_factor=8.0, chunk_ms=130) as emu, provider(emu) as p:
+        emu.set_config(None, drop_after_chunks=3, fault_sockets=1)
+        stream = await p.open_stream(request(fmt="mp3_44100_128"))
+        await stream.send_text(TEXT, flush=True)
+        await stream.end_input()
+        out = await collect(stream)
+        await stream.cancel()
+        assert isinstance(out.error, UpstreamDisconnected) and out.chunks
