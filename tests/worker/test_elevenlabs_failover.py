@@ -36,6 +36,8 @@ async def test_fault_mid_utterance_resumes_from_the_first_unheard_word(fault: st
         await stream.cancel()
         assert out.error is None, out.error
         assert out.text() == TEXT  # every character once, in order: no repeat, no gap
+        # The timing the listener got names every character once too (the held word's is not repeated).
+        assert "".join("".join(c.alignment["chars"]) for c in out.chunks if c.alignment) == TEXT
         assert isinstance(stream, UpstreamContext)
         [failover] = stream.failovers
         assert (failover["reason"], failover["cause"]) == FAULTS[fault]

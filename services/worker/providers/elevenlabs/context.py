@@ -142,7 +142,7 @@ class UpstreamContext:
             msg = messages.flush(self.id)
         if self.history is not None:
             self.history.append(msg)
-        self.resume_point.add_text(text, flush)
+        self.resume_point.add_text(text, flush or self.spec.key.auto_mode)  # auto_mode voices each message whole
         self.last_activity = time.monotonic()
         if self.dormant:
             self._held_back.append(msg)

@@ -56,7 +56,10 @@ class ResumePoint:
         self._pos = 0  # index in ``_text`` just after the last released character
         self._flushed_to = 0  # absolute offset of the last flush
         self._held = b""
-        self._held_align: list[tuple[str, float, float]] = []  # (char, start ms, duration ms), held audio
+        self._timeline: list[tuple[str, float, float]] = []  # (char, start ms, duration ms) from the held audio's start
+        self._out_align: dict[str, Any] | None = None  # upstream alignment not yet sent, from the held audio's start
+        self._ahead = 0  # held characters whose timing the listener already got (with earlier audio)
+        self._announced = 0  # after a failover: leading characters of the new socket's timing to drop
         self.failovers: list[dict[str, Any]] = []  # {at_char, reason, cause} per resume, for the final
         self.rebilled_chars = 0  # characters a paid upstream received twice (sent again after a failover)
 
@@ -80,55 +83,71 @@ class ResumePoint:
 
         An alignment starts at its chunk's start but may run past it: without ``sync_alignment`` the
         upstream times a whole generation on its first chunk and sends none after (the characters
-        then wait here until their audio arrives)."""
+        then wait here until their audio arrives). Alignments go out as they came, with the first
+        audio released after them (times shifted by the held audio that precedes their chunk)."""
         if not self.usable:
             return audio, alignment
         if len(audio) % self._width:
             return self._give_up_with(audio, alignment)
-        covered = _end(self._held_align[-1]) if self._held_align else 0.0
-        if alignment is None and self._ms(len(self._held)) >= covered - _SLACK_MS:
+        held_ms = self._ms(len(self._held))
+        covered = _end(self._timeline[-1]) if self._timeline else 0.0
+        if alignment is None and held_ms >= covered - _SLACK_MS:
             return self._give_up_with(audio, None)  # audio past every timed character: untrackable
         if alignment is not None:
             chars, starts, durs = alignment["chars"], alignment["charStartTimesMs"], alignment["charDurationsMs"]
             if not len(chars) == len(starts) == len(durs):
                 return self._give_up_with(audio, alignment)
-            shift = self._ms(len(self._held))
-            self._held_align += [(c, s + shift, d) for c, s, d in zip(chars, starts, durs, strict=True)]
+            self._timeline += [(c, s + held_ms, d) for c, s, d in zip(chars, starts, durs, strict=True)]
+            fresh = _strip(alignment, self._announced) if self._announced else alignment
+            self._announced -= len(alignment["chars"]) - len(fresh["chars"])
+            if fresh["chars"]:
+                self._out_align = _merge(self._out_align, fresh, held_ms)
         self._held += audio
         held_ms = self._ms(len(self._held))
-        if held_ms > (_end(self._held_align[-1]) if self._held_align else 0.0) + UNEXPLAINED_MS:
+        if held_ms > (_end(self._timeline[-1]) if self._timeline else 0.0) + UNEXPLAINED_MS:
             return self._give_up_with(b"", None)  # audio no alignment explains: what it voices is unknown
         heard = 0  # characters whose audio is all here
-        while heard < len(self._held_align) and _end(self._held_align[heard]) <= held_ms + _SLACK_MS:
+        while heard < len(self._timeline) and _end(self._timeline[heard]) <= held_ms + _SLACK_MS:
             heard += 1
-        cut = _last_space(self._held_align[:heard])
+        cut = _last_space(self._timeline[:heard])
+        if cut < heard and self._reaches_flush(self._timeline[:heard]):
+            cut = heard  # the flushed text is all heard: no later audio can complete its last word
         if cut == 0:
             if held_ms <= HOLD_MS:
                 return b"", None
             cut = heard  # one long run without spaces: release whole characters
             if cut == 0:
                 return self._give_up_with(b"", None)  # audio that no alignment explains
-        cut_ms = min(held_ms, _end(self._held_align[cut - 1]))
+        cut_ms = min(held_ms, _end(self._timeline[cut - 1]))
         byte = round(cut_ms * self._rate / 1000) * self._width
-        if cut == len(self._held_align) and held_ms - cut_ms < _SLACK_MS:
+        if cut == len(self._timeline) and held_ms - cut_ms < _SLACK_MS:
             byte = len(self._held)  # alignment rounding must not leave a sliver held
         byte = min(byte, len(self._held))
         out, self._held = self._held[:byte], self._held[byte:]
-        released, rest = self._held_align[:cut], self._held_align[cut:]
+        out_align, self._out_align = self._out_align, None
+        released, rest = self._timeline[:cut], self._timeline[cut:]
         shift = self._ms(byte)
-        self._held_align = [(c, s - shift, d) for c, s, d in rest]
+        self._timeline = [(c, s - shift, d) for c, s, d in rest]
+        if out_align is not None:
+            self._ahead = len(rest)  # timed for the listener, audio still held
+        else:
+            self._ahead = max(0, self._ahead - len(released))
         if not self._advance(released):
-            held, self._held, self._held_align = self._held, b"", []
-            return out + held, _alignment(released + [(c, s + shift, d) for c, s, d in rest])
-        return out, _alignment(released)
+            held, self._held, self._timeline = self._held, b"", []
+            return out + held, out_align
+        return out, out_align
 
     def release(self) -> tuple[bytes, dict[str, Any] | None]:
         """The final arrived: everything held goes out."""
-        audio, align = self._held, self._held_align
-        self._held, self._held_align = b"", []
+        audio, align, out_align = self._held, self._timeline, self._out_align
+        self._held, self._timeline, self._out_align = b"", [], None
         if align:
             self._advance(align)
-        return audio, (_alignment(align) if align else None)
+        return audio, out_align
+
+    def _reaches_flush(self, chars: list[tuple[str, float, float]]) -> bool:
+        pos = self._match(chars)
+        return pos is not None and self._base + pos >= self._flushed_to
 
     def _ms(self, nbytes: int) -> float:
         return nbytes / self._width * 1000 / self._rate
@@ -148,12 +167,16 @@ class ResumePoint:
 
     def restart(self) -> None:
         """A move before any audio went out (the whole text is replayed): forget held audio."""
-        self._held, self._held_align = b"", []
+        self._held, self._timeline, self._out_align = b"", [], None
 
     def resume(self, reason: str, cause: str) -> None:
         """Drop held audio and record the failover; the text from :attr:`at_char` on is sent again."""
         at = self.at_char
-        self._held, self._held_align = b"", []
+        # The held word's timing went out with earlier audio: the new socket's timing for it is dropped,
+        # so the listener's alignment names every character once.
+        lead = next((i for i, (c, _, _) in enumerate(self._timeline) if not c.isspace()), 0)
+        self._announced, self._ahead = max(0, self._ahead - lead), 0
+        self._held, self._timeline, self._out_align = b"", [], None
         rest_from = at - self._base
         remaining = self._text[rest_from:]
         self.failovers.append({"at_char": at, "reason": reason, "cause": cause})
@@ -175,8 +198,8 @@ class ResumePoint:
         return out
 
     # -- internals ------------------------------------------------------------------------------------
-    def _advance(self, released: list[tuple[str, float, float]]) -> bool:
-        """Move the text cursor over ``released`` characters; False (and unusable) if they do not match."""
+    def _match(self, released: list[tuple[str, float, float]]) -> int | None:
+        """Where the text cursor lands after ``released`` characters (None: they do not match the text)."""
         text, pos = self._text, self._pos
         for char, _, _ in released:
             if char.isspace():
@@ -187,12 +210,19 @@ class ResumePoint:
                 pos += 1
             found = text.find(char, pos, pos + 1 + _LOOKAHEAD)
             if found < 0:
-                self.usable = False
-                return False
+                return None
             pos = found + 1
+        return pos
+
+    def _advance(self, released: list[tuple[str, float, float]]) -> bool:
+        """Move the text cursor over ``released`` characters; False (and unusable) if they do not match."""
+        pos = self._match(released)
+        if pos is None:
+            self.usable = False
+            return False
         self._pos = pos
         if pos > 4096:  # drop what was said: the text kept is only what may still need saying
-            self._text = text[pos:]
+            self._text = self._text[pos:]
             self._text_bytes = len(self._text.encode())
             self._base += pos
             self._pos = 0
@@ -204,19 +234,12 @@ class ResumePoint:
 
     def _give_up_with(self, audio: bytes, alignment: dict[str, Any] | None) -> tuple[bytes, dict[str, Any] | None]:
         """Stop tracking: whatever was held goes out ahead of ``audio`` (nothing is lost)."""
-        held, held_align = self._held, self._held_align
-        self._held, self._held_align = b"", []
+        held, out_align = self._held, self._out_align
+        self._held, self._timeline, self._out_align = b"", [], None
         self._give_up()
-        if not held:
-            return audio, alignment
-        merged = _alignment(held_align)
         if alignment is not None:
-            offset = self._ms(len(held))
-            merged = {"chars": merged["chars"] + list(alignment["chars"]),
-                      "charStartTimesMs": merged["charStartTimesMs"]
-                      + [t + offset for t in alignment["charStartTimesMs"]],
-                      "charDurationsMs": merged["charDurationsMs"] + list(alignment["charDurationsMs"])}
-        return held + audio, merged
+            out_align = _merge(out_align, alignment, self._ms(len(held)))
+        return held + audio, out_align
 
 
 def _end(entry: tuple[str, float, float]) -> float:
@@ -231,12 +254,25 @@ def _last_space(align: list[tuple[str, float, float]]) -> int:
     return 0
 
 
-def _alignment(align: list[tuple[str, float, float]]) -> dict[str, Any]:
-    """ElevenLabs' per-chunk alignment shape for ``align`` (times already from the chunk's start)."""
-    return {"chars": [c for c, _, _ in align], "charStartTimesMs": [_num(s) for _, s, _ in align],
-            "charDurationsMs": [d for _, _, d in align]}
+def _strip(alignment: dict[str, Any], count: int) -> dict[str, Any]:
+    """``alignment`` without its first ``count`` characters."""
+    chars = alignment["chars"]
+    i = min(count, len(chars))
+    return {"chars": chars[i:], "charStartTimesMs": alignment["charStartTimesMs"][i:],
+            "charDurationsMs": alignment["charDurationsMs"][i:]}
+
+
+def _merge(held: dict[str, Any] | None, new: dict[str, Any], offset_ms: float) -> dict[str, Any]:
+    """``new`` (times from its chunk's start, which is ``offset_ms`` in) joined to ``held``."""
+    if held is None and not offset_ms:
+        return new
+    starts = [_num(t + offset_ms) for t in new["charStartTimesMs"]]
+    if held is None:
+        return {**new, "charStartTimesMs": starts}  # a normalized view keeps its own (chunk-relative) times
+    return {"chars": held["chars"] + list(new["chars"]), "charStartTimesMs": held["charStartTimesMs"] + starts,
+            "charDurationsMs": held["charDurationsMs"] + list(new["charDurationsMs"])}
 
 
 def _num(v: float) -> float:
-    """Keep whole milliseconds whole (the upstream sends integers; a shift by held audio is exact here)."""
+    """Keep whole milliseconds whole (the upstream sends integers)."""
     return int(v) if float(v).is_integer() else round(v, 3)
