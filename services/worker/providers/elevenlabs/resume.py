@@ -7,7 +7,9 @@ audio chunk voices, so the text after the last character the listener got is wha
 To make the resume point a word boundary, upstream audio is released to the listener only up to the
 end of the last whitespace character it voices; the partial word after it waits (at most
 :data:`HOLD_MS`, after which it goes out at a character boundary) for the chunk that completes it,
-or for the final. On a failover the held audio is dropped (never heard) and the text from the first
+or for the final. Two exceptions release every whole character: the context's first audio (holding
+its word would add to the time to first audio; a failure inside that first word resumes at the next
+character) and audio that completes the flushed text (nothing later can complete its last word). On a failover the held audio is dropped (never heard) and the text from the first
 word not fully released is sent to the new socket; the whitespace before it marks the cut.
 
 Resuming is possible only while every released chunk carried an alignment that matches the text we
@@ -58,6 +60,7 @@ class ResumePoint:
         self._held = b""
         self._timeline: list[tuple[str, float, float]] = []  # (char, start ms, duration ms) from the held audio's start
         self._out_align: dict[str, Any] | None = None  # upstream alignment not yet sent, from the held audio's start
+        self._released_any = False
         self._ahead = 0  # held characters whose timing the listener already got (with earlier audio)
         self._announced = 0  # after a failover: leading characters of the new socket's timing to drop
         self.failovers: list[dict[str, Any]] = []  # {at_char, reason, cause} per resume, for the final
@@ -110,8 +113,10 @@ class ResumePoint:
         while heard < len(self._timeline) and _end(self._timeline[heard]) <= held_ms + _SLACK_MS:
             heard += 1
         cut = _last_space(self._timeline[:heard])
-        if cut < heard and self._reaches_flush(self._timeline[:heard]):
-            cut = heard  # the flushed text is all heard: no later audio can complete its last word
+        if cut < heard and (not self._released_any or self._reaches_flush(self._timeline[:heard])):
+            # The first audio goes out at once (holding its word would add to time-to-first-audio);
+            # a flushed text all heard has no later audio to complete its last word.
+            cut = heard
         if cut == 0:
             if held_ms <= HOLD_MS:
                 return b"", None
@@ -125,6 +130,7 @@ class ResumePoint:
         byte = min(byte, len(self._held))
         out, self._held = self._held[:byte], self._held[byte:]
         out_align, self._out_align = self._out_align, None
+        self._released_any = True
         released, rest = self._timeline[:cut], self._timeline[cut:]
         shift = self._ms(byte)
         self._timeline = [(c, s - shift, d) for c, s, d in rest]
