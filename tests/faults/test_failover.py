@@ -20,7 +20,7 @@ from tests.support.stack import NativeClient
 
 SPEECH = ("The gateway streams this first sentence to the listener. Then the socket fails in the middle "
           "of the second sentence. A third sentence proves that nothing was lost and nothing was repeated.")
-AFTER = 4  # audio chunks on the socket before the fault fires
+AFTER = 18  # audio chunks (5 characters each) on the socket before the fault fires: mid second sentence
 
 FAULTS = {
     "drop_after_chunks": ("dropped", "upstream_disconnected"),  # TCP aborted, no close frame
@@ -35,7 +35,7 @@ def _trigrams(words: list[str]) -> list[tuple[str, ...]]:
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 async def test_fault_mid_utterance_is_resumed_and_heard_once(procs: Procs, redis_url: str, fault: str) -> None:
-    stack = await start_stack(procs, redis_url, emulator={"realtime_factor": 4, "chunk_ms": 120},
+    stack = await start_stack(procs, redis_url, emulator={"realtime_factor": 4, "chunk_ms": 300},
                               UPSTREAM_FIRST_AUDIO_TIMEOUT_S=1.0, POOL_MIN_SOCKETS=1)
     await stack.emu_config(**{fault: AFTER, "fault_sockets": 1})
     async with aiohttp.ClientSession() as http, NativeClient.connect(stack.base, http) as client:
@@ -51,7 +51,7 @@ async def test_fault_mid_utterance_is_resumed_and_heard_once(procs: Procs, redis
     [failover] = res.final["failover"]
     at = failover["at_char"]
     assert (failover["reason"], failover["cause"]) == FAULTS[fault]
-    assert 0 < at < len(SPEECH) and SPEECH[at - 1] == " "  # a word's start
+    assert 57 < at < 120 and SPEECH[at - 1] == " "  # a word's start, in the second sentence
     # Usage metering: the text after the resume point was billed on both sockets.
     assert res.final["billed_chars"] == len(SPEECH) + len(SPEECH) - at
     assert after.final is not None and "failover" not in after.final
@@ -60,4 +60,5 @@ async def test_fault_mid_utterance_is_resumed_and_heard_once(procs: Procs, redis
     assert stats["faults_fired"][fault.removesuffix("_after_chunks")] == 1
     assert not client.session_errors
     await assert_no_orphans(redis_url)
-    report("failover", fault=fault, at_char=at, chunks=len(res.frames), rebilled_chars=len(SPEECH) - at)
+    report("failover", fault=fault, at_char=at, chunks=len(res.frames), rebilled_chars=len(SPEECH) - at,
+           final={k: res.final[k] for k in ("chunks", "characters", "billed_chars", "failover", "duration_ms")})

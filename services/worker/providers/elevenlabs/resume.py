@@ -152,6 +152,8 @@ class ResumePoint:
         return audio, out_align
 
     def _reaches_flush(self, chars: list[tuple[str, float, float]]) -> bool:
+        if self._flushed_to <= self._base + self._pos:
+            return False  # no flush ahead of what was heard
         pos = self._match(chars)
         return pos is not None and self._base + pos >= self._flushed_to
 
