@@ -83,7 +83,10 @@ def failover_entries(raw: list[Any]) -> list[dict[str, Any]]:
             continue
         at, reason, cause = item.get("at_char"), item.get("reason"), item.get("cause")
         if isinstance(at, int) and not isinstance(at, bool) and isinstance(reason, str) and isinstance(cause, str):
-            out.append({"at_char": at, "reason": reason[:40], "cause": cause[:40]})
+            entry = {"at_char": at, "reason": reason[:40], "cause": cause[:40]}
+            if item.get("to") == "local":
+                entry["to"] = "local"  # the local voice spoke the rest (FAILOVER_LOCAL_VOICE)
+            out.append(entry)
     return out
 
 

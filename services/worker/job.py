@@ -199,7 +199,7 @@ class _JobRun:
         plus the ones a failover sent again (the upstream billed them on both sockets)."""
         if not self.bills_upstream:
             return 0
-        return self.characters + int(getattr(self.stream, "rebilled_chars", 0))
+        return self.characters + int(getattr(self.stream, "billed_delta", 0))
 
     def _failovers(self) -> list[Any]:
         """Where the stream continued on another upstream socket (providers without failover: none)."""

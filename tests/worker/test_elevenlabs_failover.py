@@ -6,6 +6,11 @@ text the listener heard: a repeated or a missing word shows up character for cha
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from emulator.synth import decode_text
 from worker.providers.elevenlabs.context import UpstreamContext
@@ -126,3 +131,60 @@ async def test_mp3_upstream_cannot_be_cut_by_sample_so_it_fails_as_before() -> N
         out = await collect(stream)
         await stream.cancel()
         assert isinstance(out.error, UpstreamDisconnected) and out.chunks
+
+
+async def test_unreachable_upstream_hands_the_rest_to_the_local_voice() -> None:
+    """FAILOVER_LOCAL_VOICE: the socket drops and no handshake succeeds afterwards (429s)."""
+    import pocketsphinx  # the `test` extra
+    from worker.providers.elevenlabs import ElevenLabsProvider
+    from worker.providers.local import LocalProvider
+
+    from tests.worker.elevenlabs_fixtures import el_settings
+
+    async with emulator(realtime_factor=8.0, chunk_ms=130) as emu:
+        p = ElevenLabsProvider(el_settings(upstream_first_audio_timeout_s=1.0, upstream_slot_wait_s=1.0,
+                                           failover_local_voice=True), base_url=emu.http_url)
+        p.use_fallback(LocalProvider(threads=1, max_streams=2), owned=True)
+        await p.start()
+        try:
+            # The prewarmed socket took the bucket's only token: every later handshake is refused.
+            emu.set_config(None, drop_after_chunks=6, fault_sockets=1, handshake_rate=0.001, handshake_burst=1)
+            stream = await p.open_stream(request(fmt="pcm_16000"))
+            await stream.send_text(TEXT, flush=True)
+            await stream.end_input()
+            out = await collect(stream)
+            await stream.cancel()
+        finally:
+            await p.close()
+    assert out.error is None, out.error
+    assert isinstance(stream, UpstreamContext)
+    [failover] = stream.failovers
+    at = failover["at_char"]
+    assert failover["to"] == "local" and 0 < at < 40
+    assert stream.billed_delta == 0  # the rest was billed once, on the socket that dropped
+    spc = 960  # 60 ms per character at 16 kHz
+    upstream, local = out.audio[:at * spc * 2], out.audio[at * spc * 2:]
+    assert decode_text(upstream, 16000) == TEXT[:at]  # the emulator's part, nothing of it twice
+    decoder = pocketsphinx.Decoder(samprate=16000, loglevel="FATAL")
+    decoder.start_utt()
+    decoder.process_raw(local, full_utt=True)
+    decoder.end_utt()
+    heard = decoder.hyp().hypstr.lower().split() if decoder.hyp() else []
+    expected = {"second", "third", "sentence", "socket", "fault", "heard", "once"}
+    assert len(set(heard) & expected) >= 3, heard
+
+
+def test_local_voice_fallback_is_refused_at_start_when_the_voice_is_not_installed(tmp_path: Path) -> None:
+    """A worker without Piper (its import blocked in a fresh interpreter) refuses FAILOVER_LOCAL_VOICE at once."""
+    script = (
+        "import sys; sys.modules['piper'] = None\n"  # what `import piper` does when it is not installed
+        "from shared.settings import Settings\n"
+        "from worker.providers.registry import build_providers\n"
+        "build_providers(Settings.from_env({'PROVIDERS': 'elevenlabs', 'FAILOVER_LOCAL_VOICE': 'on',"
+        " 'ELEVENLABS_API_KEY': 'k', 'DEFAULT_VOICE': 'v'}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["services", "."])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2], check=False)
+    assert done.returncode != 0
+    assert "SettingsError: FAILOVER_LOCAL_VOICE is on but the local voice is not installed" in done.stderr

@@ -24,9 +24,10 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from shared.errors import InputTimeout, TTSError, UpstreamTimeout
-from worker.providers.base import AudioChunk, ChunkQueue
+from worker.providers.base import AudioChunk, ChunkQueue, Provider
 
 from . import messages
+from .localtail import LocalTail
 from .options import AudioOut, ContextSpec
 from .resume import ResumePoint
 
@@ -110,6 +111,8 @@ class UpstreamContext:
         self._held_back: list[str] = []  # messages that wait for the permit while dormant
         self.resume_point = ResumePoint(context_id, spec.key.output_format, failover_text_bytes, max_failovers)
         self._resuming = False  # moved after audio went out: replay() sends the unspoken text
+        self.local: LocalTail | None = None  # FAILOVER_LOCAL_VOICE: the local voice speaks the rest
+        self.local_chars = 0  # text given after the local voice took over (no paid upstream saw it)
 
     def wait_for_text(self, seconds: float) -> None:
         """Start the clock: no non-blank text within ``seconds`` ends the context with ``input_timeout``."""
@@ -132,6 +135,10 @@ class UpstreamContext:
     async def send_text(self, text: str, flush: bool = False) -> None:
         """Append text; ``flush`` forces generation of everything buffered."""
         if self.outcome is not None or self.ended or (not text and not flush):
+            return
+        if self.local is not None:
+            self.local_chars += len(text)
+            await self.local.send_text(text, flush)
             return
         if text:
             self._has_text = True
@@ -164,6 +171,9 @@ class UpstreamContext:
         if self.outcome is not None or self.ended:
             return
         self.ended = True
+        if self.local is not None:
+            await self.local.end_input()
+            return
         if not self.placement_requested:
             # Nothing to synthesize: the final now, and the upstream never hears of this context.
             self._stop_text_wait()
@@ -194,6 +204,8 @@ class UpstreamContext:
             self.outcome = "cancelled"
         self.queue.abort()
         self.history = None
+        if self.local is not None:
+            self.local.cancel()
         if self.dormant:
             self._held_back.clear()
             if self.placing is not None:
@@ -265,10 +277,35 @@ class UpstreamContext:
         """Characters a paid upstream received twice because a failover sent them again."""
         return self.resume_point.rebilled_chars
 
-    def prepare_retry(self, reason: str = "", cause: str = "") -> None:
+    @property
+    def billed_delta(self) -> int:
+        """Billed characters beyond the text handed in: re-sent ones count twice, local-voice-only ones not."""
+        return self.resume_point.rebilled_chars - self.local_chars
+
+    def speak_locally(self, provider: Provider, reason: str, cause: str) -> None:
+        """No socket took over in time: ``provider`` (the local voice) speaks the rest from the resume point."""
+        self.resume_point.mark_local(reason, cause, fresh=not self._resuming or self.audio_received)
+        self._disarm()
+        self.local = LocalTail(self, provider)
+        if self.ended:
+            self.local.end_soon()  # its stream ends once the unheard text is in
+
+    def local_audio(self, audio: bytes, alignment: dict[str, Any] | None) -> None:
+        """A chunk from the local voice (in the upstream format: the same converter carries on)."""
+        if self.outcome is None and audio:
+            self._release(audio, alignment)
+
+    def local_done(self) -> None:
+        """The local voice finished the context."""
+        self._finish()
+
+    def prepare_retry(self, reason: str = "", cause: str = "", again: bool = True) -> None:
         """Start over on another socket: forget upstream audio that never reached the consumer; after
         audio went out, continue from the first word the listener has not heard (``reason``/``cause``
-        name the failure in the final's failover list)."""
+        name the failure in the final's failover list; ``again`` False: the socket it was moved to
+        never opened, so it still waits to take over from the same point, no new failover)."""
+        if self.audio_sent and not again and self._resuming and not self.audio_received:
+            return
         if self.audio_sent:
             self.resume_point.resume(reason, cause)
             self._resuming = True
@@ -305,8 +342,8 @@ class UpstreamContext:
             self.first_audio_at = now
             if not self.ended and not self.cancelled:
                 self._disarm()  # waiting for more text is not a stall
-        if self.outcome is not None:
-            return  # cancelled or failed: late audio is dropped here
+        if self.outcome is not None or self.local is not None:
+            return  # cancelled or failed (or handed to the local voice): late audio is dropped here
         audio, alignment = self.resume_point.take(audio, alignment)
         if audio:
             self._release(audio, alignment)
@@ -322,6 +359,10 @@ class UpstreamContext:
     def on_final(self) -> None:
         """The upstream finished this context (its slot is free again)."""
         self.detach()
+        if self.local is None:
+            self._finish()
+
+    def _finish(self) -> None:
         if self.outcome is None:
             held, alignment = self.resume_point.release()
             if held:
@@ -372,7 +413,7 @@ class UpstreamContext:
 
     # -- deadline ------------------------------------------------------------------------------------------
     def _arm(self) -> None:
-        if self._armed:
+        if self._armed or self.local is not None:
             return
         self._armed = True
         self._last_progress = time.monotonic()

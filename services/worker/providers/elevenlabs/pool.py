@@ -46,6 +46,7 @@ from shared.metrics import (
 )
 from shared.retry import decide
 from shared.settings import Settings
+from worker.providers.base import Provider
 from worker.upstream_permits import AccountLimit
 
 from .admission import Admission, Move, Request
@@ -93,6 +94,7 @@ class SocketPool(PermitTiming, Upkeep):
         self.refresh_after_s = timeout - min(timeout / 2, max(3.0, 4 * self._tick_s))
         self._connect_timeout_s = min(10.0, max(settings.upstream_first_audio_timeout_s, 1.0))
         self._heartbeat_s = max(settings.pool_keepalive_s, 1.0)
+        self.fallback: Provider | None = None  # FAILOVER_LOCAL_VOICE: speaks what no socket could take over
 
     # -- life cycle ---------------------------------------------------------------------------------------
     async def start(self, session: aiohttp.ClientSession) -> None:
@@ -267,6 +269,9 @@ class SocketPool(PermitTiming, Upkeep):
 
         ``reached``: the socket had opened, so the upstream saw the context; a placement on a socket
         whose handshake failed is no attempt (the context waits for the next socket instead)."""
+        if ctx.local is not None:
+            self._release(ctx)  # the local voice has it; the socket only held its (closing) upstream slot
+            return
         if failure is None or self._closed or not ctx.live:
             if ctx.live:
                 ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=ctx.audio_sent))
@@ -287,18 +292,22 @@ class SocketPool(PermitTiming, Upkeep):
             if not gave_up and ctx.resumable and decide(
                     failure.error.code, audio_sent=True, attempt=len(ctx.failovers) + 1, asker="worker_pool",
                     max_retries=self.settings.failover_max_per_context, resumable=True):
-                self._move(ctx, failure)
+                self._move(ctx, failure, reached)
                 return
         elif not (ctx.no_retry or gave_up or ctx.dormant) and decide(
                 failure.error.code, audio_sent=False, attempt=ctx.attempts, asker="worker_pool"):
             self._move(ctx, failure)
             return
+        if gave_up and self.to_local(ctx, failure):
+            return
         ctx.fail(ctx.timeout_error() if ctx.no_retry else failure.for_context(ctx.audio_sent))
         self._release(ctx)
 
-    def _move(self, ctx: UpstreamContext, failure: Failure) -> None:
-        ctx.prepare_retry(failure.reason, failure.error.code)
-        if ctx.audio_sent:
+    def _move(self, ctx: UpstreamContext, failure: Failure, reached: bool = True) -> None:
+        ctx.prepare_retry(failure.reason, failure.error.code, again=reached)
+        if ctx.audio_sent and not reached:
+            log.debug("upstream_context_still_moving", context_id=ctx.id, reason=failure.reason)
+        elif ctx.audio_sent:
             UPSTREAM_FAILOVERS.labels(self.provider, failure.reason).inc()
             log.info("upstream_context_failover", context_id=ctx.id, at_char=ctx.failovers[-1]["at_char"],
                      failover=len(ctx.failovers), reason=failure.reason)
@@ -313,9 +322,22 @@ class SocketPool(PermitTiming, Upkeep):
     def _move_expired(self, w: Move) -> None:
         if not self._admission.remove(w):
             return
-        w.ctx.fail(w.failure.for_context(w.ctx.audio_sent))
-        self._release(w.ctx)
+        if not self.to_local(w.ctx, w.failure):
+            w.ctx.fail(w.failure.for_context(w.ctx.audio_sent))
+            self._release(w.ctx)
         self._pump()
+
+    def to_local(self, ctx: UpstreamContext, failure: Failure) -> bool:
+        """No socket within the deadline: the local voice speaks the rest, if allowed and lossless (True)."""
+        if ctx.local is not None:
+            return True
+        if self.fallback is None or not ctx.live or not ctx.audio_sent or not ctx.resume_point.usable:
+            return False
+        log.warning("upstream_context_to_local_voice", context_id=ctx.id, reason=failure.reason)
+        UPSTREAM_FAILOVERS.labels(self.provider, "local_voice").inc()
+        ctx.speak_locally(self.fallback, failure.reason, failure.error.code)
+        self._release(ctx)  # the upstream permits: the local voice needs none
+        return True
 
     def _release(self, ctx: UpstreamContext) -> None:
         """``ctx`` is done upstream: its permits (this process's and the account's) return (idempotent)."""

@@ -65,6 +65,7 @@ class ResumePoint:
         self._announced = 0  # after a failover: leading characters of the new socket's timing to drop
         self.failovers: list[dict[str, Any]] = []  # {at_char, reason, cause} per resume, for the final
         self.rebilled_chars = 0  # characters a paid upstream received twice (sent again after a failover)
+        self._last_rebilled = 0
 
     # -- text in --------------------------------------------------------------------------------------
     def add_text(self, text: str, flush: bool) -> None:
@@ -189,8 +190,22 @@ class ResumePoint:
         remaining = self._text[rest_from:]
         self.failovers.append({"at_char": at, "reason": reason, "cause": cause})
         self.rebilled_chars += len(remaining)  # the old socket had this text too: billed there as well
+        self._last_rebilled = len(remaining)
         self._text, self._base, self._pos = remaining, at, 0
         self._text_bytes = len(remaining.encode())
+
+    def pending_text(self) -> tuple[str, bool]:
+        """The text not yet heard, and whether a flush covers part of it."""
+        return self._text[self._pos:], self._flushed_to > self._base + self._pos
+
+    def mark_local(self, reason: str, cause: str, *, fresh: bool) -> None:
+        """The local voice takes over from the resume point: a new failover entry if ``fresh``, else the
+        last one (the move that found no socket), whose text then never reached a second socket."""
+        if fresh or not self.failovers:
+            self.resume(reason, cause)
+        self.rebilled_chars -= self._last_rebilled  # the local voice bills nobody
+        self._last_rebilled = 0
+        self.failovers[-1]["to"] = "local"
 
     def pending_messages(self) -> list[str]:
         """The text not yet heard, as messages for a new socket (text given while it moved included)."""
