@@ -23,10 +23,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from shared.errors import InputTimeout, TTSError, UpstreamTimeout
+from shared.errors import InputTimeout, TTSError
 from worker.providers.base import AudioChunk, ChunkQueue, Provider
 
 from . import messages
+from .deadline import Deadline
 from .localtail import LocalTail
 from .options import AudioOut, ContextSpec
 from .resume import ResumePoint
@@ -64,7 +65,7 @@ class ContextHost(Protocol):
         """The context ended without ever asking for placement."""
 
 
-class UpstreamContext:
+class UpstreamContext(Deadline):
     """A running context: push text in, iterate audio out (implements ``SynthesisStream``)."""
 
     def __init__(self, context_id: str, spec: ContextSpec, host: ContextHost, timeout_s: float,
@@ -410,46 +411,3 @@ class UpstreamContext:
             "charStartTimesMs": held["charStartTimesMs"] + [t + offset for t in new["charStartTimesMs"]],
             "charDurationsMs": held["charDurationsMs"] + new["charDurationsMs"],
         }
-
-    # -- deadline ------------------------------------------------------------------------------------------
-    def _arm(self) -> None:
-        if self._armed or self.local is not None:
-            return
-        self._armed = True
-        self._last_progress = time.monotonic()
-        self._schedule()
-
-    def _disarm(self) -> None:
-        self._armed = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _schedule(self) -> None:
-        if self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(loop.time() + self._remaining(), self._on_timer)
-
-    def _remaining(self) -> float:
-        return max(0.0, self._last_progress + self.timeout_s - time.monotonic())
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if not self._armed or self.socket is None:
-            return
-        if self._remaining() > 0.001:
-            self._schedule()
-            return
-        self._armed = False
-        self.socket.context_timed_out(self)
-
-    def extend_deadline(self) -> None:
-        """Its deadline fired while its socket was still dialling: wait once more from now."""
-        self._disarm()
-        self._arm()
-
-    def timeout_error(self) -> UpstreamTimeout:
-        """The error for a context whose upstream went quiet past its deadline."""
-        what = "first audio" if not self.audio_received else "the rest of the audio"
-        return UpstreamTimeout(f"no {what} from upstream within {self.timeout_s:g}s",
-                               audio_sent=self.audio_sent)
