@@ -104,7 +104,7 @@ async def test_failover_off_keeps_the_old_behaviour() -> None:
 async def test_failover_in_other_formats_and_alignment_modes(fmt: str, options: dict[str, bool]) -> None:
     async with emulator(realtime_factor=8.0, chunk_ms=130) as emu, provider(emu) as p:
         emu.set_config(None, close_1008_after_chunks=5, fault_sockets=1)
-        stream = await p.open_stream(request(fmt=fmt, **options))
+        stream = await p.open_stream(request(fmt=fmt, sync_alignment=options.get("sync_alignment")))
         await stream.send_text(TEXT, flush=True)
         await stream.end_input()
         out = await collect(stream)
