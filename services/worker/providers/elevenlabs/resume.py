@@ -12,6 +12,12 @@ its word would add to the time to first audio; a failure inside that first word 
 character) and audio that completes the flushed text (nothing later can complete its last word). On a failover the held audio is dropped (never heard) and the text from the first
 word not fully released is sent to the new socket; the whitespace before it marks the cut.
 
+Alignment reaches the listener in the upstream's own shape: per chunk (``sync_alignment``) it is
+re-cut with the audio, so every released chunk carries its characters; a whole generation's timing
+(the upstream's default: on its first chunk, null after) goes out as it came with the first audio
+released after it, and after a failover the new socket's timing for characters already announced
+that way is dropped, so the listener is told of every character once.
+
 Resuming is possible only while every released chunk carried an alignment that matches the text we
 sent (whitespace aside, a few characters of slack for normalisation), the upstream audio can be cut
 by sample (PCM, μ-law, A-law: not MP3), and the unspoken text fits ``FAILOVER_TEXT_BYTES``. Otherwise
@@ -61,6 +67,7 @@ class ResumePoint:
         self._timeline: list[tuple[str, float, float]] = []  # (char, start ms, duration ms) from the held audio's start
         self._out_align: dict[str, Any] | None = None  # upstream alignment not yet sent, from the held audio's start
         self._released_any = False
+        self._per_chunk: bool | None = None  # alignment per chunk (sync_alignment), decided at the first one
         self._ahead = 0  # held characters whose timing the listener already got (with earlier audio)
         self._announced = 0  # after a failover: leading characters of the new socket's timing to drop
         self.failovers: list[dict[str, Any]] = []  # {at_char, reason, cause} per resume, for the final
@@ -101,11 +108,16 @@ class ResumePoint:
             chars, starts, durs = alignment["chars"], alignment["charStartTimesMs"], alignment["charDurationsMs"]
             if not len(chars) == len(starts) == len(durs):
                 return self._give_up_with(audio, alignment)
+            if self._per_chunk is None and chars:
+                # ``sync_alignment``: timing per chunk (re-cut with the audio below); otherwise a whole
+                # generation's timing on its first chunk (passed on as it came, so it stays on one chunk).
+                self._per_chunk = max(s + d for s, d in zip(starts, durs)) <= self._ms(len(audio)) + _SLACK_MS
             self._timeline += [(c, s + held_ms, d) for c, s, d in zip(chars, starts, durs, strict=True)]
-            fresh = _strip(alignment, self._announced) if self._announced else alignment
-            self._announced -= len(alignment["chars"]) - len(fresh["chars"])
-            if fresh["chars"]:
-                self._out_align = _merge(self._out_align, fresh, held_ms)
+            if not self._per_chunk:
+                fresh = _strip(alignment, self._announced) if self._announced else alignment
+                self._announced -= len(alignment["chars"]) - len(fresh["chars"])
+                if fresh["chars"]:
+                    self._out_align = _merge(self._out_align, fresh, held_ms)
         self._held += audio
         held_ms = self._ms(len(self._held))
         if held_ms > (_end(self._timeline[-1]) if self._timeline else 0.0) + UNEXPLAINED_MS:
@@ -133,6 +145,8 @@ class ResumePoint:
         out_align, self._out_align = self._out_align, None
         self._released_any = True
         released, rest = self._timeline[:cut], self._timeline[cut:]
+        if self._per_chunk:
+            out_align = _alignment(released)
         shift = self._ms(byte)
         self._timeline = [(c, s - shift, d) for c, s, d in rest]
         if out_align is not None:
@@ -141,7 +155,7 @@ class ResumePoint:
             self._ahead = max(0, self._ahead - len(released))
         if not self._advance(released):
             held, self._held, self._timeline = self._held, b"", []
-            return out + held, out_align
+            return out + held, _alignment(released + rest) if self._per_chunk else out_align
         return out, out_align
 
     def release(self) -> tuple[bytes, dict[str, Any] | None]:
@@ -150,7 +164,7 @@ class ResumePoint:
         self._held, self._timeline, self._out_align = b"", [], None
         if align:
             self._advance(align)
-        return audio, out_align
+        return audio, (_alignment(align) if self._per_chunk and align else out_align)
 
     def _reaches_flush(self, chars: list[tuple[str, float, float]]) -> bool:
         if self._flushed_to <= self._base + self._pos:
@@ -258,6 +272,8 @@ class ResumePoint:
     def _give_up_with(self, audio: bytes, alignment: dict[str, Any] | None) -> tuple[bytes, dict[str, Any] | None]:
         """Stop tracking: whatever was held goes out ahead of ``audio`` (nothing is lost)."""
         held, out_align = self._held, self._out_align
+        if self._per_chunk and self._timeline:
+            out_align = _alignment(self._timeline)
         self._held, self._timeline, self._out_align = b"", [], None
         self._give_up()
         if alignment is not None:
@@ -294,6 +310,12 @@ def _merge(held: dict[str, Any] | None, new: dict[str, Any], offset_ms: float) -
         return {**new, "charStartTimesMs": starts}  # a normalized view keeps its own (chunk-relative) times
     return {"chars": held["chars"] + list(new["chars"]), "charStartTimesMs": held["charStartTimesMs"] + starts,
             "charDurationsMs": held["charDurationsMs"] + list(new["charDurationsMs"])}
+
+
+def _alignment(entries: list[tuple[str, float, float]]) -> dict[str, Any]:
+    """ElevenLabs' alignment shape for timeline entries (times already from the chunk's start)."""
+    return {"chars": [c for c, _, _ in entries], "charStartTimesMs": [_num(s) for _, s, _ in entries],
+            "charDurationsMs": [d for _, _, d in entries]}
 
 
 def _num(v: float) -> float:
