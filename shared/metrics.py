@@ -119,6 +119,9 @@ POOL_SLOT_WAIT = Histogram("tts_pool_slot_wait_seconds", "Wait for an upstream c
 POOL_RECONNECTS = Counter("tts_pool_reconnects_total", "Upstream sockets replaced", ["provider", "reason"])
 POOL_CONTEXT_RETRIES = Counter("tts_pool_context_retries_total",
                                "Contexts moved to another socket before any audio", ["provider"])
+UPSTREAM_FAILOVERS = Counter("tts_upstream_failovers_total",
+                             "Contexts resumed on another socket after audio went out (failover), by reason",
+                             ["provider", "reason"])
 POOL_SOCKET_USES = Counter("tts_pool_socket_uses_total",
                            "Contexts placed on a socket, by whether the socket was new or reused",
                            ["provider", "socket"])

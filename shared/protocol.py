@@ -137,10 +137,17 @@ class Final(Message):
     """The job completed; exactly one Final or Error ends every job. ``chunks`` = audio frames sent.
 
     ``characters`` is all the text the worker handed its provider; ``billed_chars`` is the part a paid
-    upstream (ElevenLabs) received, 0 for the local voice (usage metering, gateway/metering.py).
+    upstream (ElevenLabs) received, 0 for the local voice (usage metering, gateway/metering.py): text
+    sent again after a failover counts twice, as it is billed twice.
     ``timings`` is the worker's marks on the first-audio path (shared/hops.py: mark name -> wall-clock
     epoch seconds); optional, added without a version bump: an older gateway ignores it, an older
     worker leaves it out (None) and the gateway's breakdown then lacks the worker's hops.
+
+    ``failover`` (added in protocol v1 as an optional field; older peers ignore it): one map per time
+    the context continued on another upstream socket after audio went out, in order:
+    ``{"at_char": int, "reason": str, "cause": str}`` — the offset in the context's text where the
+    new socket took over, the failure's metric label (``dropped``, ``stalled``, ``server_error``...)
+    and its error code (``upstream_disconnected``...). Empty when none happened.
     """
 
     TYPE: ClassVar[str] = "final"
@@ -152,6 +159,7 @@ class Final(Message):
     upstream_ttfb_ms: float | None = None
     billed_chars: int = 0
     timings: dict[str, float] | None = None
+    failover: list[Any] = field(default_factory=list)
 
 
 @_register

@@ -9,9 +9,12 @@ Three parties retry, each at its own layer, and each asks :func:`decide`:
 - ``client``: what the ``retryable`` flag sent to clients says (``TTSError.retryable``, error
   events, HTTP bodies, ``Retry-After``): sending the same request again may succeed.
 
-The pool and the gateway never retry once audio reached the listener (a re-run would replay speech
-it already heard); the client flag ignores that, because the client owns its text and decides
-whether repeating it is acceptable.
+The pool and the gateway never *re-run* a context once audio reached the listener (a re-run would
+replay speech it already heard); the client flag ignores that, because the client owns its text and
+decides whether repeating it is acceptable. The pool may still *resume* such a context (failover):
+when its alignment says exactly where the listener stopped, it continues on another socket from the
+next word, which repeats nothing. It asks with ``resumable=True``, the failover count as ``attempt``
+and ``FAILOVER_MAX_PER_CONTEXT`` as the budget; the codes are the pool's column.
 
 ========================= ====== ======= ====== ===================================================
 code                      pool   gateway client why
@@ -54,18 +57,20 @@ _TABLE: dict[str, frozenset[str]] = {"worker_pool": POOL, "gateway": GATEWAY, "c
 _DEFAULT_RETRIES = {"worker_pool": POOL_MAX_RETRIES, "gateway": GATEWAY_MAX_RETRIES}
 
 
-def decide(code: str, *, audio_sent: bool, attempt: int, asker: Asker, max_retries: int | None = None) -> bool:
+def decide(code: str, *, audio_sent: bool, attempt: int, asker: Asker, max_retries: int | None = None,
+           resumable: bool = False) -> bool:
     """May ``asker`` try again after attempt number ``attempt`` (1 = the first try) failed with ``code``?
 
     ``audio_sent``: a chunk of this context already reached the listener. ``max_retries`` overrides
     the asker's default budget (the gateway passes its ``MAX_RETRIES`` setting); the client's
-    answer depends on the code alone.
+    answer depends on the code alone. ``resumable``: the pool can continue exactly where the
+    listener's audio stopped, so audio already sent does not forbid it (only the pool can).
     """
     if code not in _TABLE[asker]:
         return False
     if asker == "client":
         return True
-    if audio_sent:
+    if audio_sent and not (resumable and asker == "worker_pool"):
         return False
     budget = _DEFAULT_RETRIES[asker] if max_retries is None else max_retries
     return attempt <= budget

@@ -162,6 +162,14 @@ class Settings:
     # A placed context quiet this long (no text sent, no audio received) gives its permit back until
     # it has something to synthesize again (ElevenLabs counts generating time, not open contexts).
     upstream_idle_release_s: float = env_field("UPSTREAM_IDLE_RELEASE_S", 2.0, check=_positive)
+    # Failover: a context whose socket fails after audio went out resumes on another socket from the
+    # first word its listener did not hear, at most this many times (0: it fails, as before).
+    failover_max_per_context: int = env_field("FAILOVER_MAX_PER_CONTEXT", 2, check=lambda v: 0 <= v <= 10)
+    # Unspoken text a context keeps for a failover; a context further ahead of its audio cannot resume.
+    failover_text_bytes: int = env_field("FAILOVER_TEXT_BYTES", 65536, check=lambda v: 1024 <= v <= 16 * 2**20)
+    # When no upstream socket can be opened within a failing-over context's deadline, the local voice
+    # speaks the rest of it (a different voice: off unless an operator allows it).
+    failover_local_voice: bool = env_field("FAILOVER_LOCAL_VOICE", False)
 
     # local voice
     local_voice_threads: int = env_field("LOCAL_VOICE_THREADS", 2, check=_positive)

@@ -93,3 +93,15 @@ def test_a_socket_failure_moves_contexts_exactly_when_the_policy_allows(code: in
 def test_a_refused_handshake_moves_contexts_unless_the_request_itself_was_refused(status: int | None) -> None:
     failure = messages.classify_handshake(status)
     assert failure.retry is (status not in (401, 403, 404))
+
+
+def test_only_the_pool_may_resume_after_audio_and_only_within_its_failover_budget() -> None:
+    # Resuming continues where the listener stopped (nothing replayed): the pool's codes, its budget.
+    assert [decide("upstream_disconnected", audio_sent=True, attempt=n, asker="worker_pool", max_retries=2,
+                   resumable=True) for n in (1, 2, 3)] == [True, True, False]
+    assert decide("upstream_timeout", audio_sent=True, attempt=1, asker="worker_pool", resumable=True)
+    assert not decide("upstream_rejected", audio_sent=True, attempt=1, asker="worker_pool", resumable=True)
+    assert not decide("upstream_disconnected", audio_sent=True, attempt=1, asker="worker_pool", max_retries=0,
+                      resumable=True)
+    # The gateway re-runs whole jobs: a resumable flag does not let it replay audio.
+    assert not decide("worker_lost", audio_sent=True, attempt=1, asker="gateway", resumable=True)

@@ -7,6 +7,7 @@ context; what they record is the same whether the audio came from a worker or th
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from gateway.contexts import ContextState
 from gateway.events import FinalEvent
@@ -71,7 +72,25 @@ def final_event(ctx: ContextState, reason: str) -> FinalEvent:
     """The context's final event, with what it produced."""
     return FinalEvent(ctx.context_id, reason, ctx.chunks_out, ctx.audio_bytes, ctx.characters,
                       _ms(ctx.first_audio_at, ctx.ttfa_origin), (time.monotonic() - ctx.created_at) * 1000,
-                      ctx.cached, ctx.usage, ctx.trace)
+                      ctx.cached, ctx.usage, ctx.trace, ctx.failover)
+
+
+MAX_FAILOVER_ENTRIES = 16  # more than any FAILOVER_MAX_PER_CONTEXT allows (10)
+
+
+def failover_entries(raw: list[Any]) -> list[dict[str, Any]]:
+    """A worker's ``Final.failover`` as the client sees it: well-formed ``{at_char, reason, cause}`` only."""
+    out: list[dict[str, Any]] = []
+    for item in raw[:MAX_FAILOVER_ENTRIES]:
+        if not isinstance(item, dict):
+            continue
+        at, reason, cause = item.get("at_char"), item.get("reason"), item.get("cause")
+        if isinstance(at, int) and not isinstance(at, bool) and isinstance(reason, str) and isinstance(cause, str):
+            entry = {"at_char": at, "reason": reason[:40], "cause": cause[:40]}
+            if item.get("to") == "local":
+                entry["to"] = "local"  # the local voice spoke the rest (FAILOVER_LOCAL_VOICE)
+            out.append(entry)
+    return out
 
 
 def _ms(end: float | None, start: float | None) -> float | None:

@@ -94,6 +94,8 @@ class ContextState:
     billed_chars: int | None = None
     usage: ContextUsage | None = None
     trace: ContextTrace = field(init=False)
+    # Where the worker continued on another upstream socket after audio went out (protocol.Final.failover).
+    failover: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.trace = ContextTrace(self.request.trace_parent, self.created_at)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import TTSError
@@ -38,6 +38,7 @@ class FinalEvent:
     cached: bool = False
     usage: ContextUsage | None = None  # billed/cached characters and audio seconds (gateway/metering.py)
     trace: ContextTrace | None = None  # ms per hop and trace id, read when the final is written out
+    failover: list[dict[str, Any]] = field(default_factory=list)  # mid-utterance upstream failovers
 
 
 @dataclass(slots=True)

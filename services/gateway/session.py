@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
-from gateway.accounting import count_audio, count_end, final_event
+from gateway.accounting import count_audio, count_end, failover_entries, final_event
 from gateway.cache import Chunk, Hit, Recorder
 from gateway.contexts import AWAITING_TEXT, DONE, QUEUED, RUNNING, ContextRequest, ContextState
 from gateway.events import AudioEvent, ErrorEvent, Event, SessionClosing
@@ -338,6 +338,7 @@ class SynthesisSession:
         if isinstance(msg, protocol.Final):
             ctx.billed_chars = msg.billed_chars
             ctx.trace.merge_worker(msg.timings)
+            ctx.failover = failover_entries(msg.failover)
             recorder = self._recorders.get(ctx.context_id)
             self._end(ctx, "completed")
             if recorder is not None:

@@ -65,6 +65,7 @@ class _JobRun:
         self.ttfb_ms: float | None = None
         self.session_gone = False
         self.frames_lost = False
+        self.stream: SynthesisStream | None = None
 
     async def execute(self) -> str:
         spec, state = self.spec, self.state
@@ -100,12 +101,14 @@ class _JobRun:
                 key=spec.job_id, voice_id=spec.voice_id, model_id=spec.model_id,
                 output_format=spec.output_format, voice_settings=spec.voice_settings, options=spec.options,
                 tenant=spec.tenant))
+            self.stream = stream
             feeder = asyncio.create_task(self._feed(stream, opening), name=f"feed-{spec.job_id}")
             await self._pump(stream)
             if self.cancel_reason is not None:
                 return await self._end_cancelled()
             self._publish(protocol.Final(spec.job_id, spec.context_id, self.chunks, self.audio_bytes,
-                                         self.characters, self.ttfb_ms, self._billed(), await self.trace.timings()))
+                                         self.characters, self.ttfb_ms, self._billed(), await self.trace.timings(),
+                                         self._failovers()))
             self._summary("completed")
             return "completed"
         except TTSError as e:
@@ -206,7 +209,8 @@ class _JobRun:
             if not self.session_gone:
                 self._publish(protocol.Final(self.spec.job_id, self.spec.context_id, self.chunks,
                                              self.audio_bytes, self.characters, self.ttfb_ms, self._billed(),
-                                             await self.trace.timings()))
+                                             await self.trace.timings(),
+                                             self._failovers()))
             self._summary("cancelled")
             return "cancelled"
         # Aborted on purpose (admin reset, gateway deadline): codes the retry policy never re-runs.
@@ -215,8 +219,15 @@ class _JobRun:
         return "cancelled"
 
     def _billed(self) -> int:
-        """Characters handed to a paid upstream (every one the provider got, unless it bills nobody)."""
-        return self.characters if self.bills_upstream else 0
+        """Characters handed to a paid upstream (every one the provider got, unless it bills nobody),
+        plus the ones a failover sent again (the upstream billed them on both sockets)."""
+        if not self.bills_upstream:
+            return 0
+        return self.characters + int(getattr(self.stream, "billed_delta", 0))
+
+    def _failovers(self) -> list[Any]:
+        """Where the stream continued on another upstream socket (providers without failover: none)."""
+        return list(getattr(self.stream, "failovers", ()))
 
     def _publish(self, msg: protocol.Message) -> asyncio.Future[int]:
         fut = self.state.publisher.publish(self.channel, protocol.encode(msg))

@@ -1,7 +1,8 @@
 """Upstream faults through the whole stack: only the speaking context ends, with the right code; the pool heals.
 
 (The provider-level behaviour is tested in tests/worker/test_elevenlabs_faults.py; these go through
-client → gateway → Redis → worker → emulator and back, each a separate process.)
+client → gateway → Redis → worker → emulator and back, each a separate process.) Failover is off
+here (``FAILOVER_MAX_PER_CONTEXT=0``): with it on, the speaking context resumes (test_failover.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ FAULTS = {
 async def test_upstream_fault_ends_only_the_speaking_context_and_the_pool_heals(
         procs: Procs, redis_url: str, fault: str) -> None:
     stack = await start_stack(procs, redis_url, emulator={"realtime_factor": 4, "chunk_ms": 120},
-                              UPSTREAM_FIRST_AUDIO_TIMEOUT_S=1.0, POOL_MIN_SOCKETS=1)
+                              UPSTREAM_FIRST_AUDIO_TIMEOUT_S=1.0, POOL_MIN_SOCKETS=1, FAILOVER_MAX_PER_CONTEXT=0)
     async with aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as clients:
         # Three listeners whose contexts hold buffered text but no audio yet, sharing the pooled socket.
         quiet = [await clients.enter_async_context(NativeClient.connect(stack.base, http)) for _ in range(3)]

@@ -390,8 +390,8 @@ async def test_redis_loss_fails_open_to_the_per_worker_limit_then_reconciles() -
 
 async def test_a_context_moved_to_another_socket_keeps_its_permit(redis_url: str) -> None:
     async with emulator(ttfb_ms=200, realtime_factor=4.0, chunk_ms=120) as emu, \
-            worker(emu, redis_url, pool_contexts_per_socket=2) as a:
-        speaking = await held(a, text="This one speaks and is cut off. ")
+            worker(emu, redis_url, pool_contexts_per_socket=2, failover_max_per_context=0) as a:
+        speaking = await held(a, text="This one speaks and is cut off. ")  # and fails: no failover here
         quiet = await held(a, text="quiet words ")
         assert isinstance(quiet, UpstreamContext) and isinstance(speaking, UpstreamContext)
         assert quiet.socket is speaking.socket

@@ -1,7 +1,8 @@
 """Injected upstream failures: each one hits only the contexts on the failing socket, with a typed error.
 
 Contexts that have produced no audio move to another socket with their buffered text and finish
-as if nothing happened; contexts that already played audio end with a clear error.
+as if nothing happened; contexts that already played audio end with a clear error when failover is
+off (``FAILOVER_MAX_PER_CONTEXT=0``, as here; with it on they resume: test_elevenlabs_failover.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def _sid(stream: object) -> int:
 @pytest.mark.parametrize("fault", ["drop_after_chunks", "close_1008_after_chunks"])
 async def test_socket_failure_mid_stream_hits_only_its_own_contexts(fault: str) -> None:
     async with emulator(ttfb_ms=200, realtime_factor=4.0, chunk_ms=120) as emu, \
-            provider(emu, pool_min_sockets=1, pool_max_sockets=4, pool_contexts_per_socket=3) as p:
+            provider(emu, pool_min_sockets=1, pool_max_sockets=4, pool_contexts_per_socket=3,
+                           failover_max_per_context=0) as p:
         speaking = await p.open_stream(request())
         quiet = await p.open_stream(request())
         late = await p.open_stream(request())
@@ -102,7 +104,7 @@ async def test_stall_before_first_audio_times_out_inside_the_deadline() -> None:
 
 async def test_stall_mid_stream_times_out_and_moves_the_silent_bystander() -> None:
     async with emulator(stall_after_chunks=2, fault_sockets=1, realtime_factor=4.0, chunk_ms=120) as emu, \
-            provider(emu, upstream_first_audio_timeout_s=0.5) as p:
+            provider(emu, upstream_first_audio_timeout_s=0.5, failover_max_per_context=0) as p:
         speaking = await p.open_stream(request())
         bystander = await p.open_stream(request())
         await speaking.send_text(LONG)
@@ -163,7 +165,7 @@ async def test_invalid_voice_rejects_only_that_context() -> None:
 
 async def test_garbage_frame_replaces_the_socket() -> None:
     async with emulator(garbage_after_chunks=1, fault_sockets=1, realtime_factor=4.0, chunk_ms=120) as emu, \
-            provider(emu) as p:
+            provider(emu, failover_max_per_context=0) as p:
         speaking = await p.open_stream(request())
         quiet = await p.open_stream(request())
         await speaking.send_text(LONG)

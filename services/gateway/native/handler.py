@@ -201,7 +201,8 @@ def _final_json(e: FinalEvent) -> dict[str, Any]:
             "ttfa_ms": None if e.ttfa_ms is None else round(e.ttfa_ms, 2),
             "duration_ms": round(e.duration_ms, 2), "cached": e.cached,
             **(e.usage.to_json() if e.usage is not None else {}),  # usage metering (gateway/metering.py)
-            **(_trace_json(e.trace) if e.trace is not None else {})}
+            **(_trace_json(e.trace) if e.trace is not None else {}),
+            **({"failover": e.failover} if e.failover else {})}
 
 
 def _trace_json(trace: ContextTrace) -> dict[str, Any]:

@@ -62,6 +62,9 @@ class SocketListener(Protocol):
     def socket_healthy(self, sock: UpstreamSocket) -> None:
         """``sock`` delivered audio: the upstream works for its key."""
 
+    def to_local(self, ctx: UpstreamContext, failure: Failure) -> bool:
+        """``ctx`` found no socket in time: True if the local voice took the rest of it over."""
+
 
 class UpstreamSocket:
     """One upstream WebSocket for one :class:`SocketKey`; at most ``cap`` live contexts."""
@@ -169,6 +172,9 @@ class UpstreamSocket:
                 ctx.unreached_since = now
             if now - ctx.unreached_since < ctx.timeout_s * 0.9:
                 ctx.extend_deadline()
+                return
+            if self._listener.to_local(ctx, classify_handshake(None)):
+                self.close_context(ctx)  # should the handshake still complete, the upstream drops it at once
                 return
             ctx.fail(UpstreamDisconnected(f"could not connect upstream within {ctx.timeout_s:g}s",
                                           audio_sent=ctx.audio_sent))

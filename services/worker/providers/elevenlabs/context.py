@@ -10,7 +10,10 @@ permit again (:meth:`rest` / :meth:`resume`).
 
 Until its first audio reaches the consumer a context keeps every text message it sent, so a socket
 failure can replay it on another socket without the listener noticing. Once audio went out it can
-only finish on its socket or fail. Its deadline timer watches the upstream, not the consumer.
+still move (*fail over*), but only forward: its :class:`~.resume.ResumePoint` knows which characters
+the listener heard, and the new socket gets the text from the first word it did not hear (see there);
+when that is not possible it finishes on its socket or fails. Its deadline timer watches the
+upstream, not the consumer.
 """
 
 from __future__ import annotations
@@ -20,11 +23,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from shared.errors import InputTimeout, TTSError, UpstreamTimeout
-from worker.providers.base import AudioChunk, ChunkQueue
+from shared.audio.clock import PlayClock
+from shared.errors import InputTimeout, TTSError
+from worker.providers.base import AudioChunk, ChunkQueue, Provider
 
 from . import messages
+from .deadline import Deadline
+from .localtail import LocalTail
 from .options import AudioOut, ContextSpec
+from .resume import ResumePoint
 
 
 class ContextSocket(Protocol):
@@ -59,13 +66,15 @@ class ContextHost(Protocol):
         """The context ended without ever asking for placement."""
 
 
-class UpstreamContext:
+class UpstreamContext(Deadline):
     """A running context: push text in, iterate audio out (implements ``SynthesisStream``)."""
 
     def __init__(self, context_id: str, spec: ContextSpec, host: ContextHost, timeout_s: float,
-                 tenant: str = "") -> None:
+                 tenant: str = "", *, max_failovers: int = 0, failover_text_bytes: int = 65536) -> None:
         """``timeout_s`` bounds the wait for audio after a flush/end and the gap between frames after end;
-        ``tenant`` (the client key id) is whose fair share of the account's permits it counts against."""
+        ``tenant`` (the client key id) is whose fair share of the account's permits it counts against;
+        ``max_failovers`` bounds resumes after audio went out (0: none), ``failover_text_bytes`` the
+        unspoken text kept for them."""
         self.id = context_id
         self.tenant = tenant
         self.spec = spec
@@ -91,8 +100,9 @@ class UpstreamContext:
         self._has_text = False
         self._flushed = False
         self._out = AudioOut(spec.output, spec.key.output_format)
-        self._pending_alignment: dict[str, Any] | None = None
-        self._pending_ms = 0.0
+        self._pending_alignment: dict[str, Any] | None = None  # converting: times on the upstream PCM timeline
+        self._fed_ms = 0.0  # converting: upstream audio fed to the converter so far
+        self._clock = PlayClock(spec.output) if self._out.converting else None  # converting: output played so far
         self._armed = False
         self._last_progress = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -102,6 +112,10 @@ class UpstreamContext:
         self.dormant = False  # on its socket without permits (idle); see rest()/resume()
         self.last_activity = self.created_at  # last text/flush/end sent or audio received
         self._held_back: list[str] = []  # messages that wait for the permit while dormant
+        self.resume_point = ResumePoint(context_id, spec.key.output_format, failover_text_bytes, max_failovers)
+        self._resuming = False  # moved after audio went out: replay() sends the unspoken text
+        self.local: LocalTail | None = None  # FAILOVER_LOCAL_VOICE: the local voice speaks the rest
+        self.local_chars = 0  # text given after the local voice took over (no paid upstream saw it)
 
     def wait_for_text(self, seconds: float) -> None:
         """Start the clock: no non-blank text within ``seconds`` ends the context with ``input_timeout``."""
@@ -125,6 +139,10 @@ class UpstreamContext:
         """Append text; ``flush`` forces generation of everything buffered."""
         if self.outcome is not None or self.ended or (not text and not flush):
             return
+        if self.local is not None:
+            self.local_chars += len(text)
+            await self.local.send_text(text, flush)
+            return
         if text:
             self._has_text = True
             if self.first_text_at is None:
@@ -134,6 +152,7 @@ class UpstreamContext:
             msg = messages.flush(self.id)
         if self.history is not None:
             self.history.append(msg)
+        self.resume_point.add_text(text, flush or self.spec.key.auto_mode)  # auto_mode voices each message whole
         self.last_activity = time.monotonic()
         if self.dormant:
             self._held_back.append(msg)
@@ -155,6 +174,9 @@ class UpstreamContext:
         if self.outcome is not None or self.ended:
             return
         self.ended = True
+        if self.local is not None:
+            await self.local.end_input()
+            return
         if not self.placement_requested:
             # Nothing to synthesize: the final now, and the upstream never hears of this context.
             self._stop_text_wait()
@@ -185,6 +207,8 @@ class UpstreamContext:
             self.outcome = "cancelled"
         self.queue.abort()
         self.history = None
+        if self.local is not None:
+            self.local.cancel()
         if self.dormant:
             self._held_back.clear()
             if self.placing is not None:
@@ -234,19 +258,68 @@ class UpstreamContext:
     def replay(self) -> list[str]:
         """Every message to send on a fresh socket: init, the text so far, and the end if it came."""
         out = [messages.init_context(self.id, self.spec.voice_settings, self.spec.generation_config)]
-        out.extend(self.history or ())
+        out.extend(self.resume_point.pending_messages() if self._resuming else self.history or ())
         if self.cancelled:
             out.append(messages.close_context(self.id))  # cancelled while its placement was under way
         elif self.ended:
             out += [messages.flush(self.id), messages.close_context(self.id)]
         return out
 
-    def prepare_retry(self) -> None:
-        """Start over on another socket: forget upstream audio that never reached the consumer."""
+    @property
+    def resumable(self) -> bool:
+        """Audio went out, yet a move would be lossless (alignment tracked) and failovers are left."""
+        return self.audio_sent and not self.dormant and self.resume_point.can_resume()
+
+    @property
+    def failovers(self) -> list[dict[str, Any]]:
+        """Each failover after audio went out: ``{at_char, reason, cause}`` (for the final)."""
+        return self.resume_point.failovers
+
+    @property
+    def rebilled_chars(self) -> int:
+        """Characters a paid upstream received twice because a failover sent them again."""
+        return self.resume_point.rebilled_chars
+
+    @property
+    def billed_delta(self) -> int:
+        """Billed characters beyond the text handed in: re-sent ones count twice, local-voice-only ones not."""
+        return self.resume_point.rebilled_chars - self.local_chars
+
+    def speak_locally(self, provider: Provider, reason: str, cause: str) -> None:
+        """No socket took over in time: ``provider`` (the local voice) speaks the rest from the resume point."""
+        self.resume_point.mark_local(reason, cause, fresh=not self._resuming or self.audio_received)
+        self._disarm()
+        self.local = LocalTail(self, provider)
+        if self.ended:
+            self.local.end_soon()  # its stream ends once the unheard text is in
+
+    def local_audio(self, audio: bytes, alignment: dict[str, Any] | None) -> None:
+        """A chunk from the local voice (in the upstream format: the same converter carries on)."""
+        if self.outcome is None and audio:
+            self._release(audio, alignment)
+
+    def local_done(self) -> None:
+        """The local voice finished the context."""
+        self._finish()
+
+    def prepare_retry(self, reason: str = "", cause: str = "", again: bool = True) -> None:
+        """Start over on another socket: forget upstream audio that never reached the consumer; after
+        audio went out, continue from the first word the listener has not heard (``reason``/``cause``
+        name the failure in the final's failover list; ``again`` False: the socket it was moved to
+        never opened, so it still waits to take over from the same point, no new failover)."""
+        if self.audio_sent and not again and self._resuming and not self.audio_received:
+            return
+        if self.audio_sent:
+            self.resume_point.resume(reason, cause)
+            self._resuming = True
+            self.audio_received = False  # a fresh deadline for the new socket's first audio
+            return
+        self.resume_point.restart()
         if self.audio_received and not self.audio_sent:
             self._out = AudioOut(self.spec.output, self.spec.key.output_format)
             self._pending_alignment = None
-            self._pending_ms = 0.0
+            self._fed_ms = 0.0
+            self._clock = PlayClock(self.spec.output) if self._out.converting else None
             self.audio_received = False
 
     def attach(self, sock: ContextSocket) -> None:
@@ -273,10 +346,18 @@ class UpstreamContext:
             self.first_audio_at = now
             if not self.ended and not self.cancelled:
                 self._disarm()  # waiting for more text is not a stall
-        if self.outcome is not None:
-            return  # cancelled or failed: late audio is dropped here
+        if self.outcome is not None or self.local is not None:
+            return  # cancelled or failed (or handed to the local voice): late audio is dropped here
+        audio, alignment = self.resume_point.take(audio, alignment)
+        if audio:
+            self._release(audio, alignment)
+
+    def _release(self, audio: bytes, alignment: dict[str, Any] | None) -> None:
+        if self._clock is not None and alignment is not None:
+            alignment = _shift(alignment, self._fed_ms)
+        self._fed_ms += self._out.upstream_ms(audio)
         out = self._out.feed(audio)
-        alignment = self._merge_alignment(alignment, audio)
+        alignment = _joined(self._pending_alignment, alignment)
         if out:
             self._emit(out, alignment)
         else:
@@ -285,7 +366,14 @@ class UpstreamContext:
     def on_final(self) -> None:
         """The upstream finished this context (its slot is free again)."""
         self.detach()
+        if self.local is None:
+            self._finish()
+
+    def _finish(self) -> None:
         if self.outcome is None:
+            held, alignment = self.resume_point.release()
+            if held:
+                self._release(held, alignment)
             tail = self._out.finish()
             if tail or self._pending_alignment:
                 self._emit(tail, self._pending_alignment)
@@ -309,66 +397,34 @@ class UpstreamContext:
 
     def _emit(self, audio: bytes, alignment: dict[str, Any] | None) -> None:
         self._pending_alignment = None
-        self._pending_ms = 0.0
+        if self._clock is not None:
+            # A converter's output lags its input by what it still holds (an AAC frame, an MP3 frame...):
+            # alignment on the input's timeline becomes relative to where this output chunk starts.
+            start_ms = self._clock.advance(audio) * 1000
+            if alignment is not None:
+                alignment = _shift(alignment, -start_ms)
         self.queue.put(AudioChunk(audio, alignment))
         self.audio_sent = True
         self.history = None
 
-    def _merge_alignment(self, new: dict[str, Any] | None, audio: bytes) -> dict[str, Any] | None:
-        # A converter may hold a whole upstream chunk back (MP3 frames): keep its alignment for the next
-        # chunk that does go out, shifting times by the held audio's duration.
-        held, offset = self._pending_alignment, self._pending_ms
-        if self._out.converting:
-            self._pending_ms += self._out.upstream_ms(audio)
-        if held is None:
-            return new
-        if new is None:
-            return held
-        return {
-            "chars": held["chars"] + new["chars"],
-            "charStartTimesMs": held["charStartTimesMs"] + [t + offset for t in new["charStartTimesMs"]],
-            "charDurationsMs": held["charDurationsMs"] + new["charDurationsMs"],
-        }
 
-    # -- deadline ------------------------------------------------------------------------------------------
-    def _arm(self) -> None:
-        if self._armed:
-            return
-        self._armed = True
-        self._last_progress = time.monotonic()
-        self._schedule()
+def _shift(alignment: dict[str, Any], ms: float) -> dict[str, Any]:
+    """``alignment`` (and its normalized view, if any) with its start times moved by ``ms``."""
+    out = {**alignment, "charStartTimesMs": [_num(t + ms) for t in alignment["charStartTimesMs"]]}
+    if isinstance(alignment.get("normalized"), dict):
+        out["normalized"] = _shift(alignment["normalized"], ms)
+    return out
 
-    def _disarm(self) -> None:
-        self._armed = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
-    def _schedule(self) -> None:
-        if self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(loop.time() + self._remaining(), self._on_timer)
+def _joined(held: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Two alignments on one timeline as one (the converter held the first one's audio back)."""
+    if held is None or new is None:
+        return held or new
+    return {"chars": held["chars"] + new["chars"],
+            "charStartTimesMs": held["charStartTimesMs"] + new["charStartTimesMs"],
+            "charDurationsMs": held["charDurationsMs"] + new["charDurationsMs"]}
 
-    def _remaining(self) -> float:
-        return max(0.0, self._last_progress + self.timeout_s - time.monotonic())
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        if not self._armed or self.socket is None:
-            return
-        if self._remaining() > 0.001:
-            self._schedule()
-            return
-        self._armed = False
-        self.socket.context_timed_out(self)
-
-    def extend_deadline(self) -> None:
-        """Its deadline fired while its socket was still dialling: wait once more from now."""
-        self._disarm()
-        self._arm()
-
-    def timeout_error(self) -> UpstreamTimeout:
-        """The error for a context whose upstream went quiet past its deadline."""
-        what = "first audio" if not self.audio_received else "the rest of the audio"
-        return UpstreamTimeout(f"no {what} from upstream within {self.timeout_s:g}s",
-                               audio_sent=self.audio_sent)
+def _num(v: float) -> float:
+    """Whole milliseconds stay integers (what the upstream sends); the rest to a microsecond."""
+    return int(v) if float(v).is_integer() else round(v, 3)

@@ -14,9 +14,7 @@ context joins this process's line, so the line orders by arrival across workers;
 count stays as the fallback when there is no Redis, or it is unreachable. Both permits return
 together at the context's final, failure or socket end; a move to another socket keeps them.
 
-When a socket ends, each context on it without audio moves to another socket if the retry policy
-(:func:`shared.retry.decide`, asked as ``worker_pool``) allows; a socket whose handshake failed
-never reached the upstream, so it costs its contexts no attempt: they wait for the next socket.
+When a socket ends, its contexts move, resume on another socket or end as :mod:`.rehome` says.
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ import aiohttp
 from shared.errors import UpstreamBusy, UpstreamDisconnected, UpstreamError
 from shared.logging import get_logger
 from shared.metrics import (
-    POOL_CONTEXT_RETRIES,
     POOL_CONTEXTS,
     POOL_RECONNECTS,
     POOL_SLOT_WAIT,
@@ -40,8 +37,8 @@ from shared.metrics import (
     UPSTREAM_ERRORS,
     UPSTREAM_SATURATED,
 )
-from shared.retry import decide
 from shared.settings import Settings
+from worker.providers.base import Provider
 from worker.upstream_permits import AccountLimit
 
 from .connection import UpstreamSocket
@@ -51,7 +48,8 @@ from .dialer import Dialer
 from .lazy import PermitTiming
 from .messages import Failure
 from .options import SocketKey, default_key
-from .placement import Move, PlacementLine, Request
+from .placement import PlacementLine, Request
+from .rehome import Rehoming
 from .sockets import Sockets
 from .upkeep import Upkeep
 
@@ -60,7 +58,7 @@ log = get_logger(__name__)
 _BENIGN = frozenset({"inactivity", "closed"})  # an idle socket closed by the server is not an outage
 
 
-class SocketPool(PermitTiming, Upkeep):
+class SocketPool(PermitTiming, Upkeep, Rehoming):
     """Every upstream socket of one provider instance, shared by all the worker's jobs."""
 
     def __init__(self, settings: Settings, *, ws_base: str, headers: dict[str, str],
@@ -94,6 +92,7 @@ class SocketPool(PermitTiming, Upkeep):
         self.refresh_after_s = timeout - min(timeout / 2, max(3.0, 4 * self._tick_s))
         self._connect_timeout_s = min(10.0, max(settings.upstream_first_audio_timeout_s, 1.0))
         self._heartbeat_s = max(settings.pool_keepalive_s, 1.0)
+        self.fallback: Provider | None = None  # FAILOVER_LOCAL_VOICE: speaks what no socket could take over
 
     # -- life cycle ---------------------------------------------------------------------------------------
     async def start(self, session: aiohttp.ClientSession) -> None:
@@ -261,50 +260,6 @@ class SocketPool(PermitTiming, Upkeep):
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
         self._gauges()
-
-    def _rehome(self, ctx: UpstreamContext, failure: Failure | None, reached: bool) -> None:
-        """``ctx``'s socket ended under it: move it if the retry policy allows, else end it.
-
-        ``reached``: the socket had opened, so the upstream saw the context; a placement on a socket
-        whose handshake failed is no attempt (the context waits for the next socket instead)."""
-        if failure is None or self._closed or not ctx.live:
-            if ctx.live:
-                ctx.fail(UpstreamDisconnected("provider shut down", audio_sent=ctx.audio_sent))
-            self._release(ctx)
-            return
-        gave_up = False  # no socket got through for a whole deadline: the upstream is unreachable
-        if reached:
-            ctx.unreached_since = None
-        else:
-            ctx.attempts -= 1
-            now = time.monotonic()
-            if ctx.unreached_since is None:
-                ctx.unreached_since = now
-            gave_up = now - ctx.unreached_since >= ctx.timeout_s
-        # A dormant context holds no permit to carry over: it fails, and the gateway (which has its text)
-        # retries it if no audio went out.
-        if not (ctx.no_retry or gave_up or ctx.dormant) and decide(
-                failure.error.code, audio_sent=ctx.audio_sent, attempt=ctx.attempts, asker="worker_pool"):
-            self._move(ctx, failure)
-            return
-        ctx.fail(ctx.timeout_error() if ctx.no_retry else failure.for_context(ctx.audio_sent))
-        self._release(ctx)
-
-    def _move(self, ctx: UpstreamContext, failure: Failure) -> None:
-        ctx.prepare_retry()
-        POOL_CONTEXT_RETRIES.labels(self.provider).inc()
-        log.info("upstream_context_retry", context_id=ctx.id, attempt=ctx.attempts + 1, reason=failure.reason)
-        w = Move(ctx, failure, not ctx.holds_permit, time.monotonic())
-        wait = max(self.settings.upstream_slot_wait_s, ctx.timeout_s)
-        w.timer = asyncio.get_running_loop().call_later(wait, self._move_expired, w)
-        self._placement.insert_move(w)
-
-    def _move_expired(self, w: Move) -> None:
-        if not self._placement.remove(w):
-            return
-        w.ctx.fail(w.failure.for_context(w.ctx.audio_sent))
-        self._release(w.ctx)
-        self._pump()
 
     def _release(self, ctx: UpstreamContext) -> None:
         """``ctx`` is done upstream: its permits (this process's and the account's) return (idempotent)."""

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from shared.logging import get_logger
 from shared.settings import Settings
-from worker.providers.base import SynthesisRequest, SynthesisStream, Voice
+from worker.providers.base import Provider, SynthesisRequest, SynthesisStream, Voice
 from worker.upstream_permits import AccountLimit, account_id
 
 from .context import UpstreamContext
@@ -58,10 +58,19 @@ class ElevenLabsProvider:
                                account=account)
         self._session: aiohttp.ClientSession | None = None
         self._names: dict[str, Voice] = {}
+        self._fallback_owned: Provider | None = None  # a local voice started and closed with this provider
+
+    def use_fallback(self, local: Provider, *, owned: bool) -> None:
+        """``FAILOVER_LOCAL_VOICE``: ``local`` speaks the rest of a failing-over context that finds no
+        socket within its deadline; ``owned``: this provider starts and closes it (not a listed provider)."""
+        self.pool.fallback = local
+        self._fallback_owned = local if owned else None
 
     async def start(self) -> None:
         """Prewarm the pool; list the account's voices when a key is set (a failure only logs)."""
         self._session = aiohttp.ClientSession()
+        if self._fallback_owned is not None:
+            await self._fallback_owned.start()  # loaded now: a failover must not wait seconds for the model
         await self.pool.start(self._session)
         if self._api_key:
             await self._fetch_voices()
@@ -69,6 +78,8 @@ class ElevenLabsProvider:
     async def close(self) -> None:
         """Fail in-flight streams and close every socket and the HTTP session."""
         await self.pool.close()
+        if self._fallback_owned is not None:
+            await self._fallback_owned.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -79,7 +90,8 @@ class ElevenLabsProvider:
         spec = build_spec(request.voice_id, request.model_id, request.output_format, request.voice_settings,
                           request.options, self.settings)
         ctx = UpstreamContext(request.key, spec, self.pool, self.settings.upstream_first_audio_timeout_s,
-                              tenant=request.tenant)
+                              tenant=request.tenant, max_failovers=self.settings.failover_max_per_context,
+                              failover_text_bytes=self.settings.failover_text_bytes)
         self.pool.open(ctx)  # no permit yet: the first non-blank text asks for one
         return ctx
 
