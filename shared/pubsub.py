@@ -75,13 +75,15 @@ class PubSubHub:
         try:
             async with asyncio.timeout(timeout):
                 await self._connected.wait()
-                await self._pubsub.execute_command("SUBSCRIBE", key)
+                await self._command("SUBSCRIBE", key)
                 await fut
         except BaseException:
             self._handlers.pop(key, None)
             waiters = self._pending.get(key, [])
             if fut in waiters:
                 waiters.remove(fut)
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # the reader failed it meanwhile: this caller hears its own error instead
             raise
 
     async def unsubscribe(self, channel: str) -> None:
@@ -89,7 +91,25 @@ class PubSubHub:
         key = channel.encode()
         if self._handlers.pop(key, None) is not None and self._connected.is_set():
             with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
-                await self._pubsub.execute_command("UNSUBSCRIBE", key)
+                await self._command("UNSUBSCRIBE", key)
+
+    async def _command(self, *args: Any) -> None:
+        """Send one command on the shared connection; its loss under the command is a ConnectionError.
+
+        The reader task reads this connection while callers write on it, and a dead peer may be noticed
+        by either side first: a write can find the transport already closed (uvloop raises RuntimeError,
+        "the handler is closed", where asyncio's transport drops the write) or its writer already torn
+        down by redis-py's concurrent disconnect (AttributeError on None). Callers handle an outage as a
+        RedisError; either of those while the connection is still up is a bug and propagates as it is.
+        """
+        pubsub = self._pubsub
+        try:
+            await pubsub.execute_command(*args)
+        except (RuntimeError, AttributeError) as e:
+            conn = pubsub.connection
+            if conn is not None and conn.is_connected:
+                raise
+            raise RedisConnectionError(f"pubsub connection lost ({type(e).__name__})") from e
 
     def channel_count(self) -> int:
         """Channels currently routed."""

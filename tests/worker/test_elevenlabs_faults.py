@@ -307,3 +307,24 @@ async def test_one_silent_context_on_a_busy_socket_fails_alone_and_the_socket_is
     finally:
         await p.close()
         await runner.cleanup()
+
+
+async def test_a_context_that_gives_up_on_a_dialling_socket_frees_its_permit_at_once() -> None:
+    # One handshake per 4 s: the second voice's socket waits in the dial schedule far longer than its
+    # context's deadline (1 s, extended once while dialling), so the context gives up first.
+    async with emulator() as emu, provider(emu, default_voice="", pool_min_sockets=0, pool_handshake_rate=0.25,
+                                           pool_handshake_burst=1, upstream_first_audio_timeout_s=1.0) as p:
+        first = await speak(p, "first ")
+        assert first.error is None
+        out = await speak(p, "never sent ", req=request(voice="other"))
+        assert isinstance(out.error, UpstreamDisconnected) and "could not connect" in out.error.message
+        status = p.status()
+        assert status["sockets"]["connecting"] == 1  # its socket is still waiting to dial...
+        assert status["live_contexts"] == 0  # ...yet the context that gave up holds no permit
+        assert [s["contexts"] for s in status["socket_list"] if s["state"] == "connecting"] == [0]
+        # Once that socket opens, nothing about the abandoned context goes out: the upstream never
+        # generates for a context that holds no permit.
+        await _until(lambda: p.status()["sockets"]["open"] == 2, timeout=15.0)
+        later = await speak(p, "later ", req=request(voice="other"))
+        assert later.error is None and later.text() == "later "
+        assert emu.stats.contexts_opened == 2  # "first" and "later"

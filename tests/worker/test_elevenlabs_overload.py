@@ -104,3 +104,17 @@ async def test_without_a_measured_pace_the_wait_is_the_bounded_one(redis_url: st
         assert "refused" not in out.error.details
         assert time.monotonic() - t0 >= 0.45
         await keep.cancel()
+
+
+async def test_the_saturated_gauge_follows_the_account_as_it_changes(redis_url: str) -> None:
+    # The account's view (permits held account-wide, as Redis last answered) changes in the background,
+    # after the pool's own events: the gauge must change with it, not at the pool's next tick.
+    async with emulator() as emu, worker(emu, redis_url, upstream_concurrency=1, pool_keepalive_s=60.0) as p:
+        keep = await held(p)
+        assert p.status()["saturated"] and _saturated_gauge() == 1.0
+        await keep.cancel()
+        deadline = time.monotonic() + 5.0
+        while p.status()["saturated"]:
+            assert time.monotonic() < deadline, "still saturated"
+            await asyncio.sleep(0.001)
+        assert _saturated_gauge() == 0.0

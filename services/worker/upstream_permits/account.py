@@ -48,6 +48,7 @@ import contextvars
 import hashlib
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -122,6 +123,9 @@ class AccountLimit:
         self._down_until = 0.0
         self._outage = False
         self._closed = False
+        # Called whenever :attr:`saturated` may have changed (the owner's gauge): the account's view changes
+        # in the background (a release's reply, a refresh), after the owner's own events.
+        self.on_change: Callable[[], None] | None = None
 
     def holder(self, key: str, tenant: str = "") -> str:
         """The member naming context ``key`` (of client key ``tenant``) of this instance in Redis."""
@@ -172,6 +176,7 @@ class AccountLimit:
         t0 = time.monotonic()
         ev = asyncio.Event()
         self._waiting[holder] = ev  # before the first call: a wake may come before its reply is read
+        self._changed()
         ahead = 0
         hopeless: float | None = None  # the expected wait when refused at once
         first = True
@@ -214,6 +219,7 @@ class AccountLimit:
             raise
         finally:
             self._waiting.pop(holder, None)
+            self._changed()
         self._holders.pop(key, None)
         self._leave(holder)
         waited = time.monotonic() - t0
@@ -292,6 +298,11 @@ class AccountLimit:
     def _seen(self, held: int) -> None:
         self.account_leases = int(held)
         UPSTREAM_ACCOUNT_LEASES.labels(self.provider).set(self.account_leases)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _leave(self, holder: str) -> None:
         self._leaving.add(holder)

@@ -54,7 +54,7 @@ class SocketListener(Protocol):
         """The socket ended (``failure`` None only for a close we asked for) with ``orphans`` still on it."""
 
     def context_freed(self, sock: UpstreamSocket, ctx: UpstreamContext) -> None:
-        """``ctx``'s final arrived: its slot on ``sock`` is free."""
+        """``ctx``'s final arrived (or it gave up on ``sock`` still dialling): its slot on ``sock`` is free."""
 
     def socket_degraded(self, sock: UpstreamSocket) -> None:
         """``sock`` stopped taking contexts (a slot may never come back); replace it."""
@@ -165,8 +165,7 @@ class UpstreamSocket:
             return
         if self.state is SocketState.CONNECTING:
             # Still dialling (booked behind other handshakes, or held after a busy refusal): waiting for
-            # a socket is no failure, so the context gets one more deadline. After that it gives up; its
-            # queued init and close still go out if the handshake succeeds, and its slot frees at that final.
+            # a socket is no failure, so the context gets one more deadline. After that it gives up.
             now = time.monotonic()
             if ctx.unreached_since is None:
                 ctx.unreached_since = now
@@ -176,6 +175,7 @@ class UpstreamSocket:
             if self._listener.to_local(ctx, classify_handshake(None)):
                 self.close_context(ctx)  # should the handshake still complete, the upstream drops it at once
                 return
+            self._withdraw(ctx)
             ctx.fail(UpstreamDisconnected(f"could not connect upstream within {ctx.timeout_s:g}s",
                                           audio_sent=ctx.audio_sent))
             return
@@ -187,6 +187,18 @@ class UpstreamSocket:
                     audio_sent=ctx.audio_sent)
         ctx.fail(ctx.timeout_error())
         self._degrade()
+
+    def _withdraw(self, ctx: UpstreamContext) -> None:
+        """Take ``ctx`` off this still-dialling socket: the upstream has not heard of it, so nothing about
+        it goes out, and its slot and permit return now rather than when the dial resolves (a context
+        that gave up holds no capacity; the dial may take seconds more, or never succeed)."""
+        del self.contexts[ctx.id]
+        queued = [self._out.get_nowait() for _ in range(self._out.qsize())]
+        for msg in queued:
+            if messages.context_of(msg) != ctx.id:
+                self._out.put_nowait(msg)
+        ctx.detach()
+        self._listener.context_freed(self, ctx)
 
     # -- life cycle ---------------------------------------------------------------------------------------
     def fail(self, failure: Failure) -> None:

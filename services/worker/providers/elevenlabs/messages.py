@@ -70,6 +70,12 @@ def close_socket() -> str:
     return _dump({"close_socket": True})
 
 
+def context_of(msg: str) -> str | None:
+    """The ``context_id`` a message built here names (None for ``close_socket``)."""
+    value = json.loads(msg).get("context_id")
+    return value if isinstance(value, str) else None
+
+
 # -- server -> client --------------------------------------------------------------------------------
 
 

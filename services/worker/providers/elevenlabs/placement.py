@@ -1,8 +1,8 @@
 """Who goes next: a FIFO of contexts waiting for a socket slot, under the account's concurrency limit.
 
 ElevenLabs plans cap concurrent generations; every live context holds one permit from placement
-until its final (or its socket's end), except while it idles dormant on its socket (:mod:`.lazy`).
-First-time requests queue in arrival order; contexts moved off a failed socket go ahead of them
+until its final (or its socket's end, or its giving up on a socket still dialling), except while it
+idles dormant on its socket (:mod:`.lazy`). First-time requests queue in arrival order; contexts moved off a failed socket go ahead of them
 (they already hold a permit and were promised audio). The two kinds of waiter are two types: a
 :class:`Request` someone awaits, a :class:`Move` nobody does.
 """

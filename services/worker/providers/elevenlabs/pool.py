@@ -74,6 +74,8 @@ class SocketPool(PermitTiming, Upkeep, Rehoming):
         self._closers: set[asyncio.Task[None]] = set()
         self._placement = PlacementLine(settings.upstream_concurrency)
         self._account = account
+        if account is not None:
+            account.on_change = self._saturation_gauge  # its view changes after our own events too
         self.dialer = Dialer(settings.pool_handshake_rate, settings.pool_handshake_burst)
         self._demand = Demand(window_s=settings.pool_demand_window_s, trend_s=settings.pool_growth_lookahead_s)
         self._targets: dict[SocketKey, int] = {}
@@ -331,8 +333,11 @@ class SocketPool(PermitTiming, Upkeep, Rehoming):
         for state, n in self._sockets.state_counts().items():
             POOL_SOCKETS.labels(self.provider, state).set(n)
         POOL_CONTEXTS.labels(self.provider).set(self._placement.live)
-        UPSTREAM_SATURATED.labels(self.provider).set(1 if self.saturated else 0)
+        self._saturation_gauge()
         self._growth_gauges()
+
+    def _saturation_gauge(self) -> None:
+        UPSTREAM_SATURATED.labels(self.provider).set(1 if self.saturated else 0)
 
     def status(self) -> dict[str, Any]:
         """Pool state for /admin/status and the worker's /readyz: sockets, contexts, limits, saturation."""
