@@ -11,13 +11,14 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-
 from gateway.app import create_app
 from gateway.native.frames import decode_audio_frame
-from shared.settings import Settings
 from worker.app import build_worker
+from worker.health import start_health_server
 from worker.providers.base import Provider
 from worker.runner import WakeableWorker
+
+from shared.settings import Settings
 
 
 @contextlib.asynccontextmanager
@@ -40,6 +41,16 @@ async def running_worker(settings: Settings, providers: dict[str, Provider] | No
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await worker.close()
+
+
+@contextlib.asynccontextmanager
+async def worker_http(worker: WakeableWorker) -> AsyncIterator[str]:
+    """The worker's own HTTP port (/metrics, /healthz, /readyz) on a free 127.0.0.1 port; yields its base URL."""
+    runner = await start_health_server(worker, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 @contextlib.asynccontextmanager

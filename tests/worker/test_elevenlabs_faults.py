@@ -276,9 +276,8 @@ async def test_one_silent_context_on_a_busy_socket_fails_alone_and_the_socket_is
     app.router.add_get("/v1/text-to-speech/{voice}/multi-stream-input", handler)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
     from worker.providers.elevenlabs import ElevenLabsProvider
 
     from tests.worker.elevenlabs_fixtures import el_settings

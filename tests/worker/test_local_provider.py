@@ -37,7 +37,8 @@ def engine() -> PiperEngine:
 async def provider(engine: PiperEngine) -> AsyncIterator[LocalProvider]:
     p = LocalProvider(threads=2, deterministic=True)
     await p.start()
-    assert p._engine is engine  # the cached model, not a second load
+    # The cached model, not a second load (which would report its own load time).
+    assert p.status()["model_loaded"] and p.status()["load_seconds"] == round(engine.load_seconds, 3)
     yield p
     await p.close()
 
