@@ -40,7 +40,11 @@ async def _settled(redis_url: str, key_id: str, timeout: float = 10.0) -> dict[s
 
 async def test_fifty_concurrent_contexts_never_overspend_a_quota_for_ten(redis_url: str) -> None:
     """Two gateways, 50 sessions starting one 10-character context each at once, quota 100."""
-    async with tenancy_stack(redis_url) as s:
+    # The worker's local-voice capacity is measured at start (real-time factor x threads x headroom):
+    # on a starved CPU it can come out below 10, and the quota's ten would then be refused as
+    # ``overloaded`` (product behaviour, tested in tests/compat/test_local_voice_ws.py). Fixing it
+    # at ten streams keeps this test about the quota.
+    async with tenancy_stack(redis_url, local_voice_max_streams=10) as s:
         created = await s.create_key("tight", quota_chars=100, max_contexts=None, rate_per_minute=None)
         headers = {"xi-api-key": created["key"]}
         async with running_gateway(s.settings) as second, contextlib.AsyncExitStack() as stack:
@@ -95,7 +99,8 @@ async def test_streamed_text_reserves_per_message_and_refunds_the_rest(redis_url
             c.result("s").error = None
             await c.send(type="end", context_id="s")
             await c.pump_until(lambda c: c.ended("s"), timeout=90)
-            assert c.result("s").final is not None and c.result("s").final["characters"] == 300
+            final = c.result("s").final
+            assert final is not None and final["characters"] == 300
             assert not c.ws.closed
         usage = await _settled(redis_url, created["id"])
         assert usage["used"] == 300 and usage["reserved"] == 0
@@ -117,7 +122,8 @@ async def test_failed_and_cancelled_contexts_are_refunded(redis_url: str) -> Non
             await c.pump_until(lambda c: c.ended("x"), timeout=10)
             await c.send(type="start", context_id="y", text="B" * 300, end=True)
             await c.pump_until(lambda c: c.ended("y"), timeout=10)
-            assert c.result("y").error is not None and c.result("y").error["code"] == "no_workers"
+            error = c.result("y").error
+            assert error is not None and error["code"] == "no_workers"
         usage = await _settled(redis_url, created["id"])
         assert usage["used"] == 0 and usage["reserved"] == 0, usage
         assert usage["cancelled"] == 1 and usage["failed"] == 1
