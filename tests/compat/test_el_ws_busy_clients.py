@@ -14,6 +14,7 @@ from emulator.synth import decode_text
 from tests.compat.conftest import EL_VOICE, el_stack
 from tests.compat.elclient import ElClient
 from tests.support.scrape import metric
+from tests.support.timing import LOAD_MARGIN_S
 
 # 60 ms of synthetic audio per character: ~2.6 s of audio, played out in real time.
 ROUND_TEXT = "This round takes longer than the timeout."
@@ -52,7 +53,7 @@ async def test_socket_waiting_for_its_audio_is_not_idle(redis_url: str) -> None:
     for cid in ("a1", "a2", "a3", "b1"):
         rec = c.get(cid)
         assert rec.finals == 1 and not rec.errors and decode_text(rec.audio, 16000) == ROUND_TEXT
-    assert code == 1008 and 0.8 < idle_for < 5.0
+    assert code == 1008 and 0.8 < idle_for < 1.0 + LOAD_MARGIN_S
     assert c.socket_errors[-1]["error"] == "timeout"
 
 
@@ -87,7 +88,8 @@ async def test_immediate_close_context_stops_audio_and_frees_the_upstream(redis_
     assert old.finals == 1 and old.frames_after_final == 0 and not old.errors
     spoken = decode_text(old.audio, 16000)
     assert long_text.startswith(spoken) and len(spoken) < len(long_text) // 2, spoken
-    assert final_after < 2.0  # at once, not after the ~5 s the rest of the turn would take
+    # At once (the audio itself stopped: see ``spoken``), not after the ~5 s the rest of the turn would take.
+    assert final_after < 4.0
     assert decode_text(c.get("new").audio, 16000) == "Next turn."
     assert c.get("never").finals == 1 and not c.socket_errors
     # The job was cancelled like a native cancel (its upstream context closed; ElevenLabs itself still
