@@ -82,6 +82,16 @@ class Run:
         self._reader.join(10)
         return code
 
+    def interrupt(self, timeout: float) -> int:
+        """Ctrl-C (SIGINT) unless it already exited, then its exit code; killed if it outlasts ``timeout``."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
     @property
     def text(self) -> str:
         """Everything printed so far."""
@@ -199,13 +209,7 @@ async def test_run_command_speaks_and_stops_cleanly() -> None:
         assert rms > 300, f"audio is near silent (RMS {rms:.0f})"
         assert port_open(redis_port)
     finally:
-        if run.proc.poll() is None:
-            run.proc.send_signal(signal.SIGINT)
-        try:
-            code = await asyncio.to_thread(run.wait, 60)
-        except subprocess.TimeoutExpired:
-            run.proc.kill()
-            raise
+        code = await asyncio.to_thread(run.interrupt, 60)
     assert code == 0, run.text
     assert "all processes stopped" in run.text
     assert not [p for p in started_pids if alive(p)], f"left running: {started_pids}"
@@ -317,13 +321,7 @@ async def test_run_command_restarts_a_killed_worker_and_redis_and_keeps_serving(
         spoke_after_redis = await _speak_until_ok(base, 60)  # the services reconnect by themselves
         assert alive(new_pid), "the worker should have ridden out the Redis restart"
     finally:
-        if run.proc.poll() is None:
-            run.proc.send_signal(signal.SIGINT)
-        try:
-            code = await asyncio.to_thread(run.wait, 60)
-        except subprocess.TimeoutExpired:
-            run.proc.kill()
-            raise
+        code = await asyncio.to_thread(run.interrupt, 60)
     assert code == 0, run.text
     assert not [p for p in started_pids | {new_pid} if alive(p)], run.text
     bad = [line for line in run.lines if any(s in line for s in BAD_LOG_LINES)]
