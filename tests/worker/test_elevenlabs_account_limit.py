@@ -210,7 +210,7 @@ async def test_excess_gets_upstream_busy_after_the_bounded_wait(redis_url: str) 
         async def no_tickets() -> bool:
             return await r.zcard(keys.upstream_waiters(acct)) == 0
 
-        await until(no_tickets, 1.0)
+        await until(no_tickets, 1.0 + LOAD_MARGIN_S)
         assert await r.zcard(keys.upstream_leases(acct)) == LIMIT
 
         # A freed permit goes straight to the next request, on the other worker.
@@ -362,8 +362,8 @@ async def test_redis_loss_fails_open_to_the_per_worker_limit_then_reconciles() -
                 async def restored() -> bool:
                     return bool(a.status()["account"]["redis"] == "ok")
 
-                await until(reregistered, 3.0)
-                await until(restored, 3.0)
+                await until(reregistered, 3.0 + LOAD_MARGIN_S)
+                await until(restored, 3.0 + LOAD_MARGIN_S)
             events = [e["event"] for e in logs]
             assert events.count("upstream_permits_unavailable") == 1  # once per outage, not per request
             assert "upstream_permits_restored" in events
@@ -399,7 +399,7 @@ async def test_a_context_moved_to_another_socket_keeps_its_permit(redis_url: str
             members = [m.decode() for m in await r.zrange(leases, 0, -1)]
             return len(members) == 1 and members[0].endswith(":" + quiet.id)
 
-        await until(only_quiet_left, 2.0)
+        await until(only_quiet_left, 2.0 + LOAD_MARGIN_S)
         await quiet.send_text("and more ", flush=True)
         await quiet.end_input()
         out = await collect(quiet)
