@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -123,11 +123,21 @@ async def _leases_zero(redis_url: str, emu: RunningEmulator) -> bool:
     return await leases(redis_url, emu) == 0
 
 
-async def test_fair_share_serves_a_new_tenant_before_a_greedy_ones_queue(redis_url: str) -> None:
+@contextlib.asynccontextmanager
+async def account_limit(redis_url: str, account: str, limit: int) -> AsyncIterator[AccountLimit]:
+    """A started account-wide permit pool in Redis on its own client; closed on exit."""
     client = create_redis(redis_url)
-    acct = AccountLimit(client, account="test:fair", limit=4, lease_s=30.0)
+    acct = AccountLimit(client, account=account, limit=limit, lease_s=30.0)
     await acct.start()
     try:
+        yield acct
+    finally:
+        await acct.close()
+        await client.aclose()
+
+
+async def test_fair_share_serves_a_new_tenant_before_a_greedy_ones_queue(redis_url: str) -> None:
+    async with account_limit(redis_url, "test:fair", 4) as acct:
         for i in range(4):
             await acct.acquire(f"a{i}", time.monotonic() + 1, tenant="key_a")
         order: list[str] = []
@@ -160,20 +170,11 @@ async def test_fair_share_serves_a_new_tenant_before_a_greedy_ones_queue(redis_u
         assert sorted(order) == ["a4", "a5", "b0", "b1", "c0"]
         for key in order:
             acct.release(key)
-    finally:
-        await acct.close()
-        await client.aclose()
 
 
 async def test_a_lone_tenant_may_use_every_free_permit(redis_url: str) -> None:
     # Fair share binds only while others wait: alone, a tenant takes every permit.
-    client = create_redis(redis_url)
-    acct = AccountLimit(client, account="test:lone", limit=3, lease_s=30.0)
-    await acct.start()
-    try:
+    async with account_limit(redis_url, "test:lone", 3) as acct:
         for i in range(3):
             await acct.acquire(f"k{i}", time.monotonic() + 0.5, tenant="key_a")
         assert all(acct.held(f"k{i}") for i in range(3))
-    finally:
-        await acct.close()
-        await client.aclose()
