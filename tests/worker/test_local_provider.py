@@ -290,10 +290,12 @@ async def test_event_loop_stays_responsive_during_synthesis(provider: LocalProvi
     await ticker
     elapsed = time.perf_counter() - started
     assert all(len(joined(c)) / 48000 > 20 for c in chunks)
-    # Inference on the loop (or holding the GIL) would stall it for nearly the whole run; a loaded
-    # box only delays ticks now and then. Judged by the share of time stalled, not by an idle box's
-    # worst tick.
-    assert stalled / elapsed < 0.5, (stalled, elapsed, worst)
+    # Inference on the loop (or holding the GIL) would stall it for a whole piece at a time: the two
+    # streams are some 25 pieces run one after another, the longest of them a few times the mean, so
+    # the worst tick would be about elapsed / 8. A loaded box stretches pieces and ticks alike, so the
+    # bound scales with this run's own elapsed time, not with an idle box's 0.1 s. (Measured: starved
+    # to one eighth of a CPU, worst 0.23 s of 86 s; the total of all lags is no guide there, 65%.)
+    assert worst < elapsed / 30, (worst, elapsed, stalled)
 
 
 OPENING = "Thanks for calling, how can I help you with your order today?"
