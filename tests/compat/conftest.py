@@ -21,18 +21,19 @@ from worker.runner import WakeableWorker
 
 from shared.settings import Settings
 from tests.conftest import fast_settings
-from tests.support.stack import running_gateway, running_worker
+from tests.support.stack import running_gateway, running_worker, worker_http
 
 EL_VOICE = DEFAULT_VOICE_ID
 
 
 @dataclass
 class Stack:
-    """A running gateway and what a test needs to talk to it."""
+    """A running gateway and what a test needs to talk to it (``worker_base``: the worker's own /metrics port)."""
 
     base: str
     http: aiohttp.ClientSession
     settings: Settings
+    worker_base: str
     emu: RunningEmulator | None = None
 
 
@@ -73,20 +74,20 @@ async def el_stack(redis_url: str, emu_config: dict[str, Any] | None = None,
                                  elevenlabs_api_key="test-upstream-key", default_voice=EL_VOICE,
                                  pool_min_sockets=1, pool_max_sockets=16,
                                  upstream_concurrency=200, **{**defaults, **overrides})
-        async with running_worker(settings) as worker, idle_on_exit(worker), running_gateway(settings) as base, \
-                aiohttp.ClientSession() as http:
+        async with running_worker(settings) as worker, idle_on_exit(worker), worker_http(worker) as worker_base, \
+                running_gateway(settings) as base, aiohttp.ClientSession() as http:
             await wait_ready(base, http)
-            yield Stack(base, http, settings, emu)
+            yield Stack(base, http, settings, worker_base, emu)
 
 
 @contextlib.asynccontextmanager
 async def local_stack(redis_url: str, **overrides: Any) -> AsyncIterator[Stack]:
     """The local Piper voice behind a worker and a gateway."""
     settings = fast_settings(redis_url, providers=("local",), **overrides)
-    async with running_worker(settings) as worker, idle_on_exit(worker), running_gateway(settings) as base, \
-            aiohttp.ClientSession() as http:
+    async with running_worker(settings) as worker, idle_on_exit(worker), worker_http(worker) as worker_base, \
+            running_gateway(settings) as base, aiohttp.ClientSession() as http:
         await wait_ready(base, http)
-        yield Stack(base, http, settings)
+        yield Stack(base, http, settings, worker_base)
 
 
 @pytest.fixture

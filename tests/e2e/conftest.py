@@ -7,13 +7,26 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from shared.settings import Settings
 from tests.conftest import fast_settings
-from tests.support.stack import running_gateway, running_worker
+from tests.support.stack import running_gateway, running_worker, worker_http
 
 
 @pytest.fixture
-async def local_stack(redis_url: str) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
-    """(gateway base URL, HTTP session) with one worker speaking the local voice."""
-    settings = fast_settings(redis_url, providers=("local",))
-    async with running_worker(settings), running_gateway(settings) as base, aiohttp.ClientSession() as http:
+def local_settings(redis_url: str) -> Settings:
+    """Settings for a stack with one worker speaking the local voice."""
+    return fast_settings(redis_url, providers=("local",))
+
+
+@pytest.fixture
+async def local_worker(local_settings: Settings) -> AsyncIterator[str]:
+    """The stack's worker; yields the base URL of its own HTTP port (/metrics, /readyz)."""
+    async with running_worker(local_settings) as worker, worker_http(worker) as base:
+        yield base
+
+
+@pytest.fixture
+async def local_stack(local_settings: Settings, local_worker: str) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    """(gateway base URL, HTTP session) in front of ``local_worker``."""
+    async with running_gateway(local_settings) as base, aiohttp.ClientSession() as http:
         yield base, http

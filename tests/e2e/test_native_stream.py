@@ -84,9 +84,8 @@ async def test_several_contexts_one_after_another(local_stack) -> None:
         assert res2.final is not None
 
 
-async def test_disconnect_cancels_contexts_and_counts_return_to_zero(local_stack, redis_url: str) -> None:
-    from shared import metrics
-
+async def test_disconnect_cancels_contexts_and_counts_return_to_zero(local_stack, local_worker: str,
+                                                                     redis_url: str) -> None:
     base, http = local_stack
     long_text = " ".join(["A client that hangs up mid-sentence must not keep a worker busy."] * 10)
     before = await metric(http, base, "tts_active_contexts")
@@ -99,9 +98,9 @@ async def test_disconnect_cancels_contexts_and_counts_return_to_zero(local_stack
         async with asyncio.timeout(10):
             while True:
                 left = [k async for k in r.scan_iter(match=keys.PREFIX + "input:*")]
-                # The worker's gauge is read in-process: it is the worker's, not the gateway's /metrics.
+                # The gateway's gauge from its /metrics, the worker's from the worker's own port.
                 if (not left and await metric(http, base, "tts_active_contexts") == before
-                        and metrics.WORKER_ACTIVE_JOBS._value.get() == 0):
+                        and await metric(http, local_worker, "tts_worker_active_jobs") == 0):
                     break
                 await asyncio.sleep(0.05)
     finally:

@@ -11,6 +11,7 @@ from emulator.runner import RunningEmulator
 from emulator.synth import decode_text
 
 from tests.emulator.wsclient import Received, read
+from tests.support.timing import LOAD_MARGIN_S
 
 PCM = {"output_format": "pcm_16000"}
 
@@ -196,14 +197,14 @@ async def test_per_context_inactivity_timeout(emu: RunningEmulator, http: aiohtt
         loop = asyncio.get_running_loop()
         start = loop.time()
         got = Received()
-        while loop.time() - start < 2.0:  # "busy" is kept alive; "idle" is not, and it alone ends the socket
+        while loop.time() - start < 0.3 + LOAD_MARGIN_S:  # "busy" is kept alive; "idle" is not, and it alone ends the socket
             await ws.send_json({"text": "", "context_id": "busy"})
             await read(ws, got, timeout=0.1)
             if got.closed:
                 break
         elapsed = loop.time() - start
     assert got.closed and got.close_code == 1008
-    assert 0.25 < elapsed < 1.0
+    assert 0.25 < elapsed < 0.3 + LOAD_MARGIN_S
     assert got.errors()[0]["message"].startswith(
         "Have not received a new text input within the timeout of 0.3 seconds."
     )

@@ -8,12 +8,14 @@ bundle: the certificate and its host name are verified, not skipped.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -21,7 +23,7 @@ from emulator.synth import decode_text
 
 from shared.redis_server import find_redis_binary, free_port
 from tests.faults.support import report, start_stack
-from tests.support.procs import Procs
+from tests.support.procs import Proc, Procs
 from tests.support.stack import NativeClient
 
 PASSWORD = "tls-test-password-7Hq2"
@@ -89,8 +91,11 @@ def _answers(server: TlsRedis) -> bool:
         return False
 
 
+# Five service start-ups (three of them importing the whole worker) on a loaded 2-core box: more than
+# the suite's default 120 s can go by before anything here is wrong.
+@pytest.mark.timeout(400)
 async def test_gateway_and_worker_speak_over_tls_redis_with_a_password(procs: Procs, tls_redis: TlsRedis) -> None:
-    env = {"SSL_CERT_FILE": str(tls_redis.ca)}
+    env: dict[str, Any] = {"SSL_CERT_FILE": str(tls_redis.ca)}
     t0 = time.monotonic()
     stack = await start_stack(procs, tls_redis.url(), workers=1, gateways=1,
                               emulator={"realtime_factor": 10}, **env)
@@ -103,12 +108,23 @@ async def test_gateway_and_worker_speak_over_tls_redis_with_a_password(procs: Pr
         assert PASSWORD not in proc.output(), proc.name
 
     # A wrong password is a configuration error: each service names REDIS_URL and exits 2, no traceback.
+    # How soon is no promise (the clock runs from the interpreter's start: imports, then arq's five
+    # connection retries a second apart), so both are awaited together, with a loaded box's patience.
+    t_bad = time.monotonic()
     bad = [procs.gateway(tls_redis.url("wrong-password"), name="gateway-bad-password", **{**stack.env, **env}),
            procs.worker(tls_redis.url("wrong-password"), name="worker-bad-password", **{**stack.env, **env})]
     for proc in bad:
         proc.expected_exit = 2
-        assert await proc.wait_exit(60) == 2, proc.output()[-2000:]
+
+    async def exit_after(proc: Proc) -> tuple[int | None, float]:
+        code = await proc.wait_exit(180)
+        return code, time.monotonic() - t_bad
+
+    exits = await asyncio.gather(*(exit_after(proc) for proc in bad))
+    for proc, (code, _) in zip(bad, exits, strict=True):
+        assert code == 2, proc.output()[-2000:]
         failed = proc.events("redis_auth_failed")
         assert failed and "REDIS_URL" in failed[0]["hint"], proc.output()[-2000:]
         assert "wrong-password" not in proc.output()
-    report("redis_tls", ready_s=round(ready_s, 2), spoke=True, wrong_password_exit=2)
+    report("redis_tls", ready_s=round(ready_s, 2), spoke=True, wrong_password_exit=2,
+           wrong_password_exit_s={proc.name: round(s, 1) for proc, (_, s) in zip(bad, exits, strict=True)})

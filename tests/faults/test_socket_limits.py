@@ -15,6 +15,7 @@ import psutil
 from tests.faults.support import ADMIN_TOKEN, VOICE, report, start_stack
 from tests.support.procs import Procs
 from tests.support.stack import NativeClient
+from tests.support.timing import LOAD_MARGIN_S
 
 AUTH_TIMEOUT_S = 1.0
 
@@ -111,7 +112,7 @@ async def test_open_sockets_of_a_revoked_key_are_closed(procs: Procs, redis_url:
     report("revoked_key_sockets", closed_after_s=round(closed_after, 2), check_s=0.5)
     assert native_code == 4401 and native.session_errors[-1]["code"] == "unauthorized"
     assert el.close_code == 1008 and el_frames[-1]["error"] == "unauthorized"
-    assert closed_after < 5.0
+    assert closed_after < 0.5 + LOAD_MARGIN_S  # one REVOCATION_CHECK_S pass
     assert rest and rest[-1].get("isFinal") is True and not other.closed
     assert refused[-1]["error"] == "unauthorized"
 

@@ -17,6 +17,13 @@ from tests.gateway.tenancy_support import Stack, tenancy_settings, tenancy_stack
 from tests.support.stack import NativeClient, running_gateway, running_worker
 
 TEN = "Hello now."  # ten characters
+# These tests are about the quota, not the CPU. On a starved box the worker measures a local-voice
+# capacity below the ten contexts a test admits (measured: 11 at load 1.5), refusing the rest as
+# ``overloaded``, and audio can miss the test settings' 8 s deadlines (``timeout``): both product
+# behaviour with tests of their own (tests/compat/test_local_voice_ws.py, tests/faults/). So the
+# capacity is fixed at ten streams and the deadlines are well past the product's own 15 s.
+NOT_THE_CPU: dict[str, Any] = {"local_voice_max_streams": 10, "first_audio_timeout_s": 60.0,
+                               "inter_chunk_timeout_s": 60.0}
 
 
 async def _usage(redis_url: str, key_id: str) -> dict[str, int]:
@@ -40,7 +47,7 @@ async def _settled(redis_url: str, key_id: str, timeout: float = 10.0) -> dict[s
 
 async def test_fifty_concurrent_contexts_never_overspend_a_quota_for_ten(redis_url: str) -> None:
     """Two gateways, 50 sessions starting one 10-character context each at once, quota 100."""
-    async with tenancy_stack(redis_url) as s:
+    async with tenancy_stack(redis_url, **NOT_THE_CPU) as s:
         created = await s.create_key("tight", quota_chars=100, max_contexts=None, rate_per_minute=None)
         headers = {"xi-api-key": created["key"]}
         async with running_gateway(s.settings) as second, contextlib.AsyncExitStack() as stack:
@@ -58,7 +65,8 @@ async def test_fifty_concurrent_contexts_never_overspend_a_quota_for_ten(redis_u
         accepted = [r for r in results if r["started"]]
         refused = [r for r in results if not r["started"]]
         assert len(accepted) == 10, [r["error"] for r in results if r["error"]][:3]
-        assert all(r["final"] is not None and r["final"]["reason"] == "completed" for r in accepted)
+        assert all(r["final"] is not None and r["final"]["reason"] == "completed" for r in accepted), \
+            [r["error"] for r in accepted if r["error"]][:3]
         assert len(refused) == 40
         for r in refused:
             err = r["error"]
@@ -75,7 +83,7 @@ async def test_fifty_concurrent_contexts_never_overspend_a_quota_for_ten(redis_u
 
 
 async def test_streamed_text_reserves_per_message_and_refunds_the_rest(redis_url: str) -> None:
-    async with tenancy_stack(redis_url) as s:
+    async with tenancy_stack(redis_url, **NOT_THE_CPU) as s:
         created = await s.create_key("stream", quota_chars=300, max_contexts=None, rate_per_minute=None)
         async with NativeClient.connect(s.base, s.http, headers={"xi-api-key": created["key"]}) as c:
             await c.send(type="start", context_id="s", format="pcm_16000")
@@ -95,7 +103,8 @@ async def test_streamed_text_reserves_per_message_and_refunds_the_rest(redis_url
             c.result("s").error = None
             await c.send(type="end", context_id="s")
             await c.pump_until(lambda c: c.ended("s"), timeout=90)
-            assert c.result("s").final is not None and c.result("s").final["characters"] == 300
+            final = c.result("s").final
+            assert final is not None and final["characters"] == 300, c.result("s").events[-3:]
             assert not c.ws.closed
         usage = await _settled(redis_url, created["id"])
         assert usage["used"] == 300 and usage["reserved"] == 0
@@ -117,7 +126,8 @@ async def test_failed_and_cancelled_contexts_are_refunded(redis_url: str) -> Non
             await c.pump_until(lambda c: c.ended("x"), timeout=10)
             await c.send(type="start", context_id="y", text="B" * 300, end=True)
             await c.pump_until(lambda c: c.ended("y"), timeout=10)
-            assert c.result("y").error is not None and c.result("y").error["code"] == "no_workers"
+            error = c.result("y").error
+            assert error is not None and error["code"] == "no_workers"
         usage = await _settled(redis_url, created["id"])
         assert usage["used"] == 0 and usage["reserved"] == 0, usage
         assert usage["cancelled"] == 1 and usage["failed"] == 1

@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 from emulator.config import EmulatorConfig
 from emulator.runner import DEFAULT_VOICE_ID, run_emulator
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.procs import Procs
+from tests.support.scrape import Samples, scrape, value
 from tests.support.stack import NativeClient
 
 # Words no log line may ever contain: they exist only in what the clients asked to be spoken.
@@ -29,25 +29,6 @@ ENDLESS = "Holding a worker slot until cancelled. "
 # Label names the metrics module allows (DESIGN §2: provider, model, format, outcome, code, reason, state…).
 ALLOWED_LABELS = {"provider", "model", "format", "cache", "outcome", "code", "reason", "state", "api", "service",
                   "role", "result", "op", "socket", "le"}
-
-Samples = dict[str, list[tuple[dict[str, str], float]]]
-
-
-async def _scrape(http: aiohttp.ClientSession, url: str) -> Samples:
-    async with http.get(url + "/metrics") as resp:
-        assert resp.status == 200
-        text = await resp.text()
-    out: Samples = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
-    return out
-
-
-def _value(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
-
 
 async def _until(check: Callable[[], Any], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
@@ -71,7 +52,7 @@ async def test_metrics_and_logs_after_real_traffic(procs: Procs, redis_url: str)
             async with NativeClient.connect(gw.base_url, http, headers=key_header) as a, \
                     NativeClient.connect(gw.base_url, http, headers=key_header) as b:
                 await _traffic(a, b, gw, http)
-                live = await _scrape(http, gw.base_url)
+                live = await scrape(http, gw.base_url)
                 sessions = [a.session_id, b.session_id]
                 clients = [a, b]
             async with http.get(gw.base_url + "/admin/status", headers=admin) as resp:
@@ -80,16 +61,16 @@ async def test_metrics_and_logs_after_real_traffic(procs: Procs, redis_url: str)
                 assert resp.status == 401
 
             async def settled() -> bool:
-                g = await _scrape(http, gw.base_url)
-                return (_value(g, "tts_active_sessions") == 0 and _value(g, "tts_active_contexts") == 0
-                        and _value(g, "tts_queue_depth") == 0)
+                g = await scrape(http, gw.base_url)
+                return (value(g, "tts_active_sessions") == 0 and value(g, "tts_active_contexts") == 0
+                        and value(g, "tts_queue_depth") == 0)
             await _until(settled)
-            g = await _scrape(http, gw.base_url)
+            g = await scrape(http, gw.base_url)
 
             async def worker_done() -> bool:
-                return _value(await _scrape(http, worker.base_url), "tts_jobs_total") >= 8
+                return value(await scrape(http, worker.base_url), "tts_jobs_total") >= 8
             await _until(worker_done)
-            w = await _scrape(http, worker.base_url)
+            w = await scrape(http, worker.base_url)
 
     _check_gateway_metrics(live, g, clients)
     _check_worker_metrics(w)
@@ -126,11 +107,11 @@ async def _traffic(a: NativeClient, b: NativeClient, gw: Any, http: aiohttp.Clie
     await b.pump_until(lambda c: all(c.result(x).started for x in ("w1", "w2", "w3")), 10)
 
     async def backlog_seen() -> bool:
-        m = await _scrape(http, gw.base_url)
-        return _value(m, "tts_queue_depth") == 3 and _value(m, "tts_active_contexts") == 5
+        m = await scrape(http, gw.base_url)
+        return value(m, "tts_queue_depth") == 3 and value(m, "tts_active_contexts") == 5
     await _until(backlog_seen, 5)
-    busy = await _scrape(http, gw.base_url)
-    assert _value(busy, "tts_active_sessions", api="native") == 2
+    busy = await scrape(http, gw.base_url)
+    assert value(busy, "tts_active_sessions", api="native") == 2
     # Barge-in on the slot holders: the waiting three get their turn.
     for cid in ("h1", "h2"):
         await b.send(type="cancel", context_id=cid)
@@ -146,29 +127,29 @@ def _check_gateway_metrics(live: Samples, g: Samples, clients: list[NativeClient
     assert len(spoken) == 7
     # Time to first audio: one observation per context that spoke (the two cancelled ones did too),
     # never more than the client itself waited.
-    assert _value(g, "tts_time_to_first_audio_seconds_count") == 9
-    assert _value(g, "tts_time_to_first_audio_seconds_count", cache="hit") == 1
-    assert _value(g, "tts_time_to_first_audio_seconds_count", provider="elevenlabs") == 1
-    ttfa_sum = _value(g, "tts_time_to_first_audio_seconds_sum")
+    assert value(g, "tts_time_to_first_audio_seconds_count") == 9
+    assert value(g, "tts_time_to_first_audio_seconds_count", cache="hit") == 1
+    assert value(g, "tts_time_to_first_audio_seconds_count", provider="elevenlabs") == 1
+    ttfa_sum = value(g, "tts_time_to_first_audio_seconds_sum")
     client_ttfa = sum(r.final["ttfa_ms"] for r in results if r.final and r.final["ttfa_ms"]) / 1000
     assert 0 < ttfa_sum <= client_ttfa + 0.05, (ttfa_sum, client_ttfa)
     # Queue wait: every job that started (6 jobs + 2 cancelled holders; the cache hit ran none).
-    assert _value(g, "tts_queue_wait_seconds_count") == 8
-    assert 0 < _value(g, "tts_queue_wait_seconds_sum") < 30
-    assert _value(g, "tts_context_duration_seconds_count") == 9
-    assert _value(g, "tts_context_duration_seconds_count", outcome="cancelled") == 2
-    assert _value(g, "tts_inter_chunk_gap_seconds_count") > 20
+    assert value(g, "tts_queue_wait_seconds_count") == 8
+    assert 0 < value(g, "tts_queue_wait_seconds_sum") < 30
+    assert value(g, "tts_context_duration_seconds_count") == 9
+    assert value(g, "tts_context_duration_seconds_count", outcome="cancelled") == 2
+    assert value(g, "tts_inter_chunk_gap_seconds_count") > 20
     assert "tts_underruns_total" in g
-    assert _value(g, "tts_audio_bytes_total", format="pcm_16000") == client_bytes
-    assert abs(_value(g, "tts_audio_seconds_total", format="pcm_16000") - client_bytes / 32000) < 0.01
-    assert _value(g, "tts_errors_total", code="unsupported_format") == 1
-    assert _value(g, "tts_contexts_total", outcome="completed") == 7
-    assert _value(g, "tts_contexts_total", outcome="cancelled") == 2
-    assert _value(g, "tts_cache_requests_total", result="hit") == 1
+    assert value(g, "tts_audio_bytes_total", format="pcm_16000") == client_bytes
+    assert abs(value(g, "tts_audio_seconds_total", format="pcm_16000") - client_bytes / 32000) < 0.01
+    assert value(g, "tts_errors_total", code="unsupported_format") == 1
+    assert value(g, "tts_contexts_total", outcome="completed") == 7
+    assert value(g, "tts_contexts_total", outcome="cancelled") == 2
+    assert value(g, "tts_cache_requests_total", result="hit") == 1
     # Gauges: live while the clients were connected, back to zero after.
-    assert _value(live, "tts_active_sessions", api="native") == 2
-    assert _value(g, "tts_active_sessions") == 0 and _value(g, "tts_active_contexts") == 0
-    assert _value(g, "tts_queue_depth") == 0
+    assert value(live, "tts_active_sessions", api="native") == 2
+    assert value(g, "tts_active_sessions") == 0 and value(g, "tts_active_contexts") == 0
+    assert value(g, "tts_queue_depth") == 0
     # Buckets resolve milliseconds.
     bounds = sorted(float(lab["le"]) for lab, _ in g["tts_time_to_first_audio_seconds_bucket"])
     assert bounds[0] <= 0.0005 and sum(b <= 0.01 for b in bounds) >= 5, bounds
@@ -177,21 +158,21 @@ def _check_gateway_metrics(live: Samples, g: Samples, clients: list[NativeClient
 
 
 def _check_worker_metrics(w: Samples) -> None:
-    assert _value(w, "tts_jobs_total", provider="local", outcome="completed") == 5
-    assert _value(w, "tts_jobs_total", provider="elevenlabs", outcome="completed") == 1
-    assert _value(w, "tts_jobs_total", outcome="cancelled") == 2
-    assert _value(w, "tts_job_duration_seconds_count") >= 8
+    assert value(w, "tts_jobs_total", provider="local", outcome="completed") == 5
+    assert value(w, "tts_jobs_total", provider="elevenlabs", outcome="completed") == 1
+    assert value(w, "tts_jobs_total", outcome="cancelled") == 2
+    assert value(w, "tts_job_duration_seconds_count") >= 8
     # One observation per job that produced audio (measured once, by the job, whatever the provider).
-    assert _value(w, "tts_upstream_ttfb_seconds_count", provider="local") == 7
-    assert _value(w, "tts_upstream_ttfb_seconds_count", provider="elevenlabs") == 1
-    assert 0 < _value(w, "tts_upstream_ttfb_seconds_sum") / 8 < 5
-    assert _value(w, "tts_worker_active_jobs") == 0
+    assert value(w, "tts_upstream_ttfb_seconds_count", provider="local") == 7
+    assert value(w, "tts_upstream_ttfb_seconds_count", provider="elevenlabs") == 1
+    assert 0 < value(w, "tts_upstream_ttfb_seconds_sum") / 8 < 5
+    assert value(w, "tts_worker_active_jobs") == 0
     # The pool: one prewarmed socket open, no live context left, the context placed on a reused socket.
-    assert _value(w, "tts_pool_sockets", provider="elevenlabs", state="open") >= 1
-    assert _value(w, "tts_pool_live_contexts", provider="elevenlabs") == 0
-    assert _value(w, "tts_pool_socket_uses_total", provider="elevenlabs") == 1
-    assert _value(w, "tts_upstream_connect_seconds_count", provider="elevenlabs") >= 1
-    assert _value(w, "tts_pool_slot_wait_seconds_count", provider="elevenlabs") >= 1
+    assert value(w, "tts_pool_sockets", provider="elevenlabs", state="open") >= 1
+    assert value(w, "tts_pool_live_contexts", provider="elevenlabs") == 0
+    assert value(w, "tts_pool_socket_uses_total", provider="elevenlabs") == 1
+    assert value(w, "tts_upstream_connect_seconds_count", provider="elevenlabs") >= 1
+    assert value(w, "tts_pool_slot_wait_seconds_count", provider="elevenlabs") >= 1
 
 
 def _check_labels(samples: Samples, ids: set[str]) -> None:
@@ -201,9 +182,9 @@ def _check_labels(samples: Samples, ids: set[str]) -> None:
         for labels, _ in series:
             if name.startswith("tts_"):  # (the client library's own python_*/process_* have theirs)
                 assert set(labels) <= ALLOWED_LABELS, (name, labels)
-            for value in labels.values():
-                assert value not in ids and not hexid.match(value) and len(value) <= 40, (name, labels)
-                assert not any(word.lower() in value.lower() for word in SECRET_WORDS), (name, labels)
+            for label in labels.values():
+                assert label not in ids and not hexid.match(label) and len(label) <= 40, (name, labels)
+                assert not any(word.lower() in label.lower() for word in SECRET_WORDS), (name, labels)
 
 
 def _check_logs(gw: Any, worker: Any, secrets: list[str], clients: list[NativeClient]) -> None:

@@ -14,9 +14,10 @@ import redis.asyncio as aioredis
 from gateway.dispatch import Dispatcher
 from worker.inputs import JobInput
 
-from shared import keys, metrics, protocol
+from shared import keys, protocol
 from shared.settings import Settings
 from tests.conftest import fast_settings
+from tests.support.scrape import metric
 from tests.support.stack import NativeClient, running_gateway, running_worker
 
 ADMIN = "adm-" + uuid.uuid4().hex
@@ -48,10 +49,10 @@ async def test_reset_under_load_purges_waiting_aborts_running_and_spares_new_wor
         redis_url: str, redis: aioredis.Redis) -> None:
     settings = fast_settings(redis_url, providers=("local",), worker_max_jobs=2, admin_token=ADMIN,
                              job_start_timeout_s=60.0)
-    retries_before = metrics.RETRIES.labels("queue_reset")._value.get()
     async with running_worker(settings), running_gateway(settings) as base, aiohttp.ClientSession() as http, \
             NativeClient.connect(base, http) as busy, NativeClient.connect(base, http) as waiting1, \
             NativeClient.connect(base, http) as waiting2:
+        retries_before = await metric(http, base, "tts_context_retries_total", reason="queue_reset")
         # Two endless streamed contexts fill both worker slots.
         for cid in ("r1", "r2"):
             await busy.send(type="start", context_id=cid, format="pcm_16000", text=ENDLESS, flush=True)
@@ -74,7 +75,7 @@ async def test_reset_under_load_purges_waiting_aborts_running_and_spares_new_wor
         assert st["gateway"]["sessions"] == 3 and st["gateway"]["contexts"] == 22
         # The gauge autoscaling reads, refreshed once a second.
         async with asyncio.timeout(3):
-            while metrics.QUEUE_DEPTH._value.get() != 20:
+            while await metric(http, base, "tts_queue_depth") != 20:
                 await asyncio.sleep(0.05)
 
         report = await _post_reset(http, base)
@@ -102,7 +103,7 @@ async def test_reset_under_load_purges_waiting_aborts_running_and_spares_new_wor
                                                     for client, cids in queued.items() for c in cids)
         assert after.final is not None and after.final["reason"] == "completed"
         assert again.final is not None and again.final["reason"] == "completed"
-        assert metrics.RETRIES.labels("queue_reset")._value.get() == retries_before
+        assert await metric(http, base, "tts_context_retries_total", reason="queue_reset") == retries_before
 
         # Idempotent: nothing left to do.
         second = await _post_reset(http, base)
@@ -192,12 +193,16 @@ async def test_a_client_key_never_opens_admin_routes(redis_url: str) -> None:
             assert resp.status == 401
 
 
-def test_a_cancel_is_delivered_at_once_whatever_its_seq() -> None:
+async def test_a_cancel_is_delivered_at_once_whatever_its_seq() -> None:
     """The admin's out-of-band cancel (seq 0) must not wait behind a gap in the gateway's numbering."""
     inp = JobInput("j")
     inp.offer_raw(protocol.encode(protocol.TextInput(1, "one")))
     inp.offer_raw(protocol.encode(protocol.TextInput(3, "three")))  # 2 not here yet: held back
     inp.offer_raw(protocol.encode(protocol.Cancel(0, "queue_reset")))
     inp.offer_raw(protocol.encode(protocol.Cancel(0, "queue_reset")))  # replayed from the list: once only
-    got = [inp._queue.get_nowait() for _ in range(inp._queue.qsize())]
-    assert got == [protocol.TextInput(1, "one"), protocol.Cancel(0, "queue_reset")]
+    assert await inp.get() == protocol.TextInput(1, "one")
+    assert await inp.get() == protocol.Cancel(0, "queue_reset")
+    # Nothing else: not "three" (still waiting for 2), not the replayed cancel.
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await inp.get()

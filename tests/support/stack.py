@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.native.frames import decode_audio_frame
 from worker.app import build_worker
+from worker.health import start_health_server
 from worker.providers.base import Provider
 from worker.runner import WakeableWorker
 
@@ -40,6 +41,16 @@ async def running_worker(settings: Settings, providers: dict[str, Provider] | No
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await worker.close()
+
+
+@contextlib.asynccontextmanager
+async def worker_http(worker: WakeableWorker) -> AsyncIterator[str]:
+    """The worker's own HTTP port (/metrics, /healthz, /readyz) on a free 127.0.0.1 port; yields its base URL."""
+    runner = await start_health_server(worker, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 @contextlib.asynccontextmanager

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,8 +15,10 @@ from emulator.runner import DEFAULT_VOICE_ID, RunningEmulator, run_emulator
 from emulator.synth import decode_text
 from worker.providers.base import AudioChunk, SynthesisRequest, SynthesisStream
 from worker.providers.elevenlabs import ElevenLabsProvider
+from worker.upstream_permits import account_id
 
 from shared.errors import TTSError
+from shared.redis_client import create_redis
 from shared.settings import Settings
 
 VOICE = DEFAULT_VOICE_ID
@@ -44,14 +47,41 @@ async def emulator(**config: Any) -> AsyncIterator[RunningEmulator]:
 
 
 @contextlib.asynccontextmanager
-async def provider(emu: RunningEmulator, **settings: Any) -> AsyncIterator[ElevenLabsProvider]:
-    """A started provider pointed at ``emu``; closed (and every task awaited) on exit."""
-    p = ElevenLabsProvider(el_settings(**settings), base_url=emu.http_url)
+async def provider(emu: RunningEmulator, redis_url: str | None = None,
+                   **settings: Any) -> AsyncIterator[ElevenLabsProvider]:
+    """A started provider pointed at ``emu``; closed (and every task awaited) on exit.
+
+    With ``redis_url`` it has its own Redis client, as a worker runs it, and the account-wide
+    upstream permits live there; without, only the per-worker limit applies.
+    """
+    client = create_redis(redis_url) if redis_url else None
+    p = ElevenLabsProvider(el_settings(**settings), base_url=emu.http_url, redis=client)
     await p.start()
     try:
         yield p
     finally:
         await p.close()
+        if client is not None:
+            await client.aclose()
+
+
+def account_of(emu: RunningEmulator) -> str:
+    """The account id a provider pointed at ``emu`` keeps its permits under in Redis."""
+    return account_id("elevenlabs", emu.http_url.rstrip("/").removesuffix("/v1"), None)
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0, every: float = 0.01) -> None:
+    """Until ``predicate()`` (a value, or an awaitable of one) is true; fails after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert loop.time() < deadline, "condition never held"
+        await asyncio.sleep(every)
 
 
 def request(voice: str = VOICE, fmt: str = "pcm_24000", key: str | None = None, **options: Any) -> SynthesisRequest:

@@ -13,7 +13,6 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,23 @@ from emulator.runner import RunningEmulator
 from prometheus_client import REGISTRY
 from worker.providers.elevenlabs import ElevenLabsProvider
 from worker.providers.elevenlabs.context import UpstreamContext
-from worker.upstream_permits import AccountLimit, account_id
+from worker.upstream_permits import AccountLimit
 
 from shared import keys
 from shared.errors import UpstreamBusy
 from shared.redis_client import create_redis
 from shared.redis_server import RedisServer
-from tests.worker.elevenlabs_fixtures import collect, el_settings, emulator, held, placed, request
+from tests.support.timing import LOAD_MARGIN_S
+from tests.worker.elevenlabs_fixtures import (
+    account_of,
+    collect,
+    emulator,
+    held,
+    placed,
+    provider,
+    request,
+    until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 3
@@ -39,30 +48,11 @@ SCRIPT_COMMANDS = {"time", "zremrangebyscore", "zrangebyscore", "zrem", "zscore"
                    "zrange", "incr", "pexpire", "rpush"}
 
 
-@contextlib.asynccontextmanager
-async def worker(emu: RunningEmulator, redis_url: str | None, **settings: Any) -> AsyncIterator[ElevenLabsProvider]:
+def worker(emu: RunningEmulator, redis_url: str | None,
+           **settings: Any) -> contextlib.AbstractAsyncContextManager[ElevenLabsProvider]:
     """A provider as a worker runs it: its own Redis client (None: no account-wide limit)."""
-    client = create_redis(redis_url) if redis_url else None
     base: dict[str, Any] = {"upstream_concurrency": LIMIT, "upstream_slot_wait_s": 10.0}
-    p = ElevenLabsProvider(el_settings(**{**base, **settings}), base_url=emu.http_url, redis=client)
-    await p.start()
-    try:
-        yield p
-    finally:
-        await p.close()
-        if client is not None:
-            await client.aclose()
-
-
-def _account(emu: RunningEmulator) -> str:
-    return account_id("elevenlabs", emu.http_url.rstrip("/").removesuffix("/v1"), None)
-
-
-async def _until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.01)
+    return provider(emu, redis_url, **{**base, **settings})
 
 
 class PeakSampler:
@@ -138,12 +128,12 @@ async def test_twelve_contexts_on_two_workers_never_exceed_the_account_limit(red
         assert elapsed < 10.0
         assert emu.stats.contexts_opened == 12 and not emu.stats.close_codes_sent
         r = aioredis.Redis.from_url(redis_url)
-        acct = _account(emu)
+        acct = account_of(emu)
 
         async def drained() -> bool:
             return await r.zcard(keys.upstream_leases(acct)) == 0 and await r.zcard(keys.upstream_waiters(acct)) == 0
 
-        await _until(drained)
+        await until(drained)
         await r.aclose()
 
 
@@ -152,7 +142,7 @@ async def test_waiters_on_two_workers_are_served_strictly_in_arrival_order(redis
     async with emulator() as emu, worker(emu, redis_url) as a, worker(emu, redis_url) as b:
         live = [await held(a), await held(b), await held(a)]
         r = aioredis.Redis.from_url(redis_url)
-        line = keys.upstream_waiters(_account(emu))
+        line = keys.upstream_waiters(account_of(emu))
         order: list[int] = []
 
         async def wait_in_line(i: int) -> Any:
@@ -167,14 +157,14 @@ async def test_waiters_on_two_workers_are_served_strictly_in_arrival_order(redis
             async def queued(n: int = i + 1) -> bool:
                 return await r.zcard(line) == n
 
-            await _until(queued)  # in line before the next one arrives
+            await until(queued)  # in line before the next one arrives
         for k in range(8):
             await live.pop(0).cancel()  # its permit returns at the upstream's final
 
             async def placed(n: int = k + 1) -> bool:
                 return len(order) == n
 
-            await _until(placed)
+            await until(placed)
             live.append(tasks[order[-1]].result())
         assert order == list(range(8))
         for s in live:
@@ -200,7 +190,8 @@ async def test_excess_gets_upstream_busy_after_the_bounded_wait(redis_url: str) 
         t0 = time.monotonic()
         with pytest.raises(UpstreamBusy) as info:
             await held(b)  # ...but the account's is reached
-        assert 0.25 <= time.monotonic() - t0 < 1.0
+        # Its 0.3 s wait, not the default 10 s.
+        assert 0.25 <= time.monotonic() - t0 < 0.3 + LOAD_MARGIN_S
         err = info.value
         assert err.code == "upstream_busy" and err.retryable
         assert err.details["scope"] == "account" and err.details["account_limit"] == LIMIT
@@ -214,19 +205,19 @@ async def test_excess_gets_upstream_busy_after_the_bounded_wait(redis_url: str) 
         with contextlib.suppress(asyncio.CancelledError):
             await waiter
         r = aioredis.Redis.from_url(redis_url)
-        acct = _account(emu)
+        acct = account_of(emu)
 
         async def no_tickets() -> bool:
             return await r.zcard(keys.upstream_waiters(acct)) == 0
 
-        await _until(no_tickets, 1.0)
+        await until(no_tickets, 1.0 + LOAD_MARGIN_S)
         assert await r.zcard(keys.upstream_leases(acct)) == LIMIT
 
         # A freed permit goes straight to the next request, on the other worker.
         await holding[0].cancel()  # its permit returns at the upstream's final for the closed context
         t1 = time.monotonic()
-        nxt = await held(b)
-        assert time.monotonic() - t1 < 0.3
+        nxt = await held(b)  # the permit came inside b's 0.3 s slot wait, or this raised UpstreamBusy
+        print(f"freed permit reused after {time.monotonic() - t1:.3f} s")
         for s in (*holding, nxt):
             await s.cancel()
         await r.aclose()
@@ -350,7 +341,7 @@ async def test_redis_loss_fails_open_to_the_per_worker_limit_then_reconciles() -
         async with emulator(realtime_factor=1.0) as emu, \
                 worker(emu, server.url, upstream_concurrency=2, upstream_slot_wait_s=0.3,
                        upstream_lease_s=1.5) as a:
-            acct = _account(emu)
+            acct = account_of(emu)
             first = await held(a)
             assert await r.zcard(keys.upstream_leases(acct)) == 1
             before = fail_open()
@@ -371,8 +362,8 @@ async def test_redis_loss_fails_open_to_the_per_worker_limit_then_reconciles() -
                 async def restored() -> bool:
                     return bool(a.status()["account"]["redis"] == "ok")
 
-                await _until(reregistered, 3.0)
-                await _until(restored, 3.0)
+                await until(reregistered, 3.0 + LOAD_MARGIN_S)
+                await until(restored, 3.0 + LOAD_MARGIN_S)
             events = [e["event"] for e in logs]
             assert events.count("upstream_permits_unavailable") == 1  # once per outage, not per request
             assert "upstream_permits_restored" in events
@@ -382,7 +373,7 @@ async def test_redis_loss_fails_open_to_the_per_worker_limit_then_reconciles() -
             async def released() -> bool:
                 return await r.zcard(keys.upstream_leases(acct)) == 0
 
-            await _until(released)
+            await until(released)
     finally:
         await r.aclose()
         server.stop()
@@ -401,12 +392,14 @@ async def test_a_context_moved_to_another_socket_keeps_its_permit(redis_url: str
         cut = await collect(speaking)
         assert cut.error is not None and cut.chunks
         r = aioredis.Redis.from_url(redis_url)
-        leases = keys.upstream_leases(_account(emu))
+        leases = keys.upstream_leases(account_of(emu))
 
         async def only_quiet_left() -> bool:
-            return await r.zrange(leases, 0, -1) == [a.pool._account.holder(quiet.id).encode()]  # type: ignore[union-attr]
+            # A lease's member ends with the id of the context holding it (instance:tenant:context).
+            members = [m.decode() for m in await r.zrange(leases, 0, -1)]
+            return len(members) == 1 and members[0].endswith(":" + quiet.id)
 
-        await _until(only_quiet_left, 2.0)
+        await until(only_quiet_left, 2.0 + LOAD_MARGIN_S)
         await quiet.send_text("and more ", flush=True)
         await quiet.end_input()
         out = await collect(quiet)
@@ -430,15 +423,16 @@ async def test_a_hung_redis_fails_open_once_per_timeout_not_per_request() -> Non
     try:
         t0 = time.monotonic()
         await acct.acquire("first", time.monotonic() + 10)  # admitted after the call timeout
-        assert 1.5 < time.monotonic() - t0 < 3.0
+        # The 2 s call timeout, not the acquire's 10 s deadline.
+        assert 1.5 < time.monotonic() - t0 < 2.0 + LOAD_MARGIN_S
         t1 = time.monotonic()
         await acct.acquire("second", time.monotonic() + 10)  # admitted at once: Redis is known down
-        assert time.monotonic() - t1 < 0.05
+        assert time.monotonic() - t1 < 1.0  # no second 2 s call timeout
         assert acct.held("first") and acct.held("second")
         assert acct.status()["redis"] == "unreachable"
         t2 = time.monotonic()
         await acct.close()  # the permits lapse by themselves: shutdown does not wait on a dead Redis
-        assert time.monotonic() - t2 < 0.5
+        assert time.monotonic() - t2 < 1.0  # no 2 s call timeout either
     finally:
         await acct.close()
         await client.aclose()

@@ -11,30 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from emulator.runner import RunningEmulator
 from prometheus_client import REGISTRY
 from worker.providers.elevenlabs import ElevenLabsProvider
 
-from shared.redis_client import create_redis
-from tests.worker.elevenlabs_fixtures import Outcome, el_settings, emulator, held, speak
+from tests.worker.elevenlabs_fixtures import Outcome, emulator, held, provider, speak
 
 WAIT_S = 4.0
 
 
-@contextlib.asynccontextmanager
-async def worker(emu: RunningEmulator, redis_url: str, **settings: Any) -> AsyncIterator[ElevenLabsProvider]:
+def worker(emu: RunningEmulator, redis_url: str,
+           **settings: Any) -> contextlib.AbstractAsyncContextManager[ElevenLabsProvider]:
     """A provider with the account-wide permits in Redis."""
-    client = create_redis(redis_url)
-    p = ElevenLabsProvider(el_settings(**settings), base_url=emu.http_url, redis=client)
-    await p.start()
-    try:
-        yield p
-    finally:
-        await p.close()
-        await client.aclose()
+    return provider(emu, redis_url, **settings)
 
 
 def _saturated_gauge() -> float | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -17,26 +17,29 @@ from emulator.runner import RunningEmulator
 from worker.providers.base import SynthesisRequest
 from worker.providers.elevenlabs import ElevenLabsProvider
 from worker.providers.elevenlabs.context import UpstreamContext
-from worker.upstream_permits import AccountLimit, account_id
+from worker.upstream_permits import AccountLimit
 
 from shared import keys
 from shared.errors import InputTimeout
 from shared.redis_client import create_redis
-from tests.worker.elevenlabs_fixtures import collect, el_settings, emulator, held, placed, request
+from tests.support.timing import LOAD_MARGIN_S
+from tests.worker.elevenlabs_fixtures import (
+    account_of,
+    collect,
+    emulator,
+    held,
+    placed,
+    provider,
+    request,
+    until,
+)
 
 
-@contextlib.asynccontextmanager
-async def worker(emu: RunningEmulator, redis_url: str, **settings: Any) -> AsyncIterator[ElevenLabsProvider]:
+def worker(emu: RunningEmulator, redis_url: str,
+           **settings: Any) -> contextlib.AbstractAsyncContextManager[ElevenLabsProvider]:
     """A provider with the account-wide limit in Redis (one permit unless told)."""
-    client = create_redis(redis_url)
     base: dict[str, Any] = {"upstream_concurrency": 1, "upstream_slot_wait_s": 10.0, "pool_keepalive_s": 0.4}
-    p = ElevenLabsProvider(el_settings(**{**base, **settings}), base_url=emu.http_url, redis=client)
-    await p.start()
-    try:
-        yield p
-    finally:
-        await p.close()
-        await client.aclose()
+    return provider(emu, redis_url, **{**base, **settings})
 
 
 def tenant_request(tenant: str) -> SynthesisRequest:
@@ -50,17 +53,9 @@ async def leases(redis_url: str, emu: RunningEmulator) -> int:
     """Permits held account-wide."""
     r = aioredis.Redis.from_url(redis_url)
     try:
-        acct = account_id("elevenlabs", emu.http_url.rstrip("/").removesuffix("/v1"), None)
-        return int(await r.zcard(keys.upstream_leases(acct)))
+        return int(await r.zcard(keys.upstream_leases(account_of(emu))))
     finally:
         await r.aclose()
-
-
-async def until(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.02)
 
 
 async def test_contexts_without_text_hold_nothing_and_time_out(redis_url: str) -> None:
@@ -80,7 +75,7 @@ async def test_contexts_without_text_hold_nothing_and_time_out(redis_url: str) -
         outs = await asyncio.gather(*(collect(s) for s in idle))
         assert all(isinstance(o.error, InputTimeout) and o.error.code == "input_timeout" for o in outs)
         assert not outs[0].error.retryable  # type: ignore[union-attr]
-        assert time.monotonic() - t0 < 1.5
+        assert time.monotonic() - t0 < 1.0 + LOAD_MARGIN_S  # UPSTREAM_TEXT_WAIT_S from their opening
         assert p.status()["unplaced_contexts"] == 0
         assert emu.stats.contexts_opened == 1  # the upstream never heard of the idle ones
         # One that ends without any text finishes at once, upstream untouched.
@@ -102,7 +97,7 @@ async def test_an_idle_context_gives_its_permit_back_and_regains_it_for_more_tex
                 got.append(chunk.audio)
 
         listener = asyncio.create_task(listen())
-        await until(lambda: _true(bool(got)), 5.0)
+        await until(lambda: bool(got), 5.0)
 
         async def a_dormant() -> bool:
             return a.dormant and await leases(redis_url, emu) == 0
@@ -124,22 +119,31 @@ async def test_an_idle_context_gives_its_permit_back_and_regains_it_for_more_tex
         await until(lambda: _leases_zero(redis_url, emu), 5.0)
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
 async def _leases_zero(redis_url: str, emu: RunningEmulator) -> bool:
     return await leases(redis_url, emu) == 0
 
 
-async def test_fair_share_serves_a_new_tenant_before_a_greedy_ones_queue(redis_url: str) -> None:
+@contextlib.asynccontextmanager
+async def account_limit(redis_url: str, account: str, limit: int) -> AsyncIterator[AccountLimit]:
+    """A started account-wide permit pool in Redis on its own client; closed on exit."""
     client = create_redis(redis_url)
-    acct = AccountLimit(client, account="test:fair", limit=4, lease_s=30.0)
+    acct = AccountLimit(client, account=account, limit=limit, lease_s=30.0)
     await acct.start()
     try:
+        yield acct
+    finally:
+        await acct.close()
+        await client.aclose()
+
+
+async def test_fair_share_serves_a_new_tenant_before_a_greedy_ones_queue(redis_url: str) -> None:
+    async with account_limit(redis_url, "test:fair", 4) as acct:
         for i in range(4):
             await acct.acquire(f"a{i}", time.monotonic() + 1, tenant="key_a")
         order: list[str] = []
+
+        def served(n: int) -> Callable[[], bool]:
+            return lambda: len(order) == n
 
         async def wait(key: str, tenant: str) -> None:
             await acct.acquire(key, time.monotonic() + 20, tenant=tenant)
@@ -154,11 +158,11 @@ async def test_fair_share_serves_a_new_tenant_before_a_greedy_ones_queue(redis_u
         # Shares: 4 permits / 3 tenants = 1 each. A holds 4, so B and C go first despite arriving later.
         for k in range(2):
             acct.release(f"a{k}")
-            await until(lambda n=k + 1: _true(len(order) == n), 3.0)
+            await until(served(k + 1), 3.0 + LOAD_MARGIN_S)
         assert order == ["b0", "c0"]
         # A holds 1, B 1, C 1: every waiting tenant has its share, so the next permit goes in line order.
         acct.release("a2")
-        await until(lambda: _true(len(order) == 3), 3.0)
+        await until(served(3), 3.0 + LOAD_MARGIN_S)
         assert order[2] == "a4"
         for key in ("a3", "a4", "b0", "c0"):
             acct.release(key)
@@ -166,20 +170,11 @@ async def test_fair_share_serves_a_new_tenant_before_a_greedy_ones_queue(redis_u
         assert sorted(order) == ["a4", "a5", "b0", "b1", "c0"]
         for key in order:
             acct.release(key)
-    finally:
-        await acct.close()
-        await client.aclose()
 
 
 async def test_a_lone_tenant_may_use_every_free_permit(redis_url: str) -> None:
     # Fair share binds only while others wait: alone, a tenant takes every permit.
-    client = create_redis(redis_url)
-    acct = AccountLimit(client, account="test:lone", limit=3, lease_s=30.0)
-    await acct.start()
-    try:
+    async with account_limit(redis_url, "test:lone", 3) as acct:
         for i in range(3):
             await acct.acquire(f"k{i}", time.monotonic() + 0.5, tenant="key_a")
         assert all(acct.held(f"k{i}") for i in range(3))
-    finally:
-        await acct.close()
-        await client.aclose()

@@ -35,9 +35,12 @@ def engine() -> PiperEngine:
 
 @pytest.fixture
 async def provider(engine: PiperEngine) -> AsyncIterator[LocalProvider]:
-    p = LocalProvider(threads=2, deterministic=True)
+    # Refusal off: a starved CPU measures a capacity of one stream, and tests that speak two at once
+    # would hear ``overloaded`` (refusal at capacity has its own test in test_local_scheduling.py).
+    p = LocalProvider(threads=2, deterministic=True, max_streams=8)
     await p.start()
-    assert p._engine is engine  # the cached model, not a second load
+    # The cached model, not a second load (which would report its own load time).
+    assert p.status()["model_loaded"] and p.status()["load_seconds"] == round(engine.load_seconds, 3)
     yield p
     await p.close()
 
@@ -117,11 +120,11 @@ async def test_first_audio_arrives_while_text_is_still_streaming(provider: Local
     for token in tokens:
         await stream.send_text(token)
         await asyncio.sleep(0.01)
-    await asyncio.wait_for(first.wait(), 5)  # no end_input yet: the finished sentence was spoken
+    await asyncio.wait_for(first.wait(), 30)  # no end_input yet: the finished sentence was spoken
     await stream.send_text(" keeps on talking.")
     ended_at = time.perf_counter()
     await stream.end_input()
-    await asyncio.wait_for(consumer, 10)
+    await asyncio.wait_for(consumer, 60)
     assert chunks[0][0] < ended_at
     assert len(joined([c for _, c in chunks])) / 32000 > 2.5  # both sentences were spoken
 
@@ -131,13 +134,18 @@ async def test_cancel_stops_iteration_promptly_and_for_good(provider: LocalProvi
     await stream.send_text(LONG)
     await stream.end_input()
     iterator = aiter(stream)
-    first = await asyncio.wait_for(anext(iterator), 5)
+    sent = time.perf_counter()
+    first = await asyncio.wait_for(anext(iterator), 30)
+    first_s = time.perf_counter() - sent  # one (small, first) piece's synthesis at this moment's load
     assert first.audio
     started = time.perf_counter()
     await stream.cancel()
     after = [chunk async for chunk in stream]
     assert after == []
-    assert time.perf_counter() - started < 0.2
+    # At most the piece in flight finishes: a few first pieces' worth, against the ~20 s of audio left
+    # (dozens of pieces). Scaled by the measured piece time, so a loaded box slows both sides alike.
+    cancel_s = time.perf_counter() - started
+    assert cancel_s < 0.2 + 5 * first_s, (cancel_s, first_s)
     await asyncio.sleep(0.5)  # the synthesis thread would have produced more by now
     assert [chunk async for chunk in stream] == []
     await stream.cancel()  # idempotent
@@ -161,15 +169,27 @@ async def test_two_concurrent_streams_both_complete(provider: LocalProvider) -> 
     assert 1.0 < len(joined(b)) / 8000 < 6
 
 
-async def test_long_run_on_gives_first_audio_fast(provider: LocalProvider) -> None:
-    run_on = " ".join(["the dog ran over the hill and"] * 30) + " stopped."
+async def _first_audio_s(provider: LocalProvider, text: str) -> float:
     stream = await provider.open_stream(request("pcm_16000"))
-    started = time.perf_counter()
-    await stream.send_text(run_on)
-    await stream.end_input()
-    await asyncio.wait_for(anext(aiter(stream)), 5)
-    assert time.perf_counter() - started < 2.0  # only the first clause, not 210 words, is synthesized first
-    await stream.cancel()
+    try:
+        started = time.perf_counter()
+        await stream.send_text(text)
+        await stream.end_input()
+        await asyncio.wait_for(anext(aiter(stream)), 30)
+        return time.perf_counter() - started
+    finally:
+        await stream.cancel()
+
+
+async def test_long_run_on_gives_first_audio_fast(provider: LocalProvider) -> None:
+    clause = "the dog ran over the hill and"
+    run_on = " ".join([clause] * 30) + " stopped."
+    # Only the first clause, not 210 words, is synthesized first: first audio of the run-on comes about
+    # as soon as that of a short sentence (all 210 words would take some 30 times as long). Compared
+    # with a reference measured here and now, not with a wall-clock figure that only an idle box meets.
+    reference = await _first_audio_s(provider, clause + " stopped.")
+    run_on_s = await _first_audio_s(provider, run_on)
+    assert run_on_s < 0.2 + 4 * reference, (run_on_s, reference)
 
 
 async def test_unknown_voice_format_and_speed_are_typed_errors(provider: LocalProvider) -> None:
@@ -252,22 +272,30 @@ async def test_event_loop_stays_responsive_during_synthesis(provider: LocalProvi
     One piece takes ~0.1-0.5 s of inference; were it run on the loop or holding the GIL, a tick
     would wait that long.
     """
-    worst = 0.0
+    worst = stalled = 0.0
     done = False
 
     async def tick() -> None:
-        nonlocal worst
+        nonlocal worst, stalled
         while not done:
             started = time.perf_counter()
             await asyncio.sleep(0.002)
-            worst = max(worst, time.perf_counter() - started - 0.002)
+            late = time.perf_counter() - started - 0.002
+            worst, stalled = max(worst, late), stalled + late
 
+    started = time.perf_counter()
     ticker = asyncio.create_task(tick())
     chunks = await asyncio.gather(speak(provider, LONG), speak(provider, LONG))
     done = True
     await ticker
+    elapsed = time.perf_counter() - started
     assert all(len(joined(c)) / 48000 > 20 for c in chunks)
-    assert worst < 0.1, worst
+    # Inference on the loop (or holding the GIL) would stall it for a whole piece at a time: the two
+    # streams are some 25 pieces run one after another, the longest of them a few times the mean, so
+    # the worst tick would be about elapsed / 8. A loaded box stretches pieces and ticks alike, so the
+    # bound scales with this run's own elapsed time, not with an idle box's 0.1 s. (Measured: starved
+    # to one eighth of a CPU, worst 0.23 s of 86 s; the total of all lags is no guide there, 65%.)
+    assert worst < elapsed / 30, (worst, elapsed, stalled)
 
 
 OPENING = "Thanks for calling, how can I help you with your order today?"
