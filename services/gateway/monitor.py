@@ -1,4 +1,5 @@
-"""Deadlines the gateway alone can enforce: jobs nobody picks up, silent upstreams, dead workers.
+"""Deadlines the gateway alone can enforce: contexts that never get text, jobs nobody picks up, silent
+upstreams, dead workers.
 
 arq never tells a waiting client that a worker died (a SIGKILLed worker's job stays locked until
 its timeout), so the gateway watches each running context's worker heartbeat and decides: retry
@@ -13,9 +14,9 @@ import time
 
 from redis.exceptions import RedisError
 
-from gateway.contexts import QUEUED, RUNNING, ContextState
+from gateway.contexts import AWAITING_TEXT, QUEUED, RUNNING, ContextState
 from gateway.services import GatewayServices, LiveSession
-from shared.errors import JobExpired, NoWorkers, ServiceUnavailable, Timeout, WorkerLost
+from shared.errors import InputTimeout, JobExpired, NoWorkers, ServiceUnavailable, Timeout, WorkerLost
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -47,7 +48,14 @@ async def check_once(services: GatewayServices) -> None:
         for ctx in list(session.contexts.values()):
             if not ctx.live:
                 continue
-            if ctx.state == QUEUED and now - ctx.enqueued_at > s.job_start_timeout_s:
+            if ctx.state == AWAITING_TEXT:
+                # No job exists until the first text (session.py), so no worker can time it out: a
+                # context that never speaks would hold its key's concurrency for the session's life.
+                if now - ctx.created_at > s.upstream_text_wait_s:
+                    session.fail_context(ctx, InputTimeout(
+                        f"no text to synthesize within {s.upstream_text_wait_s:g}s of the context's start",
+                        waited_s=s.upstream_text_wait_s))
+            elif ctx.state == QUEUED and now - ctx.enqueued_at > s.job_start_timeout_s:
                 await services.queue.forget(ctx.job_id)
                 session.fail_context(ctx, NoWorkers(f"no worker started the job within {s.job_start_timeout_s:g} s"))
             elif ctx.state == QUEUED and now - ctx.enqueued_at > EXPIRY_CHECK_AFTER_S:

@@ -180,7 +180,8 @@ class SynthesisSession:
         if flush:
             ctx.owed_since = now
         if ctx.state == AWAITING_TEXT:
-            await self._enqueue_deferred(ctx)
+            if text.strip() or flush:  # blank keep-alive text starts nothing (it rides in the job later)
+                await self._enqueue_deferred(ctx)
             return
         await self._push(ctx, protocol.TextInput(ctx.next_input_seq(), text, flush))
 
