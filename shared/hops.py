@@ -10,7 +10,8 @@ audio (``received`` -> ``client_sent``)::
     enqueue_start   gateway   retry                 only after a retry: time lost to failed attempts
     enqueued        gateway   enqueue               the enqueue MULTI (job key, queue entry, wake) acked *
     claimed         worker    claim (wall)          a worker woke, claimed the job and entered it
-    inputs_open     worker    input_delivery        JobStarted announced and a listener found
+    inputs_open     worker    input_delivery        JobStarted queued, the provider's stream open (the
+                                                    announcement's ack is awaited beside the upstream)
     text_sent       worker    upstream_send         upstream socket/permit acquired and first text sent
                                                     (includes waiting for the client's first text)
     first_audio     worker    upstream_first_audio  the upstream's first chunk in the worker's hand

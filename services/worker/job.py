@@ -72,23 +72,13 @@ class _JobRun:
         wait_ms = max(0.0, (time.time() - spec.enqueued_at) * 1000) if spec.enqueued_at else 0.0
         started = protocol.JobStarted(spec.job_id, spec.context_id, state.worker_id, wait_ms)
         # The start is announced (its receiver count says whether anyone listens) while the input
-        # stream opens (SUBSCRIBE, then LRANGE: two round trips). Only the announcement gates the
-        # upstream: the job's own text goes out as soon as someone is known to listen, and the
-        # feeder waits for the input stream only for what comes after it.
+        # stream opens (SUBSCRIBE, then LRANGE) and while the job's own text already goes upstream: the
+        # announcement's round trip (and an upstream permit's) is off the first-audio path. The
+        # publisher is FIFO, so the gateway still reads JobStarted before any audio. The price: a job
+        # whose session vanished before the claim has its first text sent (and at once cancelled)
+        # upstream instead of never; that is a crashed gateway or a client gone in those milliseconds.
         announce = state.publisher.publish(self.channel, protocol.encode(started))
         opening = asyncio.ensure_future(state.inputs.open(spec.job_id))
-        try:
-            receivers = await announce
-        except (RedisError, OSError, TimeoutError) as e:
-            await self._close_inputs(opening)
-            log.warning("job_start_failed", error=type(e).__name__)
-            return "failed"
-        if receivers == 0:
-            # The session ended before we started: nobody to speak to, nothing to report.
-            log.debug("job_orphaned")
-            await self._close_inputs(opening)
-            return "orphaned"
-        self.trace.inputs_open()
         stream: SynthesisStream | None = None
         feeder: asyncio.Task[None] | None = None
         state.listening[spec.job_id] = spec.session_id  # from now on a dead gateway cancels it
@@ -102,7 +92,17 @@ class _JobRun:
                 output_format=spec.output_format, voice_settings=spec.voice_settings, options=spec.options,
                 tenant=spec.tenant))
             self.stream = stream
+            self.trace.inputs_open()
             feeder = asyncio.create_task(self._feed(stream, opening), name=f"feed-{spec.job_id}")
+            try:
+                receivers = await announce
+            except (RedisError, OSError, TimeoutError) as e:
+                log.warning("job_start_failed", error=type(e).__name__)
+                return "failed"
+            if receivers == 0:
+                # The session ended before we started: nobody to speak to, nothing to report.
+                log.debug("job_orphaned")
+                return "orphaned"
             await self._pump(stream)
             if self.cancel_reason is not None:
                 return await self._end_cancelled()

@@ -1,7 +1,7 @@
 """The worker's side of a context's trace: the marks of one job, sent back in its Final, and its spans.
 
 A :class:`JobTrace` is created when the job is entered (``claimed``) and stamps ``inputs_open`` (JobStarted
-announced and the input channel open), ``text_sent`` (the first non-blank text handed to the upstream),
+queued and the provider's stream open), ``text_sent`` (the first non-blank text handed to the upstream),
 ``first_audio`` (the upstream's first chunk in hand, queued for PUBLISH) and ``published`` (Redis
 acknowledged that PUBLISH). :meth:`JobTrace.timings` is what the Final carries (shared/hops.py: mark ->
 wall-clock seconds); the gateway turns it, with its own marks, into ms per hop.
@@ -38,8 +38,8 @@ class JobTrace:
         self._first_ack: asyncio.Future[int] | None = None
 
     def inputs_open(self) -> None:
-        """JobStarted is out and found a listener: the job's own text can go upstream (the input channel
-        for later text opens alongside, so it is not on the first-audio path)."""
+        """JobStarted is queued and the provider's stream is open: the job's own text goes upstream now
+        (the announcement's ack and the input channel for later text come alongside, off the path)."""
         self.marks.mark(hops.INPUTS_OPEN)
 
     def text_sent(self, text: str) -> None:
