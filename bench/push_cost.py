@@ -9,8 +9,9 @@ inside a script count as well as the EVALSHA that ran them, though the client se
 
 Noise: the ways run in interleaved rounds (``--rounds``), each round pushing to a fresh set of
 ``--jobs`` jobs, so a burst of load from another process hits every way alike; the median round is
-reported, and the fastest (load from elsewhere only ever adds CPU time: the fastest round is the
-least disturbed). CPU time, unlike wall time, does not count the waits for Redis.
+reported, the fastest (load from elsewhere only ever adds CPU time), and the median over rounds of
+each way's ratio to ``before`` in the same round: the figure that held still across loaded and
+quiet runs here. CPU time, unlike wall time, does not count the waits for Redis.
 
 * ``before`` — the pipeline as it was up to c8125bf: RPUSH + EXPIRE + PUBLISH on every push;
 * ``script`` — candidate (b) of issue #15, one EVALSHA: RPUSH, EXPIRE when the list is new or half
@@ -118,7 +119,7 @@ async def _round(r: aioredis.Redis, dispatcher: Dispatcher, pushes: int, jobs: i
 
 
 async def run(pushes: int, rounds: int, jobs: int, ways: list[str]) -> dict[str, Any]:
-    """Every way, interleaved round by round; the median round of each."""
+    """Every way, interleaved round by round; the median round of each, and the median of its ratios to the first way."""
     server = RedisServer().start()
     try:
         r = aioredis.Redis.from_url(server.url)
@@ -127,16 +128,21 @@ async def run(pushes: int, rounds: int, jobs: int, ways: list[str]) -> dict[str,
             await _round(r, d, 500, jobs)
         per_round = max(1, pushes // rounds)
         rows: dict[str, list[dict[str, Any]]] = {w: [] for w in ways}
-        for _ in range(rounds):
-            for w, d in dispatchers.items():
-                rows[w].append(await _round(r, d, per_round, jobs))
+        for i in range(rounds):
+            for w in ways[i % len(ways):] + ways[:i % len(ways)]:  # each way takes its turn going first
+                rows[w].append(await _round(r, dispatchers[w], per_round, jobs))
         await r.aclose()
     finally:
         server.stop()
     out: dict[str, Any] = {"pushes": per_round * rounds, "rounds": rounds, "jobs": jobs, "token": TOKEN,
                            "input_ttl_s": INPUT_TTL_S, "ways": {}}
+    base = rows[ways[0]]
     for w, rs in rows.items():
         out["ways"][w] = {
+            # Each round against the first way's round next to it: load from elsewhere hits both alike.
+            f"cpu_ratio_to_{ways[0]}": round(statistics.median(x["cpu_us"] / b["cpu_us"] for x, b in zip(rs, base)), 3),
+            f"server_cpu_ratio_to_{ways[0]}": round(statistics.median(
+                x["server_cpu_us"] / b["server_cpu_us"] for x, b in zip(rs, base)), 3),
             "cpu_us_per_push": round(statistics.median(x["cpu_us"] for x in rs), 1),
             "cpu_us_per_push_fastest_round": round(min(x["cpu_us"] for x in rs), 1),
             "cpu_us_per_push_rounds": [round(x["cpu_us"], 1) for x in rs],
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.push_cost", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pushes", type=int, default=20_000, help="per way, over all rounds")
-    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--jobs", type=int, default=20, help="concurrent streamed jobs each round pushes to")
     p.add_argument("--ways", default=",".join(WAYS))
     p.add_argument("--out", help="also write the figures as JSON here")
@@ -163,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{out['pushes']} pushes per way in {out['rounds']} interleaved rounds over {out['jobs']} jobs")
     for w, row in out["ways"].items():
         cmds = ", ".join(f"{c} {n:g}" for c, n in row["by_command"].items())
-        print(f"{w:<8} gateway CPU/push {row['cpu_us_per_push']:>5} us (fastest {row['cpu_us_per_push_fastest_round']:>5})"
-              f"  redis CPU/push {row['server_cpu_us_per_push']:>4} us (fastest {row['server_cpu_us_per_push_fastest_round']:>4})"
+        ratios = [v for k, v in row.items() if "ratio" in k]
+        print(f"{w:<8} gateway CPU/push {row['cpu_us_per_push']:>5} us (fastest {row['cpu_us_per_push_fastest_round']:>5},"
+              f" x{ratios[0]:.3f})  redis CPU/push {row['server_cpu_us_per_push']:>4} us"
+              f" (fastest {row['server_cpu_us_per_push_fastest_round']:>4}, x{ratios[1]:.3f})"
               f"  {row['commands_per_push']:g} commands/push ({cmds})  min TTL after {row['min_ttl_s_after']} s")
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
