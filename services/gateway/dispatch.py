@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
+from gateway.input_ttl import InputTtlRecord
 from shared import keys, protocol
 from shared.queue import JOB_EXPIRES_MS, job_key, job_keys, job_payload
 
@@ -19,10 +20,12 @@ CANCEL_TTL_S = 3
 class Dispatcher:
     """Writes jobs and their input to Redis."""
 
-    def __init__(self, redis: aioredis.Redis, queue_name: str, job_expires_s: float = JOB_EXPIRES_MS / 1000) -> None:
+    def __init__(self, redis: aioredis.Redis, queue_name: str, job_expires_s: float = JOB_EXPIRES_MS / 1000,
+                 input_ttl_s: int = INPUT_TTL_S) -> None:
         self._redis = redis
         self.queue_name = queue_name
         self.job_expires_ms = max(1, int(job_expires_s * 1000))
+        self._input_ttl = InputTtlRecord(input_ttl_s)
 
     async def enqueue(self, spec: protocol.JobSpec) -> None:
         """Enqueue the job and wake the workers, in one round trip.
@@ -53,17 +56,46 @@ class Dispatcher:
         the list, and this connection runs RPUSH before PUBLISH, so in every interleaving the worker
         finds the message in the list, on the channel, or both (seq drops the duplicate). If the
         connection dies between the two, the caller fails the context, so nobody waits for it.
+
+        EXPIRE rides along only when the list's TTL is due (a job's first push here, then every half
+        TTL; see gateway/input_ttl.py). A push that skipped it but created the list (RPUSH answers 1:
+        the worker had deleted it at the job's end and a late input came) sets it in a second round
+        trip, so even such a list never outlives the TTL.
         """
         pipe = self._redis.pipeline(transaction=False)
+        pushed: list[tuple[str, bool]] = []
         for job_id, msg in items:
             data = protocol.encode(msg)
+            ttl_due = self._input_ttl.due(job_id)
             pipe.rpush(keys.input_list(job_id), data)
-            pipe.expire(keys.input_list(job_id), INPUT_TTL_S)
+            if ttl_due:
+                pipe.expire(keys.input_list(job_id), self._input_ttl.ttl_s)
             pipe.publish(keys.input_channel(job_id), data)
-        await pipe.execute()
+            pushed.append((job_id, ttl_due))
+        try:
+            replies = await pipe.execute()
+        except BaseException:
+            for job_id, _ in pushed:
+                self._input_ttl.forget(job_id)  # the EXPIRE may not have run: the next push sends it
+            raise
+        await self._expire_recreated(pushed, replies)
+
+    async def _expire_recreated(self, pushed: list[tuple[str, bool]], replies: list[object]) -> None:
+        """Set the TTL of lists a push created without sending EXPIRE (see :meth:`push_inputs`)."""
+        recreated, i = [], 0
+        for job_id, ttl_due in pushed:
+            if replies[i] == 1 and not ttl_due:
+                recreated.append(job_id)
+            i += 3 if ttl_due else 2
+        if recreated:
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in recreated:
+                pipe.expire(keys.input_list(job_id), self._input_ttl.ttl_s)
+            await pipe.execute()
 
     async def forget(self, job_id: str) -> None:
         """Remove every trace of a job (queue entry, arq keys, input list) after its worker died."""
+        self._input_ttl.forget(job_id)  # a later push recreates the list: it must set the TTL at once
         pipe = self._redis.pipeline(transaction=True)
         pipe.zrem(self.queue_name, job_id)
         pipe.delete(*job_keys(job_id), keys.input_list(job_id))
@@ -80,6 +112,7 @@ class Dispatcher:
         pipe = self._redis.pipeline(transaction=True)
         pipe.zrem(self.queue_name, *job_ids)
         for job_id in job_ids:
+            self._input_ttl.forget(job_id)
             data = protocol.encode(protocol.Cancel(0, "cancelled"))
             pipe.delete(*job_keys(job_id), keys.input_list(job_id))
             pipe.rpush(keys.input_list(job_id), data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
+from gateway.dispatch import INPUT_TTL_S
 
 from shared import keys
 from shared.audio.analysis import rms
@@ -30,6 +31,31 @@ async def test_token_streamed_context_arrives_complete_and_in_order(local_stack)
     seconds = len(res.audio) / 32000
     assert 3.0 < seconds < 15.0, seconds
     assert rms(res.audio) > 0.01
+
+
+async def test_a_running_streamed_jobs_input_list_carries_a_ttl(local_stack, redis_url: str) -> None:
+    """The list bounds a leak if the worker dies mid-stream, though EXPIRE is no longer sent per token."""
+    base, http = local_stack
+    tokens = 300
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        async with NativeClient.connect(base, http) as client:
+            await client.send(type="start", context_id="t", format="pcm_16000", text="Counting out loud: ")
+            await client.pump_until(lambda c: c.result("t").started is not None, 10)
+            started = client.result("t").started
+            assert started is not None
+            listed = keys.input_list(started["job_id"])
+            for i in range(tokens):
+                await client.send(type="text", context_id="t", text=f"{i} ")
+            async with asyncio.timeout(10):
+                while await r.llen(listed) < tokens:  # type: ignore[misc]
+                    await asyncio.sleep(0.02)
+            assert not client.ended("t")
+            assert 0 < await r.ttl(listed) <= INPUT_TTL_S
+            await client.send(type="cancel", context_id="t")
+            await client.pump_until(lambda c: c.ended("t"), 30)
+    finally:
+        await r.aclose()
 
 
 async def test_first_audio_arrives_before_input_ends(local_stack) -> None:
