@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.worker.elevenlabs_fixtures import collect, emulator, provider, request
+from tests.worker.elevenlabs_fixtures import collect, emulator, provider, request, until
 
 N = 200
 
@@ -54,3 +54,27 @@ async def test_a_pool_paced_below_the_providers_rate_is_never_refused() -> None:
         assert [o.error for _, o in results if o.error is not None] == []  # type: ignore[attr-defined]
         assert emu.stats.handshakes_refused == 0
         assert emu.stats.ws_connections_by_endpoint.get("multi-stream-input", 0) <= 30
+
+
+async def test_a_pool_holds_more_than_a_hundred_open_sockets() -> None:
+    # One context per socket, 110 at once: the pool must open 110 sockets. aiohttp's default connector
+    # allows 100 connections per session, so before the fix the last 10 hung in connect until their
+    # deadline and ended upstream_disconnected (in a 1,000-stream run: 232 sockets, TTFA p90 12.7 s).
+    n = 110
+    async with emulator() as emu, \
+            provider(emu, pool_min_sockets=0, pool_max_sockets=n, pool_contexts_per_socket=1,
+                     upstream_concurrency=n, upstream_slot_wait_s=30.0, upstream_first_audio_timeout_s=8.0,
+                     pool_handshake_rate=200.0, pool_handshake_burst=n) as p:
+        streams = []
+        for i in range(n):  # every context placed (on its own socket) before any finishes
+            stream = await p.open_stream(request())
+            await stream.send_text(f"socket {i} ")
+            streams.append(stream)
+        await until(lambda: emu.stats.ws_connections_by_endpoint.get("multi-stream-input", 0) >= n, timeout=8.0)
+        for stream in streams:
+            await stream.send_text("", flush=True)
+            await stream.end_input()
+        outcomes = await asyncio.gather(*(collect(s) for s in streams))
+        assert [o.error.message for o in outcomes if o.error is not None] == []
+        assert [o.text() for o in outcomes] == [f"socket {i} " for i in range(n)]
+        assert emu.stats.ws_connections_by_endpoint.get("multi-stream-input", 0) >= n

@@ -68,7 +68,11 @@ class ElevenLabsProvider:
 
     async def start(self) -> None:
         """Prewarm the pool; list the account's voices when a key is set (a failure only logs)."""
-        self._session = aiohttp.ClientSession()
+        # No connector limit: aiohttp's default (100 connections) silently capped the pool at 100
+        # upstream sockets, so socket 101 and on hung in connect until its timeout and their contexts
+        # waited ~10 s (a 1,000-stream run: TTFA p90 12.7 s). The pool bounds sockets itself
+        # (POOL_MAX_SOCKETS); the HTTP calls beside them are a voice listing at start.
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         if self._fallback_owned is not None:
             await self._fallback_owned.start()  # loaded now: a failover must not wait seconds for the model
         await self.pool.start(self._session)
