@@ -67,19 +67,21 @@ async def check_once(services: GatewayServices) -> None:
                 elif ctx.worker_id:
                     running.append((session, ctx))
     await _fail_expired(services, waiting)
-    worker_ids = sorted({ctx.worker_id for _, ctx in running if ctx.worker_id})
+    # (session, context, its job and worker as checked): the heartbeat read below is a round trip,
+    # during which a context may end or move to a new attempt (a retry before audio clears its worker).
+    checked = [(session, ctx, ctx.job_id, ctx.worker_id) for session, ctx in running]
+    worker_ids = sorted({wid for *_, wid in checked if wid})
     if not worker_ids:
         return
     alive = await services.queue.live_workers(worker_ids)
-    for session, ctx in running:
-        if ctx.worker_id in alive or not ctx.live:
+    for session, ctx, dead_job, wid in checked:
+        if wid in alive or not ctx.live or ctx.job_id != dead_job or ctx.state != RUNNING:
             continue
-        dead_job = ctx.job_id
-        log.warning("worker_lost", session_id=session.id, context_id=ctx.context_id, worker_id=ctx.worker_id,
+        log.warning("worker_lost", session_id=session.id, context_id=ctx.context_id, worker_id=wid,
                     job_id=dead_job, audio_chunks=ctx.chunks_out)
         retried = await session.retry(ctx, "worker_lost")
         if not retried:
-            session.fail_context(ctx, WorkerLost(f"worker {ctx.worker_id} stopped while speaking this context"))
+            session.fail_context(ctx, WorkerLost(f"worker {wid} stopped while speaking this context"))
         await services.queue.forget(dead_job)
 
 
