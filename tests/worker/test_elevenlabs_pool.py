@@ -12,7 +12,7 @@ from worker.providers.elevenlabs.context import UpstreamContext
 from shared.audio import ulaw_decode
 from shared.errors import UpstreamBusy
 from tests.support.timing import LOAD_MARGIN_S
-from tests.worker.elevenlabs_fixtures import VOICE, collect, emulator, held, placed, provider, request, speak
+from tests.worker.elevenlabs_fixtures import VOICE, collect, emulator, held, placed, provider, request, speak, until
 
 
 async def test_context_completes_on_the_prewarmed_socket() -> None:
@@ -206,7 +206,8 @@ async def test_pool_metrics_follow_the_pool() -> None:
     async with emulator() as emu, provider(emu) as p:
         for text in ("one ", "two ", "three "):
             assert (await speak(p, text)).error is None
-        assert sample("tts_pool_sockets", state="open") == 1
+        # Socket counts are scanned at most every 0.25 s (pool._gauges): they follow within that.
+        await until(lambda: sample("tts_pool_sockets", state="open") == 1, timeout=2.0)
         assert sample("tts_pool_live_contexts") == 0
     assert sample("tts_pool_socket_uses_total", socket="new") - before_new == 1
     assert sample("tts_pool_socket_uses_total", socket="reused") - before_reused == 2
