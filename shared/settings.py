@@ -121,6 +121,9 @@ class Settings:
     worker_poll_s: float = env_field("WORKER_POLL_S", 0.5, check=_positive)
     heartbeat_interval_s: float = env_field("HEARTBEAT_INTERVAL_S", 0.4, check=_positive)
     heartbeat_ttl_s: float = env_field("HEARTBEAT_TTL_S", 1.5, check=_positive)
+    # A worker whose event loop is busy stays alive to gateways (a thread extends its heartbeat) for at
+    # most this long without a beat from the loop; hung longer, its contexts move (worker/liveness.py).
+    heartbeat_stall_limit_s: float = env_field("HEARTBEAT_STALL_LIMIT_S", 10.0, check=_positive)
     providers: tuple[str, ...] = env_field("PROVIDERS", ("local",), hint="comma-separated: local, elevenlabs")
     default_voice: str = env_field("DEFAULT_VOICE", "")
 

@@ -64,7 +64,9 @@ def build_worker(settings: Settings, providers: dict[str, Provider] | None = Non
         publisher.start()
         await hub.start(keys.WAKE_CHANNEL, handler=worker.wake)  # payload: the new job's id (or empty)
         state.ready = True
-        ctx["heartbeat_task"] = asyncio.create_task(heartbeat.beat_forever(state), name="heartbeat")
+        keeper = ctx["liveness"] = heartbeat.liveness_keeper(state)
+        ctx["heartbeat_task"] = asyncio.create_task(heartbeat.beat_forever(state, keeper), name="heartbeat")
+        keeper.start()
         # Jobs whose gateway died (nobody subscribed to their session) are cancelled within ~0.3 s.
         ctx["listeners_task"] = asyncio.create_task(listeners.watch_forever(state), name="listeners")
         log.info("worker_started", worker_id=wid, providers=sorted(provs), max_jobs=settings.worker_max_jobs)
@@ -77,6 +79,9 @@ def build_worker(settings: Settings, providers: dict[str, Provider] | None = Non
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        keeper = ctx.get("liveness")
+        if keeper is not None:
+            await asyncio.to_thread(keeper.stop)  # no refresh may follow the clear below
         if state is None:
             return
         await heartbeat.clear(state)

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from shared import keys, protocol
 from shared.logging import get_logger
 from shared.protocol import WorkerHeartbeat
+from worker.liveness import LivenessKeeper
 from worker.state import WorkerState
 
 log = get_logger(__name__)
@@ -38,11 +39,25 @@ def heartbeat(state: WorkerState) -> WorkerHeartbeat:
     )
 
 
-async def beat_forever(state: WorkerState) -> None:
-    """Refresh the heartbeat key until cancelled; survive Redis outages."""
-    while True:
-        await beat_once(state)
-        await asyncio.sleep(state.settings.heartbeat_interval_s)
+async def beat_forever(state: WorkerState, keeper: LivenessKeeper | None = None) -> None:
+    """Refresh the heartbeat key until cancelled; survive Redis outages. ``keeper`` (worker/liveness.py)
+    is told each time the loop got here, so it extends the key only while the loop is merely busy."""
+    try:
+        while True:
+            if keeper is not None:
+                keeper.loop_alive()
+            await beat_once(state)
+            await asyncio.sleep(state.settings.heartbeat_interval_s)
+    finally:
+        if keeper is not None:
+            keeper.halt()  # no beat from this loop any more: nothing may keep the key alive for it
+
+
+def liveness_keeper(state: WorkerState) -> LivenessKeeper:
+    """The thread that keeps ``state``'s heartbeat key alive through a busy loop (not started)."""
+    s = state.settings
+    return LivenessKeeper(s.redis_url, keys.worker_heartbeat(state.worker_id), ttl_s=s.heartbeat_ttl_s,
+                          interval_s=s.heartbeat_interval_s, stall_limit_s=s.heartbeat_stall_limit_s)
 
 
 async def beat_once(state: WorkerState) -> None:
