@@ -131,6 +131,10 @@ _CAPPED = ((ENQUEUED, CLAIMED), (PUBLISHED, GW_RECEIVED))
 def on_path(at: dict[str, float]) -> dict[str, float]:
     """The marks as the path saw them: ``enqueued``/``published`` no later than the mark after them (*)."""
     out = dict(at)
+    if PUBLISHED not in out and FIRST_AUDIO in out and GW_RECEIVED in out:
+        # The worker's Final left before Redis' acknowledgement of the first frame reached it (a busy
+        # worker): the gateway holding the frame ends ``publish`` as well, as (*) says.
+        out[PUBLISHED] = out[GW_RECEIVED]
     for early, late in _CAPPED:
         if early in out and late in out and out[early] > out[late]:
             out[early] = out[late]

@@ -21,6 +21,17 @@ def test_hops_tile_the_path_and_are_never_negative() -> None:
     assert math.isclose(sum(got.values()), (at[hops.CLIENT_SENT] - at[hops.RECEIVED]) * 1000, abs_tol=0.01)
 
 
+def test_a_final_sent_before_the_first_frames_ack_still_tiles_the_path() -> None:
+    # A busy worker's Final may leave before Redis acknowledged the first frame: no ``published`` mark.
+    at = {name: 1000.0 + i * 0.001 for i, name in enumerate(hops.MARKS)}
+    at[hops.ENQUEUE_START] = at[hops.ADMITTED]
+    del at[hops.PUBLISHED]
+    got = hops.breakdown(at)
+    assert list(got) == [h for h in hops.HOPS if h != hops.RETRY]
+    assert got[hops.GATEWAY_RECEIVE] == 0.0 and math.isclose(got[hops.PUBLISH], 2.0)  # until the gateway had it
+    assert math.isclose(sum(got.values()), (at[hops.CLIENT_SENT] - at[hops.RECEIVED]) * 1000, abs_tol=0.01)
+
+
 def test_a_retry_shows_as_its_own_hop_and_missing_marks_drop_their_hops() -> None:
     at = {hops.RECEIVED: 10.0, hops.ADMITTED: 10.001, hops.ENQUEUE_START: 10.5, hops.ENQUEUED: 10.5005}
     assert hops.breakdown(at) == {hops.ADMISSION: 1.0, hops.RETRY: 499.0, hops.ENQUEUE: 0.5}
