@@ -114,6 +114,10 @@ UPSTREAM_SATURATED = Gauge("tts_upstream_saturated",
 UPSTREAM_PERMIT_FAIL_OPEN = Counter("tts_upstream_permit_fail_open_total",
                                     "Contexts admitted on the per-worker limit alone: Redis was unreachable",
                                     ["provider"])
+UPSTREAM_PERMIT_CREDIT = Counter("tts_upstream_permit_credit_total",
+                                 "Account permits taken before Redis answered (credit), by what Redis then said: "
+                                 "confirmed, or overdrawn (the account had filled meanwhile; the permit is kept)",
+                                 ["provider", "outcome"])
 POOL_SLOT_WAIT = Histogram("tts_pool_slot_wait_seconds", "Wait for an upstream context slot",
                            ["provider"], buckets=LATENCY_BUCKETS)
 POOL_RECONNECTS = Counter("tts_pool_reconnects_total", "Upstream sockets replaced", ["provider", "reason"])

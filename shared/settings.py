@@ -156,6 +156,9 @@ class Settings:
     # Account-wide permits are leases in Redis refreshed while their contexts live: a crashed worker's
     # permits come back after this long.
     upstream_lease_s: float = env_field("UPSTREAM_LEASE_S", 5.0, check=lambda v: v >= 0.5)
+    # A permit taken before Redis answers while the account has permits to spare (one round trip less
+    # to first audio); false: every permit waits for Redis' grant.
+    upstream_permit_credit: bool = env_field("UPSTREAM_PERMIT_CREDIT", True)
     upstream_first_audio_timeout_s: float = env_field("UPSTREAM_FIRST_AUDIO_TIMEOUT_S", 8.0, check=_positive)
     upstream_inactivity_timeout_s: int = env_field("UPSTREAM_INACTIVITY_TIMEOUT_S", 180,
                                                    check=lambda v: 1 <= v <= 180)

@@ -33,6 +33,17 @@ crashed holder nobody releases for) costs time, never a permit.
 Cost: taking a free permit is one EVALSHA (the scripts are loaded at start); releases are batched
 off the caller's path.
 
+Credit: while the account as last seen (a reply at most 0.25 s old) has more than ``credit_margin``
+permits to spare (a tenth of the limit, at least 2) and nobody here waits, a permit is taken at once
+and its EVALSHA is answered in the background: one Redis round trip less before the context's text
+goes upstream. Nobody is overtaken: a line forms only where the account is full, and then no view
+shows a spare. The view may miss what other workers took since; should Redis refuse the
+confirmation (they took the whole margin within the view's age), the permit is kept *overdrawn*,
+registered by the next refresh like a fail-open one, counted
+(``tts_upstream_permit_credit_total{outcome="overdrawn"}``) and logged. An upstream that then refuses
+the extra generation ("too many concurrent requests") is retried with a backoff, so an overdraft
+costs a retry, never a failure; ``UPSTREAM_PERMIT_CREDIT=false`` makes every permit wait for Redis.
+
 Redis unreachable: fail OPEN to the per-worker limit (the pool still counts ``UPSTREAM_CONCURRENCY``
 per process), counted in ``tts_upstream_permit_fail_open_total`` and logged once per outage. Redis
 down also stops arq handing out jobs, so only contexts of jobs already running get in this way,
@@ -46,6 +57,7 @@ import asyncio
 import contextlib
 import contextvars
 import hashlib
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -58,7 +70,7 @@ from redis.exceptions import RedisError
 from shared import keys
 from shared.errors import UpstreamBusy, UpstreamError
 from shared.logging import get_logger
-from shared.metrics import UPSTREAM_ACCOUNT_LEASES, UPSTREAM_PERMIT_FAIL_OPEN
+from shared.metrics import UPSTREAM_ACCOUNT_LEASES, UPSTREAM_PERMIT_CREDIT, UPSTREAM_PERMIT_FAIL_OPEN
 
 from .scripts import ACQUIRE, REFRESH, RELEASE
 
@@ -72,6 +84,11 @@ _OP_TIMEOUT_S = 2.0
 _DOWN_S = 3.0
 _WAKE_BLOCK_S = 1  # BLPOP timeout of the wake loop (whole seconds: Redis 6.2 and 7 agree on those)
 _HOLD_WEIGHT = 0.2  # of the newest permit hold in the moving average
+# Credit needs a view of the account at most this old (any script's reply refreshes it; a busy worker
+# gets several a second) and this share of the limit (at least 2) still spare in it: the overdraft
+# risk is other workers taking all of that margin within the view's age.
+_CREDIT_VIEW_S = 0.25
+_CREDIT_MARGIN_SHARE = 0.1
 
 
 class _Unreachable(Exception):
@@ -93,14 +110,22 @@ class AccountLimit:
     """One provider instance's side of the account-wide permits (see the module docstring)."""
 
     def __init__(self, redis: aioredis.Redis, *, account: str, limit: int, lease_s: float,
-                 provider: str = "elevenlabs") -> None:
-        """``limit`` permits for ``account`` in ``redis``, leased for ``lease_s`` at a time."""
+                 provider: str = "elevenlabs", credit: bool = True) -> None:
+        """``limit`` permits for ``account`` in ``redis``, leased for ``lease_s`` at a time; ``credit``:
+        take a permit before Redis answers while the account has some to spare (module docstring)."""
         self.limit = limit
+        self.credit = credit
+        self.credit_margin = max(2, math.ceil(limit * _CREDIT_MARGIN_SHARE))
         self.lease_s = lease_s
         self.provider = provider
         self.instance = uuid.uuid4().hex[:12]
         self.refresh_s = lease_s / 3
         self.account_leases = 0  # held account-wide, as last seen
+        self._seen_at = -float("inf")  # when (monotonic) account_leases was last read from Redis
+        self._on_credit = 0  # permits taken on credit whose confirmation has not come back yet
+        self._confirming: set[asyncio.Task[None]] = set()
+        for outcome in ("confirmed", "overdrawn"):  # both series from the start: a rate() sees the first one
+            UPSTREAM_PERMIT_CREDIT.labels(provider, outcome)
         self._redis = redis
         self._ttl_ms = max(1, round(lease_s * 1000))
         self._keys = [keys.upstream_leases(account), keys.upstream_waiters(account),
@@ -150,7 +175,7 @@ class AccountLimit:
         self._closed = True
         for ev in self._waiting.values():
             ev.set()
-        for task in (self._refresher, self._waker):
+        for task in (self._refresher, self._waker, *self._confirming):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -172,6 +197,9 @@ class AccountLimit:
         self._holders[key] = holder
         if time.monotonic() < self._down_until:
             self._fail_open(holder)
+            return
+        if self._credit_open():
+            self._take_on_credit(holder)
             return
         t0 = time.monotonic()
         ev = asyncio.Event()
@@ -291,12 +319,47 @@ class AccountLimit:
             log.info("upstream_permits_restored")
         return result
 
+    def _credit_open(self) -> bool:
+        """May a permit be taken before Redis answers (see Credit in the module docstring)?"""
+        return (self.credit and not self._waiting
+                and time.monotonic() - self._seen_at <= _CREDIT_VIEW_S
+                and self.account_leases + self._on_credit + self.credit_margin < self.limit)
+
+    def _take_on_credit(self, holder: str) -> None:
+        self._held.add(holder)
+        self._granted_at[holder] = time.monotonic()
+        self._on_credit += 1
+        task = asyncio.get_running_loop().create_task(self._confirm(holder), name=f"{self.provider}-permit-confirm",
+                                                      context=contextvars.Context())
+        self._confirming.add(task)
+        task.add_done_callback(self._confirming.discard)
+
+    async def _confirm(self, holder: str) -> None:
+        """The ACQUIRE of a permit taken on credit (never joins the line: the permit is already in use)."""
+        try:
+            granted, held, _, _ = await self._call(self._acquire, [*self._keys, self._seq_key],
+                                                   [self.limit, self._ttl_ms, self._wake_prefix, holder, 0])
+        except _Unreachable:
+            return  # kept, like a fail-open permit: the next refresh that gets through registers it
+        finally:
+            self._on_credit -= 1
+        self._seen(held)
+        if holder not in self._held:
+            self._leave(holder)  # released while the call was out, which may have added its lease after
+            return
+        if granted:
+            UPSTREAM_PERMIT_CREDIT.labels(self.provider, "confirmed").inc()
+        else:
+            UPSTREAM_PERMIT_CREDIT.labels(self.provider, "overdrawn").inc()
+            log.warning("upstream_permit_overdrawn", account_leases=int(held), limit=self.limit)
+
     def _fail_open(self, holder: str) -> None:
         UPSTREAM_PERMIT_FAIL_OPEN.labels(self.provider).inc()
         self._held.add(holder)  # registered in Redis by the next refresh that gets through
 
     def _seen(self, held: int) -> None:
         self.account_leases = int(held)
+        self._seen_at = time.monotonic()
         UPSTREAM_ACCOUNT_LEASES.labels(self.provider).set(self.account_leases)
         self._changed()
 

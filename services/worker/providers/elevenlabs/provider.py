@@ -53,7 +53,7 @@ class ElevenLabsProvider:
         if redis is not None:
             account = AccountLimit(redis, account=account_id(self.name, self._http_base, self._api_key),
                                    limit=settings.upstream_concurrency, lease_s=settings.upstream_lease_s,
-                                   provider=self.name)
+                                   provider=self.name, credit=settings.upstream_permit_credit)
         self.pool = SocketPool(settings, ws_base=_ws_base(self._http_base), headers=headers, provider=self.name,
                                account=account)
         self._session: aiohttp.ClientSession | None = None

@@ -1,0 +1,158 @@
+"""Account permits on credit: taken before Redis answers while the account has permits to spare.
+
+Real Redis (the session's private server); two ``AccountLimit`` instances stand for two workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+from worker.upstream_permits import AccountLimit
+
+from shared import keys
+from shared.redis_client import create_redis
+from tests.support.timing import LOAD_MARGIN_S
+
+LIMIT = 10  # credit margin 2: on credit while at most 7 are held as last seen
+
+
+def _credit(outcome: str) -> float:
+    return REGISTRY.get_sample_value("tts_upstream_permit_credit_total",
+                                     {"provider": "elevenlabs", "outcome": outcome}) or 0.0
+
+
+async def _leases(r: aioredis.Redis, account: str) -> set[str]:
+    return {m.decode() for m in await r.zrange(keys.upstream_leases(account), 0, -1)}
+
+
+async def _until(check, timeout_s: float = 2.0 + LOAD_MARGIN_S) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_permit_on_credit_does_not_wait_for_redis_and_is_confirmed_after(redis_url: str) -> None:
+    account = f"test:credit:{uuid.uuid4().hex[:8]}"
+    r = create_redis(redis_url)
+    client = create_redis(redis_url)
+    acct = AccountLimit(client, account=account, limit=LIMIT, lease_s=30.0)
+    await acct.start()
+    try:
+        await acct.acquire("first", time.monotonic() + 5)  # no view of the account yet: waits for Redis
+        assert acct.holder("first") in await _leases(r, account)
+        confirmed = _credit("confirmed")
+        # Redis answers nobody for a while: a permit that waited for its grant would wait that long.
+        await r.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        taking = asyncio.create_task(acct.acquire("second", time.monotonic() + 5))
+        await asyncio.sleep(0.2)
+        assert taking.done(), "a permit on credit waited for Redis"
+        await taking
+        assert acct.held("second")
+        # Once Redis answers again the permit is registered as an ordinary lease.
+        await _until(lambda: _has(r, account, acct.holder("second")))
+        await _until(lambda: _counter_above("confirmed", confirmed))
+        acct.release("second")
+        await _until(lambda: _lacks(r, account, acct.holder("second")))
+    finally:
+        await acct.close()
+        await client.aclose()
+        await r.aclose()
+
+
+async def test_no_credit_once_the_spare_is_down_to_the_margin(redis_url: str) -> None:
+    account = f"test:credit:{uuid.uuid4().hex[:8]}"
+    r = create_redis(redis_url)
+    client = create_redis(redis_url)
+    acct = AccountLimit(client, account=account, limit=LIMIT, lease_s=30.0)
+    await acct.start()
+    try:
+        for i in range(LIMIT - acct.credit_margin):
+            await acct.acquire(f"k{i}", time.monotonic() + 5)
+        await _until(lambda: _count(r, account, LIMIT - acct.credit_margin))
+        await acct.acquire("fresh-view", time.monotonic() + 5)  # a reply: the view is current
+        await r.execute_command("CLIENT", "PAUSE", "600", "ALL")
+        taking = asyncio.create_task(acct.acquire("tight", time.monotonic() + 5))
+        await asyncio.sleep(0.2)
+        assert not taking.done(), "took a permit on credit with only the margin to spare"
+        await taking  # granted by Redis once it answers
+        assert acct.holder("tight") in await _leases(r, account)
+    finally:
+        await acct.close()
+        await client.aclose()
+        await r.aclose()
+
+
+async def test_an_account_filled_meanwhile_leaves_the_permit_overdrawn_and_counted(redis_url: str) -> None:
+    account = f"test:credit:{uuid.uuid4().hex[:8]}"
+    r = create_redis(redis_url)
+    clients = [create_redis(redis_url), create_redis(redis_url)]
+    mine = AccountLimit(clients[0], account=account, limit=LIMIT, lease_s=30.0)
+    other = AccountLimit(clients[1], account=account, limit=LIMIT, lease_s=30.0, credit=False)
+    await mine.start()
+    await other.start()
+    try:
+        await mine.acquire("seen", time.monotonic() + 5)  # this worker's view: 1 of 10 held
+        # The other worker takes the rest (at once, in parallel) before this one hears of it.
+        await asyncio.gather(*(other.acquire(f"o{i}", time.monotonic() + 5) for i in range(LIMIT - 1)))
+        overdrawn = _credit("overdrawn")
+        await mine.acquire("late", time.monotonic() + 5)  # on credit: the view still shows 9 spare
+        assert mine.held("late")
+        await _until(lambda: _counter_above("overdrawn", overdrawn))
+        assert mine.held("late"), "an overdrawn permit is kept (its context is already upstream)"
+        assert mine.account_leases == LIMIT  # what Redis said: full
+        # No further credit on that view: the next caller waits in line like any other.
+        with_deadline = asyncio.create_task(mine.acquire("after", time.monotonic() + 0.3))
+        await asyncio.sleep(0.1)
+        assert not with_deadline.done()
+        mine.release("late")
+        mine.release("seen")
+        await with_deadline  # a permit came back: granted by Redis
+        assert mine.holder("after") in await _leases(r, account)
+    finally:
+        await mine.close()
+        await other.close()
+        for c in clients:
+            await c.aclose()
+        await r.aclose()
+
+
+async def test_a_release_racing_the_confirmation_leaves_no_lease(redis_url: str) -> None:
+    account = f"test:credit:{uuid.uuid4().hex[:8]}"
+    r = create_redis(redis_url)
+    client = create_redis(redis_url)
+    acct = AccountLimit(client, account=account, limit=LIMIT, lease_s=30.0)
+    await acct.start()
+    try:
+        await acct.acquire("first", time.monotonic() + 5)
+        for i in range(20):
+            await acct.acquire(f"brief{i}", time.monotonic() + 5)
+            holder = acct.holder(f"brief{i}")
+            acct.release(f"brief{i}")  # before its confirmation even left
+            await _until(lambda h=holder: _lacks(r, account, h))  # type: ignore[misc]
+        await asyncio.sleep(0.1)
+        assert await _leases(r, account) == {acct.holder("first")}
+    finally:
+        await acct.close()
+        await client.aclose()
+        await r.aclose()
+
+
+async def _has(r: aioredis.Redis, account: str, holder: str) -> bool:
+    return holder in await _leases(r, account)
+
+
+async def _lacks(r: aioredis.Redis, account: str, holder: str) -> bool:
+    return holder not in await _leases(r, account)
+
+
+async def _count(r: aioredis.Redis, account: str, n: int) -> bool:
+    return len(await _leases(r, account)) == n
+
+
+async def _counter_above(outcome: str, before: float) -> bool:
+    return _credit(outcome) > before
