@@ -11,11 +11,13 @@ import uuid
 
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
+from worker.providers.elevenlabs.context import UpstreamContext
 from worker.upstream_permits import AccountLimit
 
 from shared import keys
 from shared.redis_client import create_redis
 from tests.support.timing import LOAD_MARGIN_S
+from tests.worker.elevenlabs_fixtures import collect, emulator, held, provider, request, speak
 
 LIMIT = 10  # credit margin 2: on credit while at most 7 are held as last seen
 
@@ -156,3 +158,21 @@ async def _count(r: aioredis.Redis, account: str, n: int) -> bool:
 
 async def _counter_above(outcome: str, before: float) -> bool:
     return _credit(outcome) > before
+
+
+async def test_a_first_text_is_on_its_socket_when_send_text_returns(redis_url: str) -> None:
+    """Free slot, permit on credit: placement happens inside send_text, with no task and no Redis call."""
+    r = create_redis(redis_url)
+    async with emulator() as emu, provider(emu, redis_url, upstream_concurrency=LIMIT) as p:
+        first = await held(p)  # opens the key's socket and gives this worker a view of the account
+        await speak(p, "Warm. ")  # a fresh reply (the release's) ...
+        await held(p)  # ... and another: the view is current
+        await r.execute_command("CLIENT", "PAUSE", "1000", "ALL")
+        stream = await p.open_stream(request())
+        await stream.send_text("Placed at once. ", flush=True)
+        assert isinstance(stream, UpstreamContext) and stream.socket is not None, "not placed inside send_text"
+        await stream.end_input()
+        out = await collect(stream)  # spoken once Redis answers the confirmation (and the rest) again
+        assert out.error is None and out.text() == "Placed at once. "
+        await first.cancel()
+    await r.aclose()

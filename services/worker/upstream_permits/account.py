@@ -198,7 +198,7 @@ class AccountLimit:
         if time.monotonic() < self._down_until:
             self._fail_open(holder)
             return
-        if self._credit_open():
+        if self.credit_open():
             self._take_on_credit(holder)
             return
         t0 = time.monotonic()
@@ -319,11 +319,17 @@ class AccountLimit:
             log.info("upstream_permits_restored")
         return result
 
-    def _credit_open(self) -> bool:
+    def credit_open(self) -> bool:
         """May a permit be taken before Redis answers (see Credit in the module docstring)?"""
-        return (self.credit and not self._waiting
+        return (self.credit and not self._closed and time.monotonic() >= self._down_until and not self._waiting
                 and time.monotonic() - self._seen_at <= _CREDIT_VIEW_S
                 and self.account_leases + self._on_credit + self.credit_margin < self.limit)
+
+    def take_on_credit(self, key: str, tenant: str = "") -> None:
+        """:meth:`acquire` without a wait, for a caller that just saw :meth:`credit_open` true."""
+        holder = self.holder(key, tenant)
+        self._holders[key] = holder
+        self._take_on_credit(holder)
 
     def _take_on_credit(self, holder: str) -> None:
         self._held.add(holder)

@@ -47,6 +47,10 @@ class PermitTiming:
     def _pump(self) -> None:
         raise NotImplementedError
 
+    def place_at_once(self, ctx: UpstreamContext) -> bool:
+        """:meth:`acquire` when nothing stands in the way (the pool implements it); False: nothing done."""
+        raise NotImplementedError
+
     def open(self, ctx: UpstreamContext) -> None:
         """Take ``ctx`` in without a permit or a slot: those come at its first text (or never)."""
         if self._closed or self._session is None:
@@ -55,7 +59,12 @@ class PermitTiming:
         ctx.wait_for_text(self.settings.upstream_text_wait_s)
 
     def wants_placement(self, ctx: UpstreamContext) -> None:
-        """``ctx`` has text: wait for a permit and a slot in the background; a refusal ends its stream."""
+        """``ctx`` has text: placed now if nothing stands in the way (its text is on the socket's send
+        queue when this returns), else it waits for a permit and a slot in the background; a refusal
+        ends its stream."""
+        if not ctx.dormant and self.place_at_once(ctx):
+            self._unplaced.discard(ctx)
+            return
         task = asyncio.get_running_loop().create_task(self._place_when_possible(ctx),
                                                       name=f"elevenlabs-place-{ctx.id}")
         ctx.placing = task

@@ -119,7 +119,7 @@ class PlacementLine:
                 break
             if isinstance(w, Request) and w.resume:
                 self.remove(w)
-                self._take(w.ctx)
+                self.take(w.ctx)
                 w.fut.set_result(None)
                 continue
             slot = find(w.ctx)
@@ -127,12 +127,13 @@ class PlacementLine:
                 continue
             self.remove(w)
             if w.needs_permit:
-                self._take(w.ctx)
+                self.take(w.ctx)
             place(slot, w.ctx)
             if isinstance(w, Request):
                 w.fut.set_result(None)
 
-    def _take(self, ctx: UpstreamContext) -> None:
+    def take(self, ctx: UpstreamContext) -> None:
+        """``ctx`` takes a permit (the line's own placements, or the pool's placement at once)."""
         self.live += 1
         ctx.holds_permit = True
 

@@ -209,6 +209,27 @@ class SocketPool(PermitTiming, Upkeep, Rehoming):
         raise UpstreamBusy(f"all upstream {limit} slots stayed busy for {waited:.1f}s", limit=limit,
                            waited_s=round(waited, 3))
 
+    def place_at_once(self, ctx: UpstreamContext) -> bool:
+        """The common case of :meth:`acquire` without its task and its wait: nobody in line, a permit here
+        and (on credit) account-wide, a slot on one of the key's sockets. Most first texts take this
+        path; it keeps a loop turn and the permit's round trip off their first audio."""
+        if self._closed or self._session is None or len(self._placement) or self._placement.exhausted:
+            return False
+        if self._account is not None and not self._account.credit_open():
+            return False
+        sock = self._sockets.of(ctx.spec.key).best_slot(self.settings.pool_contexts_per_socket,
+                                                         self.settings.pool_pregrow)
+        if sock is None:
+            return False  # the line grows the pool (or evicts) for it
+        if self._account is not None:
+            self._account.take_on_credit(ctx.id, ctx.tenant)
+        self._placement.take(ctx)
+        self._place(sock, ctx)
+        POOL_SLOT_WAIT.labels(self.provider).observe(0.0)
+        self._grow_ahead()
+        self._gauges()
+        return True
+
     def _abandon(self, w: Request) -> None:
         self._placement.remove(w)
         placed = w.fut.done() and not w.fut.cancelled()
