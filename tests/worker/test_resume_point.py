@@ -69,3 +69,20 @@ def test_unspoken_text_over_the_bound_ends_tracking() -> None:
 def test_mp3_upstream_is_never_tracked() -> None:
     rp = ResumePoint("c", "mp3_44100_128", 65536, 2)
     assert not rp.can_resume()
+
+
+def test_a_whole_generations_timing_is_released_word_by_word_across_many_chunks() -> None:
+    text = " ".join(f"w{i:03d}" for i in range(300)) + " "
+    rp = point(text)
+    audio, align = chunk(text)
+    step = 250 * MS  # 250 ms chunks, the generation's timing all on the first one
+    released = 0
+    for i, start in enumerate(range(0, len(audio), step)):
+        out, out_align = rp.take(audio[start:start + step], align if i == 0 else None)
+        released += len(out)
+        assert (out_align is not None) == (i == 0)  # passed on once, with the first audio
+        if i and released < len(audio):
+            assert released % (5 * 60 * MS) == 0  # up to a word's end ("wNNN ", 5 characters)
+    assert rp.can_resume() and rp.at_char == released // (60 * MS)
+    out, _ = rp.release()
+    assert released + len(out) == len(audio) and rp.at_char == len(text)

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pybase64
 
 from shared.errors import (
@@ -123,7 +124,9 @@ def _alignment(raw: Any) -> dict[str, Any] | None:
 def parse_frame(data: str | bytes) -> ServerFrame:
     """Decode one text frame; raise :class:`MalformedFrame` if it is not a JSON object."""
     try:
-        obj = json.loads(data)
+        # orjson: ~30 KB frames (base64 audio) parse several times faster than with json, and it
+        # raises ValueError subclasses for the same malformed input.
+        obj = orjson.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise MalformedFrame("frame is not JSON") from e
     if not isinstance(obj, dict):

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import messages
+from .timeline import Timeline, whole_ms
 
 HOLD_MS = 1500.0  # longest partial word held back: a run without spaces goes out at char boundaries
 _LOOKAHEAD = 4  # alignment characters may skip this many text characters (normalised punctuation)
@@ -64,7 +65,7 @@ class ResumePoint:
         self._pos = 0  # index in ``_text`` just after the last released character
         self._flushed_to = 0  # absolute offset of the last flush
         self._held = b""
-        self._timeline: list[tuple[str, float, float]] = []  # (char, start ms, duration ms) from the held audio's start
+        self._timeline = Timeline()  # the held characters' timing, from the held audio's start
         self._out_align: dict[str, Any] | None = None  # upstream alignment not yet sent, from the held audio's start
         self._released_any = False
         self._per_chunk: bool | None = None  # alignment per chunk (sync_alignment), decided at the first one
@@ -100,9 +101,9 @@ class ResumePoint:
             return audio, alignment
         if len(audio) % self._width:
             return self._give_up_with(audio, alignment)
+        timeline = self._timeline
         held_ms = self._ms(len(self._held))
-        covered = _end(self._timeline[-1]) if self._timeline else 0.0
-        if alignment is None and held_ms >= covered - _SLACK_MS:
+        if alignment is None and held_ms >= timeline.last_end() - _SLACK_MS:
             return self._give_up_with(audio, None)  # audio past every timed character: untrackable
         if alignment is not None:
             chars, starts, durs = alignment["chars"], alignment["charStartTimesMs"], alignment["charDurationsMs"]
@@ -112,7 +113,7 @@ class ResumePoint:
                 # ``sync_alignment``: timing per chunk (re-cut with the audio below); otherwise a whole
                 # generation's timing on its first chunk (passed on as it came, so it stays on one chunk).
                 self._per_chunk = max(s + d for s, d in zip(starts, durs)) <= self._ms(len(audio)) + _SLACK_MS
-            self._timeline += [(c, s + held_ms, d) for c, s, d in zip(chars, starts, durs, strict=True)]
+            timeline.extend(chars, starts, durs, held_ms)
             if not self._per_chunk:
                 fresh = _strip(alignment, self._announced) if self._announced else alignment
                 self._announced -= len(alignment["chars"]) - len(fresh["chars"])
@@ -120,13 +121,10 @@ class ResumePoint:
                     self._out_align = _merge(self._out_align, fresh, held_ms)
         self._held += audio
         held_ms = self._ms(len(self._held))
-        if held_ms > (_end(self._timeline[-1]) if self._timeline else 0.0) + UNEXPLAINED_MS:
+        if held_ms > timeline.last_end() + UNEXPLAINED_MS:
             return self._give_up_with(b"", None)  # audio no alignment explains: what it voices is unknown
-        heard = 0  # characters whose audio is all here
-        while heard < len(self._timeline) and _end(self._timeline[heard]) <= held_ms + _SLACK_MS:
-            heard += 1
-        cut = _last_space(self._timeline[:heard])
-        if cut < heard and (not self._released_any or self._reaches_flush(self._timeline[:heard])):
+        heard, cut = timeline.hear(held_ms + _SLACK_MS)  # characters whose audio is all here; to the last space
+        if cut < heard and (not self._released_any or self._reaches_flush(timeline.chars(heard))):
             # The first audio goes out at once (holding its word would add to time-to-first-audio);
             # a flushed text all heard has no later audio to complete its last word.
             cut = heard
@@ -136,37 +134,40 @@ class ResumePoint:
             cut = heard  # one long run without spaces: release whole characters
             if cut == 0:
                 return self._give_up_with(b"", None)  # audio that no alignment explains
-        cut_ms = min(held_ms, _end(self._timeline[cut - 1]))
+        cut_ms = min(held_ms, timeline.end(cut - 1))
         byte = round(cut_ms * self._rate / 1000) * self._width
-        if cut == len(self._timeline) and held_ms - cut_ms < _SLACK_MS:
+        if cut == len(timeline) and held_ms - cut_ms < _SLACK_MS:
             byte = len(self._held)  # alignment rounding must not leave a sliver held
         byte = min(byte, len(self._held))
         out, self._held = self._held[:byte], self._held[byte:]
         out_align, self._out_align = self._out_align, None
         self._released_any = True
-        released, rest = self._timeline[:cut], self._timeline[cut:]
         if self._per_chunk:
-            out_align = _alignment(released)
-        shift = self._ms(byte)
-        self._timeline = [(c, s - shift, d) for c, s, d in rest]
+            out_align = timeline.alignment(cut)
         if out_align is not None:
-            self._ahead = len(rest)  # timed for the listener, audio still held
+            self._ahead = len(timeline) - cut  # timed for the listener, audio still held
         else:
-            self._ahead = max(0, self._ahead - len(released))
-        if not self._advance(released):
-            held, self._held, self._timeline = self._held, b"", []
-            return out + held, _alignment(released + rest) if self._per_chunk else out_align
+            self._ahead = max(0, self._ahead - cut)
+        if not self._advance(timeline.chars(cut)):
+            whole = timeline.alignment() if self._per_chunk else out_align
+            held, self._held = self._held, b""
+            timeline.clear()
+            return out + held, whole
+        timeline.release(cut, self._ms(byte))
         return out, out_align
 
     def release(self) -> tuple[bytes, dict[str, Any] | None]:
         """The final arrived: everything held goes out."""
-        audio, align, out_align = self._held, self._timeline, self._out_align
-        self._held, self._timeline, self._out_align = b"", [], None
-        if align:
-            self._advance(align)
-        return audio, (_alignment(align) if self._per_chunk and align else out_align)
+        audio, out_align, timeline = self._held, self._out_align, self._timeline
+        if len(timeline):
+            if self._per_chunk:
+                out_align = timeline.alignment()
+            self._advance(timeline.chars())
+        self._held, self._out_align = b"", None
+        timeline.clear()
+        return audio, out_align
 
-    def _reaches_flush(self, chars: list[tuple[str, float, float]]) -> bool:
+    def _reaches_flush(self, chars: list[str]) -> bool:
         if self._flushed_to <= self._base + self._pos:
             return False  # no flush ahead of what was heard
         pos = self._match(chars)
@@ -190,16 +191,18 @@ class ResumePoint:
 
     def restart(self) -> None:
         """A move before any audio went out (the whole text is replayed): forget held audio."""
-        self._held, self._timeline, self._out_align = b"", [], None
+        self._held, self._out_align = b"", None
+        self._timeline.clear()
 
     def resume(self, reason: str, cause: str) -> None:
         """Drop held audio and record the failover; the text from :attr:`at_char` on is sent again."""
         at = self.at_char
         # The held word's timing went out with earlier audio: the new socket's timing for it is dropped,
         # so the listener's alignment names every character once.
-        lead = next((i for i, (c, _, _) in enumerate(self._timeline) if not c.isspace()), 0)
+        lead = self._timeline.first_non_space()
         self._announced, self._ahead = max(0, self._ahead - lead), 0
-        self._held, self._timeline, self._out_align = b"", [], None
+        self._held, self._out_align = b"", None
+        self._timeline.clear()
         rest_from = at - self._base
         remaining = self._text[rest_from:]
         self.failovers.append({"at_char": at, "reason": reason, "cause": cause})
@@ -235,10 +238,10 @@ class ResumePoint:
         return out
 
     # -- internals ------------------------------------------------------------------------------------
-    def _match(self, released: list[tuple[str, float, float]]) -> int | None:
+    def _match(self, released: list[str]) -> int | None:
         """Where the text cursor lands after ``released`` characters (None: they do not match the text)."""
         text, pos = self._text, self._pos
-        for char, _, _ in released:
+        for char in released:
             if char.isspace():
                 while pos < len(text) and text[pos].isspace():
                     pos += 1
@@ -251,7 +254,7 @@ class ResumePoint:
             pos = found + 1
         return pos
 
-    def _advance(self, released: list[tuple[str, float, float]]) -> bool:
+    def _advance(self, released: list[str]) -> bool:
         """Move the text cursor over ``released`` characters; False (and unusable) if they do not match."""
         pos = self._match(released)
         if pos is None:
@@ -272,25 +275,14 @@ class ResumePoint:
     def _give_up_with(self, audio: bytes, alignment: dict[str, Any] | None) -> tuple[bytes, dict[str, Any] | None]:
         """Stop tracking: whatever was held goes out ahead of ``audio`` (nothing is lost)."""
         held, out_align = self._held, self._out_align
-        if self._per_chunk and self._timeline:
-            out_align = _alignment(self._timeline)
-        self._held, self._timeline, self._out_align = b"", [], None
+        if self._per_chunk and len(self._timeline):
+            out_align = self._timeline.alignment()
+        self._held, self._out_align = b"", None
+        self._timeline.clear()
         self._give_up()
         if alignment is not None:
             out_align = _merge(out_align, alignment, self._ms(len(held)))
         return held + audio, out_align
-
-
-def _end(entry: tuple[str, float, float]) -> float:
-    return entry[1] + entry[2]
-
-
-def _last_space(align: list[tuple[str, float, float]]) -> int:
-    """Number of characters up to and including the last whitespace one (0: none)."""
-    for i in range(len(align) - 1, -1, -1):
-        if align[i][0].isspace():
-            return i + 1
-    return 0
 
 
 def _strip(alignment: dict[str, Any], count: int) -> dict[str, Any]:
@@ -305,19 +297,8 @@ def _merge(held: dict[str, Any] | None, new: dict[str, Any], offset_ms: float) -
     """``new`` (times from its chunk's start, which is ``offset_ms`` in) joined to ``held``."""
     if held is None and not offset_ms:
         return new
-    starts = [_num(t + offset_ms) for t in new["charStartTimesMs"]]
+    starts = [whole_ms(t + offset_ms) for t in new["charStartTimesMs"]]
     if held is None:
         return {**new, "charStartTimesMs": starts}  # a normalized view keeps its own (chunk-relative) times
     return {"chars": held["chars"] + list(new["chars"]), "charStartTimesMs": held["charStartTimesMs"] + starts,
             "charDurationsMs": held["charDurationsMs"] + list(new["charDurationsMs"])}
-
-
-def _alignment(entries: list[tuple[str, float, float]]) -> dict[str, Any]:
-    """ElevenLabs' alignment shape for timeline entries (times already from the chunk's start)."""
-    return {"chars": [c for c, _, _ in entries], "charStartTimesMs": [_num(s) for _, s, _ in entries],
-            "charDurationsMs": [d for _, _, d in entries]}
-
-
-def _num(v: float) -> float:
-    """Keep whole milliseconds whole (the upstream sends integers)."""
-    return int(v) if float(v).is_integer() else round(v, 3)
