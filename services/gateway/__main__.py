@@ -9,6 +9,7 @@ from aiohttp import web
 from redis.exceptions import AuthenticationError
 
 from gateway.app import create_app
+from gateway.ws_writes import write_frames_whole
 from shared import tracing
 from shared.logging import configure, get_logger
 from shared.settings import Settings, SettingsError
@@ -42,6 +43,7 @@ def main() -> None:
 
     loop = loop_factory() if loop_factory else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    write_frames_whole()  # one send per audio frame, not two (see gateway/ws_writes.py)
     app = create_app(settings)
     tls = ssl_context(settings)
     scheme = "https" if tls else "http"

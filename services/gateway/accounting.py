@@ -9,12 +9,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from prometheus_client import Counter
+
 from gateway.contexts import ContextState
 from gateway.events import FinalEvent
 from shared import metrics
 from shared.logging import get_logger
 
 log = get_logger("gateway.session")  # the summary line keeps the logger it always had
+# Per output format, its (bytes, seconds) counter children: ``.labels()`` hashes and locks on every call,
+# and it ran twice per chunk. Formats are a fixed set (shared/audio/formats.py); the bound is a backstop.
+_FORMAT_COUNTERS: dict[str, tuple[Counter, Counter]] = {}
+_FORMAT_COUNTERS_MAX = 64
 
 
 def count_audio(ctx: ContextState, audio: bytes) -> int:
@@ -44,9 +50,19 @@ def count_audio(ctx: ContextState, audio: bytes) -> int:
     seq = ctx.chunks_out
     ctx.chunks_out += 1
     ctx.audio_bytes += len(audio)
-    metrics.AUDIO_BYTES.labels(fmt.name).inc(len(audio))
-    metrics.AUDIO_SECONDS.labels(fmt.name).inc(seconds)
+    audio_bytes, audio_seconds = _format_counters(fmt.name)
+    audio_bytes.inc(len(audio))
+    audio_seconds.inc(seconds)
     return seq
+
+
+def _format_counters(fmt: str) -> tuple[Counter, Counter]:
+    pair = _FORMAT_COUNTERS.get(fmt)
+    if pair is None:
+        if len(_FORMAT_COUNTERS) >= _FORMAT_COUNTERS_MAX:
+            _FORMAT_COUNTERS.clear()
+        pair = _FORMAT_COUNTERS[fmt] = (metrics.AUDIO_BYTES.labels(fmt), metrics.AUDIO_SECONDS.labels(fmt))
+    return pair
 
 
 def count_end(ctx: ContextState, outcome: str, code: str | None) -> None:
