@@ -26,19 +26,22 @@ def cacheable(fmt: AudioFormat, samples_per_char: int) -> bool:
 # ~100 distinct characters x one or two formats in practice; the bound keeps a pathological mix of
 # rates and codecs under ~20 MB (8 KB of PCM + 11 KB of base64 per entry at most).
 @lru_cache(maxsize=1024)
-def encoded_segment(code: int, codec: str, sample_rate: int, n: int) -> tuple[bytes, str | None]:
-    """One character's encoded audio and its base64 (None when it is not a whole number of quanta)."""
+def encoded_segment(code: int, codec: str, sample_rate: int, n: int) -> tuple[bytes, bytes | None]:
+    """One character's encoded audio and its base64 as ASCII bytes (None when not whole quanta)."""
     pcm = char_segment(code, sample_rate, n)
     audio = ulaw_encode(pcm) if codec == "ulaw" else alaw_encode(pcm) if codec == "alaw" else pcm
-    b64 = base64.b64encode(audio).decode("ascii") if len(audio) % 3 == 0 else None
+    b64 = base64.b64encode(audio) if len(audio) % 3 == 0 else None
     return audio, b64
 
 
-def encode_piece(text: str, fmt: AudioFormat, n: int) -> tuple[bytes, str]:
-    """``text`` voiced and encoded in ``fmt`` (see :func:`cacheable`), with its base64."""
+def encode_piece(text: str, fmt: AudioFormat, n: int) -> tuple[bytes, bytes]:
+    """``text`` voiced and encoded in ``fmt`` (see :func:`cacheable`), with its base64 as ASCII bytes.
+
+    Bytes, not str: the frame is written as bytes, so the base64 is never encoded again per chunk.
+    """
     segments = [encoded_segment(char_code(c), fmt.codec, fmt.sample_rate, n) for c in text]
     audio = b"".join([a for a, _ in segments])
     pieces = [b for _, b in segments]
     if all(p is not None for p in pieces):
-        return audio, "".join(pieces)  # type: ignore[arg-type]
-    return audio, base64.b64encode(audio).decode("ascii")
+        return audio, b"".join(pieces)  # type: ignore[arg-type]
+    return audio, base64.b64encode(audio)
