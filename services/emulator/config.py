@@ -40,6 +40,11 @@ class EmulatorConfig:
     connect_delay_ms: float = _opt(0.0, "Delay before a WebSocket handshake completes (TLS + WS set-up).")
     ttfb_ms: float = _opt(0.0, "Time from a generation trigger to its first audio chunk.")
     realtime_factor: float = _opt(0.0, "Produce audio N x faster than real time; 0 = as fast as possible.")
+    pacing_grid_ms: float = _opt(
+        0.0, "Paced chunks after a generation's first are sent at the next multiple of this many ms "
+        "of the loop clock (0 = exactly on time); a load test's emulator then wakes once per tick "
+        "for many streams rather than once per chunk.",
+    )
     ms_per_char: float = _opt(60.0, "Synthetic audio per character of text.")
     chunk_ms: float = _opt(
         500.0, "Target audio duration of one streamed chunk (frames stay far below 1 MiB)."
@@ -89,6 +94,7 @@ class EmulatorConfig:
         _check_range("connect_delay_ms", self.connect_delay_ms, 0, 600_000)
         _check_range("ttfb_ms", self.ttfb_ms, 0, 600_000)
         _check_range("realtime_factor", self.realtime_factor, 0, 1_000_000)
+        _check_range("pacing_grid_ms", self.pacing_grid_ms, 0, 100)
         _check_range("ms_per_char", self.ms_per_char, 1, 1000)
         _check_range("chunk_ms", self.chunk_ms, 10, 5000)
         _check_range("inactivity_timeout_default", self.inactivity_timeout_default, 0.01, 180)

@@ -34,8 +34,8 @@ class ContextHost(Protocol):
     def config(self) -> EmulatorConfig:
         """The emulator config in force now."""
 
-    async def send_audio(self, frame: str, audio_bytes: int) -> None:
-        """Send one audio frame, JSON text (fault injection happens here)."""
+    async def send_audio(self, frame: bytes, audio_bytes: int) -> None:
+        """Send one audio frame, the UTF-8 of its JSON text (fault injection happens here)."""
 
     async def finish_context(self, context: Context) -> None:
         """Send the context's final message and release it."""

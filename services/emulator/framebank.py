@@ -23,22 +23,57 @@ def cacheable(fmt: AudioFormat, samples_per_char: int) -> bool:
     return fmt.codec in SAMPLEWISE_CODECS and samples_per_char <= MAX_CACHED_SEGMENT_SAMPLES
 
 
-# ~100 distinct characters x one or two formats in practice; the bound keeps a pathological mix of
-# rates and codecs under ~20 MB (8 KB of PCM + 11 KB of base64 per entry at most).
-@lru_cache(maxsize=1024)
-def encoded_segment(code: int, codec: str, sample_rate: int, n: int) -> tuple[bytes, str | None]:
-    """One character's encoded audio and its base64 (None when it is not a whole number of quanta)."""
-    pcm = char_segment(code, sample_rate, n)
-    audio = ulaw_encode(pcm) if codec == "ulaw" else alaw_encode(pcm) if codec == "alaw" else pcm
-    b64 = base64.b64encode(audio).decode("ascii") if len(audio) % 3 == 0 else None
-    return audio, b64
+class _Segments(dict[int, bytes]):
+    """Character code -> its encoded segment (or its base64), synthesized on first use; at most 256 keys."""
+
+    def __init__(self, codec: str, sample_rate: int, n: int, b64: bool) -> None:
+        super().__init__()
+        self._key = (codec, sample_rate, n)
+        self._b64 = b64
+
+    def __missing__(self, code: int) -> bytes:
+        codec, sample_rate, n = self._key
+        pcm = char_segment(code, sample_rate, n)
+        audio = ulaw_encode(pcm) if codec == "ulaw" else alaw_encode(pcm) if codec == "alaw" else pcm
+        value = base64.b64encode(audio) if self._b64 else audio
+        self[code] = value
+        return value
 
 
-def encode_piece(text: str, fmt: AudioFormat, n: int) -> tuple[bytes, str]:
-    """``text`` voiced and encoded in ``fmt`` (see :func:`cacheable`), with its base64."""
-    segments = [encoded_segment(char_code(c), fmt.codec, fmt.sample_rate, n) for c in text]
-    audio = b"".join([a for a, _ in segments])
-    pieces = [b for _, b in segments]
-    if all(p is not None for p in pieces):
-        return audio, "".join(pieces)  # type: ignore[arg-type]
-    return audio, base64.b64encode(audio).decode("ascii")
+class _Bank:
+    """One format's per-character segments and their base64 (when a segment is whole base64 quanta)."""
+
+    def __init__(self, codec: str, sample_rate: int, n: int) -> None:
+        self.audio = _Segments(codec, sample_rate, n, b64=False)
+        width = 2 if codec == "pcm" else 1
+        self.b64 = _Segments(codec, sample_rate, n, b64=True) if n * width % 3 == 0 else None
+
+
+# One or two formats in practice; each bank holds at most 256 segments of <= 8 KB and their base64,
+# so the bound keeps a pathological mix of rates and codecs under ~40 MB.
+@lru_cache(maxsize=8)
+def _bank(codec: str, sample_rate: int, n: int) -> _Bank:
+    return _Bank(codec, sample_rate, n)
+
+
+def _codes(text: str) -> bytes:
+    """The code voiced for each character (Latin-1, else the replacement code; see synth.char_code)."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return bytes(char_code(c) for c in text)
+
+
+def encode_piece(text: str, fmt: AudioFormat, n: int) -> tuple[bytes, bytes]:
+    """``text`` voiced and encoded in ``fmt`` (see :func:`cacheable`), with its base64 as ASCII bytes.
+
+    Bytes, not str: the frame is written as bytes, so the base64 is never encoded again per chunk.
+    The lookups are C-level (``bytes`` iterates codes, ``dict.__getitem__`` over them): a chunk
+    costs two joins.
+    """
+    bank = _bank(fmt.codec, fmt.sample_rate, n)
+    codes = _codes(text)
+    audio = b"".join(map(bank.audio.__getitem__, codes))
+    if bank.b64 is not None:
+        return audio, b"".join(map(bank.b64.__getitem__, codes))
+    return audio, base64.b64encode(audio)

@@ -23,11 +23,11 @@ class AudioChunk:
     start_sample: int
     samples_per_char: int
     sample_rate: int
-    audio_b64: str | None = None  # precomputed base64 of ``audio`` (the frame bank's chunks carry it)
+    audio_b64: bytes | None = None  # precomputed base64 of ``audio`` (the frame bank's chunks carry it)
 
-    def base64(self) -> str:
-        """``audio`` in base64, as WebSocket frames carry it."""
-        return self.audio_b64 if self.audio_b64 is not None else b64encode(self.audio).decode("ascii")
+    def base64(self) -> bytes:
+        """``audio`` in base64 (ASCII bytes), as WebSocket frames carry it."""
+        return self.audio_b64 if self.audio_b64 is not None else b64encode(self.audio)
 
     @property
     def num_samples(self) -> int:

@@ -264,8 +264,8 @@ class WsSession:
         """Send one frame in order with every other sender; raise SessionClosing once the socket ends."""
         await self.send_text(json.dumps(frame), before_write)
 
-    async def send_text(self, text: str, before_write: Callable[[], None] | None = None) -> None:
-        """Send one JSON text frame, already serialized (see :meth:`send_json`)."""
+    async def send_text(self, text: str | bytes, before_write: Callable[[], None] | None = None) -> None:
+        """Send one JSON text frame, already serialized (see :meth:`send_json`); bytes are its UTF-8."""
         await self._wait_if_stalled()
         if self._closing:
             raise SessionClosing
@@ -277,19 +277,27 @@ class WsSession:
                 # announces them reach the client atomically.
                 before_write()
             try:
-                await self.ws.send_str(text)
+                if isinstance(text, bytes):
+                    await self.ws.send_frame(text, WSMsgType.TEXT)
+                else:
+                    await self.ws.send_str(text)
             except (ConnectionError, RuntimeError) as e:
                 self._done.set()
                 raise SessionClosing from e
 
-    async def send_audio(self, frame: str, audio_bytes: int) -> None:
-        """Send an audio chunk (JSON text), firing any fault due before or after it."""
-        await self._apply_fault()
+    async def send_audio(self, frame: bytes, audio_bytes: int) -> None:
+        """Send an audio chunk (a JSON text frame's UTF-8), firing any fault due before or after it."""
+        # Without chunk faults the checks around the send find nothing to fire (the usual case, twice
+        # per chunk); send_text still refuses a closing or stalled socket.
+        faults = self.config.chunk_faults_set
+        if faults:
+            await self._apply_fault()
         await self.send_text(frame)
         self.faults.chunks_sent += 1
         self.stats.audio_chunks_sent += 1
         self.stats.audio_bytes_sent += audio_bytes
-        await self._apply_fault()
+        if faults:
+            await self._apply_fault()
 
     async def _apply_fault(self) -> None:
         fault = self.faults.due()

@@ -49,7 +49,7 @@ def test_audio_frame_is_what_json_dumps_writes(context_id: str | None, alignment
     frame = {"audio": "QUJD", "isFinal": None, "normalizedAlignment": alignment, "alignment": alignment}
     if context_id is not None:
         frame["contextId"] = context_id
-    text = audio_frame("QUJD", alignment, context_id)
+    text = audio_frame(b"QUJD", alignment, context_id).decode()
     assert text == json.dumps(frame)
     fields, audio = parse_el_frame(text)
     assert audio == "QUJD" and b64_len(audio) == 3
