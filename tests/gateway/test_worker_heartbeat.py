@@ -6,6 +6,9 @@ keeps that one worker out of the catalogue; the others are still served.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import msgpack
 import pytest
 import redis.asyncio as aioredis
@@ -16,6 +19,7 @@ from shared.errors import ProtocolError
 from shared.protocol import WorkerHeartbeat, decode_worker_heartbeat
 from tests.conftest import fast_settings
 from tests.support.stack import running_worker
+from tests.support.timing import LOAD_MARGIN_S
 
 GOOD = WorkerHeartbeat(worker_id="w-good", host="h", pid=42, started_at=1.0, at=2.0, active_jobs=1,
                        max_jobs=4, jobs_done=7, providers={"local": {"loaded": True}},
@@ -46,6 +50,10 @@ async def test_gateway_reads_a_real_workers_heartbeat_and_skips_an_unreadable_on
     try:
         await r.set(keys.worker_heartbeat("w-broken"), msgpack.packb({"worker_id": "w-broken"}), px=60_000)
         async with running_worker(settings, worker_id="w-real"):
+            # Ready means its heartbeat task runs; the first beat is written a moment later.
+            deadline = time.monotonic() + 5 + LOAD_MARGIN_S
+            while not await r.exists(keys.worker_heartbeat("w-real")) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
             snap = await Catalog(r).snapshot(max_age=0)
         assert [w.worker_id for w in snap.workers] == ["w-real"]
         beat = snap.workers[0].heartbeat
