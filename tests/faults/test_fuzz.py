@@ -148,7 +148,7 @@ JSON = st.recursive(LEAF, lambda c: st.lists(c, max_size=4) | st.dictionaries(st
                     max_leaves=8)
 NOT_STR = st.integers() | st.booleans() | st.lists(LEAF, max_size=2) | st.dictionaries(st.text(max_size=3), LEAF,
                                                                                            max_size=2)
-NOT_BOOL = st.integers() | st.text(max_size=5) | st.lists(LEAF, max_size=2) | st.floats(allow_nan=False)
+NOT_BOOL = st.integers() | st.text(max_size=5) | st.lists(LEAF, max_size=2) | st.floats(allow_nan=False, allow_infinity=False)
 NOT_DICT = st.integers() | st.booleans() | st.text(max_size=5) | st.lists(LEAF, max_size=2)
 CIDS = st.sampled_from(["a", "b", "c.1", "ctx:2", "Z-9_"])
 BAD_CIDS = st.sampled_from(["", "x" * 65, "has space", "ünï", "a/b", "tab\t"]) | \
