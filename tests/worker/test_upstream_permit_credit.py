@@ -6,8 +6,11 @@ Real Redis (the session's private server); two ``AccountLimit`` instances stand 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
@@ -38,109 +41,106 @@ async def _until(check, timeout_s: float = 2.0 + LOAD_MARGIN_S) -> None:  # type
         await asyncio.sleep(0.01)
 
 
-async def test_a_permit_on_credit_does_not_wait_for_redis_and_is_confirmed_after(redis_url: str) -> None:
-    account = f"test:credit:{uuid.uuid4().hex[:8]}"
-    r = create_redis(redis_url)
+@contextlib.asynccontextmanager
+async def _worker(redis_url: str, account: str, **options: Any) -> AsyncIterator[AccountLimit]:
+    """One worker's side of ``account``: its own Redis client, started, closed after."""
     client = create_redis(redis_url)
-    acct = AccountLimit(client, account=account, limit=LIMIT, lease_s=30.0)
+    acct = AccountLimit(client, account=account, limit=LIMIT, lease_s=30.0, **options)
     await acct.start()
     try:
-        await acct.acquire("first", time.monotonic() + 5)  # no view of the account yet: waits for Redis
-        assert acct.holder("first") in await _leases(r, account)
-        confirmed = _credit("confirmed")
-        # Redis answers nobody for a while: a permit that waited for its grant would wait that long.
-        await r.execute_command("CLIENT", "PAUSE", "1500", "ALL")
-        taking = asyncio.create_task(acct.acquire("second", time.monotonic() + 5))
-        await asyncio.sleep(0.2)
-        assert taking.done(), "a permit on credit waited for Redis"
-        await taking
-        assert acct.held("second")
-        # Once Redis answers again the permit is registered as an ordinary lease.
-        await _until(lambda: _has(r, account, acct.holder("second")))
-        await _until(lambda: _counter_above("confirmed", confirmed))
-        acct.release("second")
-        await _until(lambda: _lacks(r, account, acct.holder("second")))
+        yield acct
     finally:
         await acct.close()
         await client.aclose()
+
+
+def _new_account() -> str:
+    return f"test:credit:{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_permit_on_credit_does_not_wait_for_redis_and_is_confirmed_after(redis_url: str) -> None:
+    account = _new_account()
+    r = create_redis(redis_url)
+    try:
+        async with _worker(redis_url, account) as acct:
+            await acct.acquire("first", time.monotonic() + 5)  # no view of the account yet: waits for Redis
+            assert acct.holder("first") in await _leases(r, account)
+            confirmed = _credit("confirmed")
+            # Redis answers nobody for a while: a permit that waited for its grant would wait that long.
+            await r.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+            taking = asyncio.create_task(acct.acquire("second", time.monotonic() + 5))
+            await asyncio.sleep(0.2)
+            assert taking.done(), "a permit on credit waited for Redis"
+            await taking
+            assert acct.held("second")
+            # Once Redis answers again the permit is registered as an ordinary lease.
+            await _until(lambda: _has(r, account, acct.holder("second")))
+            await _until(lambda: _counter_above("confirmed", confirmed))
+            acct.release("second")
+            await _until(lambda: _lacks(r, account, acct.holder("second")))
+    finally:
         await r.aclose()
 
 
 async def test_no_credit_once_the_spare_is_down_to_the_margin(redis_url: str) -> None:
-    account = f"test:credit:{uuid.uuid4().hex[:8]}"
+    account = _new_account()
     r = create_redis(redis_url)
-    client = create_redis(redis_url)
-    acct = AccountLimit(client, account=account, limit=LIMIT, lease_s=30.0)
-    await acct.start()
     try:
-        for i in range(LIMIT - acct.credit_margin):
-            await acct.acquire(f"k{i}", time.monotonic() + 5)
-        await _until(lambda: _count(r, account, LIMIT - acct.credit_margin))
-        await acct.acquire("fresh-view", time.monotonic() + 5)  # a reply: the view is current
-        await r.execute_command("CLIENT", "PAUSE", "600", "ALL")
-        taking = asyncio.create_task(acct.acquire("tight", time.monotonic() + 5))
-        await asyncio.sleep(0.2)
-        assert not taking.done(), "took a permit on credit with only the margin to spare"
-        await taking  # granted by Redis once it answers
-        assert acct.holder("tight") in await _leases(r, account)
+        async with _worker(redis_url, account) as acct:
+            for i in range(LIMIT - acct.credit_margin):
+                await acct.acquire(f"k{i}", time.monotonic() + 5)
+            await _until(lambda: _count(r, account, LIMIT - acct.credit_margin))
+            await acct.acquire("fresh-view", time.monotonic() + 5)  # a reply: the view is current
+            await r.execute_command("CLIENT", "PAUSE", "600", "ALL")
+            taking = asyncio.create_task(acct.acquire("tight", time.monotonic() + 5))
+            await asyncio.sleep(0.2)
+            assert not taking.done(), "took a permit on credit with only the margin to spare"
+            await taking  # granted by Redis once it answers
+            assert acct.holder("tight") in await _leases(r, account)
     finally:
-        await acct.close()
-        await client.aclose()
         await r.aclose()
 
 
 async def test_an_account_filled_meanwhile_leaves_the_permit_overdrawn_and_counted(redis_url: str) -> None:
-    account = f"test:credit:{uuid.uuid4().hex[:8]}"
+    account = _new_account()
     r = create_redis(redis_url)
-    clients = [create_redis(redis_url), create_redis(redis_url)]
-    mine = AccountLimit(clients[0], account=account, limit=LIMIT, lease_s=30.0)
-    other = AccountLimit(clients[1], account=account, limit=LIMIT, lease_s=30.0, credit=False)
-    await mine.start()
-    await other.start()
     try:
-        await mine.acquire("seen", time.monotonic() + 5)  # this worker's view: 1 of 10 held
-        # The other worker takes the rest (at once, in parallel) before this one hears of it.
-        await asyncio.gather(*(other.acquire(f"o{i}", time.monotonic() + 5) for i in range(LIMIT - 1)))
-        overdrawn = _credit("overdrawn")
-        await mine.acquire("late", time.monotonic() + 5)  # on credit: the view still shows 9 spare
-        assert mine.held("late")
-        await _until(lambda: _counter_above("overdrawn", overdrawn))
-        assert mine.held("late"), "an overdrawn permit is kept (its context is already upstream)"
-        assert mine.account_leases == LIMIT  # what Redis said: full
-        # No further credit on that view: the next caller waits in line like any other.
-        with_deadline = asyncio.create_task(mine.acquire("after", time.monotonic() + 0.3))
-        await asyncio.sleep(0.1)
-        assert not with_deadline.done()
-        mine.release("late")
-        mine.release("seen")
-        await with_deadline  # a permit came back: granted by Redis
-        assert mine.holder("after") in await _leases(r, account)
+        async with _worker(redis_url, account) as mine, _worker(redis_url, account, credit=False) as other:
+            await mine.acquire("seen", time.monotonic() + 5)  # this worker's view: 1 of 10 held
+            # The other worker takes the rest (at once, in parallel) before this one hears of it.
+            await asyncio.gather(*(other.acquire(f"o{i}", time.monotonic() + 5) for i in range(LIMIT - 1)))
+            overdrawn = _credit("overdrawn")
+            await mine.acquire("late", time.monotonic() + 5)  # on credit: the view still shows 9 spare
+            assert mine.held("late")
+            await _until(lambda: _counter_above("overdrawn", overdrawn))
+            assert mine.held("late"), "an overdrawn permit is kept (its context is already upstream)"
+            assert mine.account_leases == LIMIT  # what Redis said: full
+            # No further credit on that view: the next caller waits in line like any other.
+            with_deadline = asyncio.create_task(mine.acquire("after", time.monotonic() + 0.3))
+            await asyncio.sleep(0.1)
+            assert not with_deadline.done()
+            mine.release("late")
+            mine.release("seen")
+            await with_deadline  # a permit came back: granted by Redis
+            assert mine.holder("after") in await _leases(r, account)
     finally:
-        await mine.close()
-        await other.close()
-        for c in clients:
-            await c.aclose()
         await r.aclose()
 
 
 async def test_a_release_racing_the_confirmation_leaves_no_lease(redis_url: str) -> None:
-    account = f"test:credit:{uuid.uuid4().hex[:8]}"
+    account = _new_account()
     r = create_redis(redis_url)
-    client = create_redis(redis_url)
-    acct = AccountLimit(client, account=account, limit=LIMIT, lease_s=30.0)
-    await acct.start()
     try:
-        await acct.acquire("first", time.monotonic() + 5)
-        for i in range(20):
-            await acct.acquire(f"brief{i}", time.monotonic() + 5)
-            holder = acct.holder(f"brief{i}")
-            acct.release(f"brief{i}")  # before its confirmation even left
-            await _until(lambda h=holder: _lacks(r, account, h))  # type: ignore[misc]
-        await asyncio.sleep(0.1)
-        assert await _leases(r, account) == {acct.holder("first")}
+        async with _worker(redis_url, account) as acct:
+            await acct.acquire("first", time.monotonic() + 5)
+            for i in range(20):
+                await acct.acquire(f"brief{i}", time.monotonic() + 5)
+                holder = acct.holder(f"brief{i}")
+                acct.release(f"brief{i}")  # before its confirmation even left
+                await _until(lambda h=holder: _lacks(r, account, h))  # type: ignore[misc]
+            await asyncio.sleep(0.1)
+            assert await _leases(r, account) == {acct.holder("first")}
     finally:
-        await acct.close()
-        await client.aclose()
         await r.aclose()
 
 
