@@ -9,8 +9,9 @@ more of the box is left to the processes under test; neither changes a byte on t
   of the walk and young collections run 50x less often (reference counting frees the rest);
 * aiohttp writes a WebSocket frame larger than 16 KB as two ``send`` calls (header, then payload)
   to avoid copying it. With TCP_NODELAY each call is its own segment, so every ~30 KB audio frame
-  cost two packets and two wake-ups of the reader; one copy is cheaper than that. Only this process
-  is changed (tests that run the emulator in-process keep aiohttp's default).
+  cost two packets and two wake-ups of the reader; one copy is cheaper than that
+  (``shared/ws_frames.py``, the gateway's tweak). Only this process is changed (tests that run the
+  emulator in-process keep aiohttp's default).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import gc
 import sys
 
 from emulator.__main__ import main
+
+from shared.ws_frames import write_frames_whole
 
 
 def _tune() -> None:
@@ -30,12 +33,7 @@ def _tune() -> None:
         uvloop.install()
     except ImportError:
         pass
-    try:
-        from aiohttp._websocket import writer
-
-        writer.MSG_SIZE = 1 << 22  # type: ignore[misc]  # Final upstream; above any emulator frame (< 1 MiB)
-    except (ImportError, AttributeError):  # a future aiohttp without the knob: default behaviour
-        pass
+    write_frames_whole()  # a future aiohttp without the knob: default behaviour, said in the log
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ from aiohttp import web
 from redis.exceptions import AuthenticationError
 
 from gateway.app import create_app
-from gateway.ws_writes import write_frames_whole
 from shared import tracing
 from shared.logging import configure, get_logger
 from shared.settings import Settings, SettingsError
+from shared.ws_frames import write_frames_whole
 
 log = get_logger("gateway")
 
@@ -43,7 +43,7 @@ def main() -> None:
 
     loop = loop_factory() if loop_factory else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    write_frames_whole()  # one send per audio frame, not two (see gateway/ws_writes.py)
+    write_frames_whole()  # one send per audio frame, not two (see shared/ws_frames.py)
     app = create_app(settings)
     tls = ssl_context(settings)
     scheme = "https" if tls else "http"

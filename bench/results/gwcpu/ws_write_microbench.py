@@ -12,8 +12,8 @@ N_CLIENTS, FRAMES, SIZE = 50, 400, 24000
 
 def serve(port, whole):
     if whole:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "services"))
-        from gateway.ws_writes import write_frames_whole
+        sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+        from shared.ws_frames import write_frames_whole
         assert write_frames_whole()
     payload = os.urandom(SIZE)
     async def h(request):

@@ -1,4 +1,4 @@
-"""gateway/ws_writes.py: each WebSocket frame in one transport write, byte for byte what aiohttp framed."""
+"""shared/ws_frames.py: each WebSocket frame in one transport write, byte for byte what aiohttp framed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp._websocket import writer as ws_writer
-from gateway.ws_writes import write_frames_whole
+
+from shared.ws_frames import write_frames_whole
 
 
 class _Transport:

@@ -1,14 +1,17 @@
-"""One ``send`` per WebSocket frame: a process-wide tweak of aiohttp's frame writer, made at gateway start.
+"""One ``send`` per WebSocket frame: a process-wide tweak of aiohttp's frame writer, made at process start.
 
 aiohttp writes a frame whose payload exceeds ``aiohttp._websocket.writer.MSG_SIZE`` (16 KB) as two
-``transport.write`` calls, header then payload, to spare one copy. Client sockets run with TCP_NODELAY,
-so each call is its own ``send`` syscall and its own TCP segment: every audio frame (24 KB for 500 ms of
+``transport.write`` calls, header then payload, to spare one copy. Sockets run with TCP_NODELAY, so
+each call is its own ``send`` syscall and its own TCP segment: every audio frame (24 KB for 500 ms of
 pcm_24000) cost two of each, the largest item in the gateway's profile (``_write_websocket_frame``,
-15-19 % own samples at 500-1,000 streams). Raising the threshold makes aiohttp join header and payload
-(one copy of the frame, far cheaper than a syscall) and write them once. Not a byte on the wire changes.
+15-19 % own samples at 500-1,000 streams), and two packets and two reader wake-ups per ~30 KB frame of
+the load-tuned emulator. Raising the threshold makes aiohttp join header and payload (one copy of the
+frame, far cheaper than a syscall) and write them once. Not a byte on the wire changes.
 
 ``MSG_SIZE`` is a private ``Final`` of aiohttp: the tweak is guarded (a version without it keeps the
-default behaviour, and says so in the log) and applied only by ``python -m gateway``, not on import.
+default behaviour, and says so in the log) and applied only by the entry points that want it
+(``python -m gateway``, ``python -m bench.emu``), never on import: tests that run the gateway or the
+emulator in-process keep aiohttp's default.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from __future__ import annotations
 from shared.logging import get_logger
 
 log = get_logger(__name__)
-# Above any frame the gateway sends (an audio chunk is at most a few hundred KB); a larger one still
-# goes out correctly, as two writes.
+# Above any frame the gateway or the emulator sends (an audio chunk is at most a few hundred KB, an
+# emulator frame < 1 MiB); a larger one still goes out correctly, as two writes.
 SINGLE_WRITE_MAX = 1 << 22
 
 
