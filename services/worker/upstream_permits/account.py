@@ -33,22 +33,8 @@ crashed holder nobody releases for) costs time, never a permit.
 Cost: taking a free permit is one EVALSHA (the scripts are loaded at start); releases are batched
 off the caller's path.
 
-Credit: while the account as last seen (a reply at most 0.25 s old) has more than ``credit_margin``
-permits to spare (a tenth of the limit, at least 2) and nobody here waits, a permit is taken at once
-and its EVALSHA is answered in the background: one Redis round trip less before the context's text
-goes upstream. Nobody is overtaken: a line forms only where the account is full, and then no view
-shows a spare. The view may miss what other workers took since; should Redis refuse the
-confirmation (they took the whole margin within the view's age), the permit is kept *overdrawn*,
-registered by the next refresh like a fail-open one, counted
-(``tts_upstream_permit_credit_total{outcome="overdrawn"}``) and logged. An upstream that then refuses
-the extra generation ("too many concurrent requests") is retried with a backoff, so an overdraft
-costs a retry, never a failure; ``UPSTREAM_PERMIT_CREDIT=false`` makes every permit wait for Redis.
-
-Redis unreachable: fail OPEN to the per-worker limit (the pool still counts ``UPSTREAM_CONCURRENCY``
-per process), counted in ``tts_upstream_permit_fail_open_total`` and logged once per outage. Redis
-down also stops arq handing out jobs, so only contexts of jobs already running get in this way,
-whereas failing closed would turn every Redis blip (a restart) into ``upstream_busy`` for work that
-would otherwise succeed. Such permits are registered by the next refresh once Redis answers.
+Credit: while the account has permits to spare a permit is taken before Redis answers
+(:mod:`.credit`). Redis unreachable: permits fail open to the per-worker limit (:mod:`.unreachable`).
 """
 
 from __future__ import annotations
@@ -57,42 +43,27 @@ import asyncio
 import contextlib
 import contextvars
 import hashlib
-import math
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from shared import keys
 from shared.errors import UpstreamBusy, UpstreamError
 from shared.logging import get_logger
-from shared.metrics import UPSTREAM_ACCOUNT_LEASES, UPSTREAM_PERMIT_CREDIT, UPSTREAM_PERMIT_FAIL_OPEN
+from shared.metrics import UPSTREAM_ACCOUNT_LEASES
 
+from .credit import CreditMixin
 from .scripts import ACQUIRE, REFRESH, RELEASE
+from .unreachable import OutageGuard, Unreachable
 
 log = get_logger(__name__)
 
-# One script call; slower than this, Redis counts as unreachable. Generous: a loaded host's event-loop
-# stall must not pass for an outage (that would fail open). A stopped Redis refuses at once anyway.
-_OP_TIMEOUT_S = 2.0
-# After a failure, acquire fails open at once for this long rather than each caller waiting out a hung
-# Redis; any call that gets through (the refresher keeps trying in the background) ends it early.
-_DOWN_S = 3.0
 _WAKE_BLOCK_S = 1  # BLPOP timeout of the wake loop (whole seconds: Redis 6.2 and 7 agree on those)
 _HOLD_WEIGHT = 0.2  # of the newest permit hold in the moving average
-# Credit needs a view of the account at most this old (any script's reply refreshes it; a busy worker
-# gets several a second) and this share of the limit (at least 2) still spare in it: the overdraft
-# risk is other workers taking all of that margin within the view's age.
-_CREDIT_VIEW_S = 0.25
-_CREDIT_MARGIN_SHARE = 0.1
-
-
-class _Unreachable(Exception):
-    """A Redis call failed or took longer than ``_OP_TIMEOUT_S``."""
 
 
 def tenant_tag(tenant: str) -> str:
@@ -106,7 +77,7 @@ def account_id(provider: str, base_url: str, api_key: str | None) -> str:
     return f"{provider}:{digest}"
 
 
-class AccountLimit:
+class AccountLimit(CreditMixin):
     """One provider instance's side of the account-wide permits (see the module docstring)."""
 
     def __init__(self, redis: aioredis.Redis, *, account: str, limit: int, lease_s: float,
@@ -114,18 +85,12 @@ class AccountLimit:
         """``limit`` permits for ``account`` in ``redis``, leased for ``lease_s`` at a time; ``credit``:
         take a permit before Redis answers while the account has some to spare (module docstring)."""
         self.limit = limit
-        self.credit = credit
-        self.credit_margin = max(2, math.ceil(limit * _CREDIT_MARGIN_SHARE))
         self.lease_s = lease_s
         self.provider = provider
         self.instance = uuid.uuid4().hex[:12]
         self.refresh_s = lease_s / 3
         self.account_leases = 0  # held account-wide, as last seen
-        self._seen_at = -float("inf")  # when (monotonic) account_leases was last read from Redis
-        self._on_credit = 0  # permits taken on credit whose confirmation has not come back yet
-        self._confirming: set[asyncio.Task[None]] = set()
-        for outcome in ("confirmed", "overdrawn"):  # both series from the start: a rate() sees the first one
-            UPSTREAM_PERMIT_CREDIT.labels(provider, outcome)
+        self._init_credit(credit)
         self._redis = redis
         self._ttl_ms = max(1, round(lease_s * 1000))
         self._keys = [keys.upstream_leases(account), keys.upstream_waiters(account),
@@ -145,8 +110,7 @@ class AccountLimit:
         self._flusher: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._waker: asyncio.Task[None] | None = None
-        self._down_until = 0.0
-        self._outage = False
+        self._guard = OutageGuard(provider)
         self._closed = False
         # Called whenever :attr:`saturated` may have changed (the owner's gauge): the account's view changes
         # in the background (a release's reply, a refresh), after the owner's own events.
@@ -184,7 +148,7 @@ class AccountLimit:
             await asyncio.wait([self._flusher])
         self._leaving |= self._held
         self._held.clear()
-        if time.monotonic() >= self._down_until:  # else they lapse by themselves: do not hang shutdown
+        if not self._guard.down():  # else they lapse by themselves: do not hang shutdown
             await self._flush()
 
     # -- permits ------------------------------------------------------------------------------------------
@@ -195,7 +159,7 @@ class AccountLimit:
             raise UpstreamError(f"the {self.provider} provider is not running")
         holder = self.holder(key, tenant)
         self._holders[key] = holder
-        if time.monotonic() < self._down_until:
+        if self._guard.down():
             self._fail_open(holder)
             return
         if self.credit_open():
@@ -212,10 +176,8 @@ class AccountLimit:
             while True:
                 may_wait = deadline - time.monotonic() > 0
                 try:
-                    granted, held, ahead, next_ms = await self._call(
-                        self._acquire, [*self._keys, self._seq_key],
-                        [self.limit, self._ttl_ms, self._wake_prefix, holder, int(may_wait)])
-                except _Unreachable:
+                    granted, held, ahead, next_ms = await self._acquire_call(holder, may_wait)
+                except Unreachable:
                     self._fail_open(holder)
                     return
                 self._seen(held)
@@ -299,68 +261,16 @@ class AccountLimit:
         return {"scope": "account", "limit": self.limit, "held_here": len(self._held),
                 "waiting_here": len(self._waiting), "account_leases": self.account_leases,
                 "saturated": self.saturated, "hold_s": None if self.hold_s is None else round(self.hold_s, 3),
-                "redis": "unreachable" if self._outage else "ok"}
+                "redis": "unreachable" if self._guard.ongoing else "ok"}
 
     # -- Redis --------------------------------------------------------------------------------------------
-    async def _call(self, script: AsyncScript, keys_: list[str], args: list[Any]) -> Any:
-        try:
-            async with asyncio.timeout(_OP_TIMEOUT_S):
-                result = await script(keys=keys_, args=args)
-        except (RedisError, OSError, TimeoutError) as e:
-            self._down_until = time.monotonic() + _DOWN_S
-            if not self._outage:
-                self._outage = True
-                log.warning("upstream_permits_unavailable", error=type(e).__name__,
-                            fallback="per-worker limit")
-            raise _Unreachable from e
-        self._down_until = 0.0
-        if self._outage:
-            self._outage = False
-            log.info("upstream_permits_restored")
-        return result
-
-    def credit_open(self) -> bool:
-        """May a permit be taken before Redis answers (see Credit in the module docstring)?"""
-        return (self.credit and not self._closed and time.monotonic() >= self._down_until and not self._waiting
-                and time.monotonic() - self._seen_at <= _CREDIT_VIEW_S
-                and self.account_leases + self._on_credit + self.credit_margin < self.limit)
-
-    def take_on_credit(self, key: str, tenant: str = "") -> None:
-        """:meth:`acquire` without a wait, for a caller that just saw :meth:`credit_open` true."""
-        holder = self.holder(key, tenant)
-        self._holders[key] = holder
-        self._take_on_credit(holder)
-
-    def _take_on_credit(self, holder: str) -> None:
-        self._held.add(holder)
-        self._granted_at[holder] = time.monotonic()
-        self._on_credit += 1
-        task = asyncio.get_running_loop().create_task(self._confirm(holder), name=f"{self.provider}-permit-confirm",
-                                                      context=contextvars.Context())
-        self._confirming.add(task)
-        task.add_done_callback(self._confirming.discard)
-
-    async def _confirm(self, holder: str) -> None:
-        """The ACQUIRE of a permit taken on credit (never joins the line: the permit is already in use)."""
-        try:
-            granted, held, _, _ = await self._call(self._acquire, [*self._keys, self._seq_key],
-                                                   [self.limit, self._ttl_ms, self._wake_prefix, holder, 0])
-        except _Unreachable:
-            return  # kept, like a fail-open permit: the next refresh that gets through registers it
-        finally:
-            self._on_credit -= 1
-        self._seen(held)
-        if holder not in self._held:
-            self._leave(holder)  # released while the call was out, which may have added its lease after
-            return
-        if granted:
-            UPSTREAM_PERMIT_CREDIT.labels(self.provider, "confirmed").inc()
-        else:
-            UPSTREAM_PERMIT_CREDIT.labels(self.provider, "overdrawn").inc()
-            log.warning("upstream_permit_overdrawn", account_leases=int(held), limit=self.limit)
+    async def _acquire_call(self, holder: str, may_wait: bool) -> Any:
+        """One ACQUIRE: [granted, account leases, tickets ahead, ms to the earliest expiry or -1]."""
+        return await self._guard.call(self._acquire, [*self._keys, self._seq_key],
+                                      [self.limit, self._ttl_ms, self._wake_prefix, holder, int(may_wait)])
 
     def _fail_open(self, holder: str) -> None:
-        UPSTREAM_PERMIT_FAIL_OPEN.labels(self.provider).inc()
+        self._guard.count_fail_open()
         self._held.add(holder)  # registered in Redis by the next refresh that gets through
 
     def _seen(self, held: int) -> None:
@@ -385,9 +295,9 @@ class AccountLimit:
             batch = list(self._leaving)
             self._leaving.clear()
             try:
-                held = await self._call(self._release, self._keys,
+                held = await self._guard.call(self._release, self._keys,
                                         [self.limit, self._ttl_ms, self._wake_prefix, *batch])
-            except _Unreachable:
+            except Unreachable:
                 return  # the leases (and tickets) lapse by themselves within lease_s
             self._seen(held)
 
@@ -398,9 +308,9 @@ class AccountLimit:
                 continue
             batch = list(self._held)
             try:
-                held, added = await self._call(self._refresh, self._keys,
+                held, added = await self._guard.call(self._refresh, self._keys,
                                                [self.limit, self._ttl_ms, self._wake_prefix, *batch])
-            except _Unreachable:
+            except Unreachable:
                 continue
             self._seen(held)
             if added:
