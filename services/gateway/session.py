@@ -4,38 +4,36 @@ Each protocol adapter (native WebSocket, ElevenLabs-compatible WebSocket, HTTP) 
 ``start``/``send_text``/``end_input``/``cancel`` in, ``next_event()`` out. The session owns its
 pub/sub subscription (made before any job is enqueued), drops frames of jobs it no longer waits
 for (stale audio never leaks into the next context), checks sequence continuity, and decides
-retries: only before a context's first audio went out.
+retries: only before a context's first audio went out. Frames in and events out are in
+:mod:`gateway.session_frames`; contexts and their jobs are here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
-from gateway.accounting import count_audio, count_end, failover_entries, final_event
-from gateway.cache import Chunk, Hit, Recorder
-from gateway.contexts import AWAITING_TEXT, DONE, QUEUED, RUNNING, ContextRequest, ContextState
-from gateway.events import AudioEvent, ErrorEvent, Event, SessionClosing
+from gateway.accounting import count_end, final_event
+from gateway.cache import Hit, Recorder
+from gateway.contexts import AWAITING_TEXT, DONE, QUEUED, ContextRequest, ContextState
+from gateway.events import ErrorEvent, SessionClosing
 from gateway.metering import meter_context
 from gateway.services import GatewayServices
+from gateway.session_frames import SessionFrames
 from shared import keys, metrics, protocol
 from shared.errors import (
     ContextClosed,
     ContextExists,
     Draining,
-    ProtocolError,
     ServiceUnavailable,
     SlowConsumer,
     TextTooLong,
     TooManyContexts,
     TTSError,
     UnknownContext,
-    from_code,
 )
 from shared.logging import get_logger
 from shared.retry import decide
@@ -47,7 +45,7 @@ _ENDED_MEMORY = 256
 _CLOSING: set[asyncio.Task[None]] = set()
 
 
-class SynthesisSession:
+class SynthesisSession(SessionFrames):
     """Contexts of one client connection and the events they produce (a ``LiveSession``)."""
 
     def __init__(self, services: GatewayServices, *, api: str, tenant: str = "",
@@ -64,13 +62,8 @@ class SynthesisSession:
         self._ended: dict[str, None] = {}
         # Phrase-cache misses being recorded, by context id: stored if the context completes.
         self._recorders: dict[str, Recorder] = {}
-        self._inbox: asyncio.Queue[bytes | Event] = asyncio.Queue()
-        self._frames_queued = 0
-        # Audio bytes waiting in the inbox (frames and replayed cache hits): memory is what a stuck client costs.
-        self._bytes_queued = 0
-        self.overflowed = False
         self.closed = False
-        self.on_overflow: Callable[[], None] | None = None
+        self._init_frames()
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -208,21 +201,7 @@ class SynthesisSession:
         self._post(final_event(ctx, "cancelled"))
         await self.cancel_job(ctx, reason)
 
-    # ---- events to the client -----------------------------------------------------------------------
-    async def next_event(self) -> Event:
-        """The next event for the client, in order; frames of ended jobs are dropped here."""
-        while True:
-            item = await self._inbox.get()
-            if not isinstance(item, bytes):
-                if isinstance(item, AudioEvent):  # only replayed cache hits queue audio events
-                    self._bytes_queued -= len(item.audio)
-                return item
-            self._frames_queued -= 1
-            self._bytes_queued -= len(item)
-            event = await self._route(item)
-            if event is not None:
-                return event
-
+    # ---- events to the client (the frames' own: SessionFrames) ----------------------------------------
     def fail_context(self, ctx: ContextState, error: TTSError) -> None:
         """End a context with an error event (used by the monitor and by Redis outages)."""
         if not ctx.live:
@@ -235,27 +214,6 @@ class SynthesisSession:
         self._post(SessionClosing(error))
 
     # ---- internals ------------------------------------------------------------------------------------
-    def _on_frame(self, data: bytes) -> None:
-        # Runs on the pub/sub reader: never block; a client that cannot keep up is cut off. Bytes bound the
-        # memory (512 frames of a fast format were 11 MB per stuck session); frames bound the per-item cost.
-        if self._frames_queued >= self.settings.session_queue_frames \
-                or self._bytes_queued + len(data) > self.settings.session_queue_bytes:
-            self._overflow()
-            return
-        self._frames_queued += 1
-        self._bytes_queued += len(data)
-        self._inbox.put_nowait(data)
-
-    def _overflow(self) -> None:
-        self.overflowed = True
-        if not self.closed and self.on_overflow is not None:
-            metrics.SLOW_CONSUMERS.inc()
-            cb, self.on_overflow = self.on_overflow, None
-            cb()
-
-    def _post(self, event: Event) -> None:
-        self._inbox.put_nowait(event)
-
     def _live(self, context_id: str) -> ContextState:
         ctx = self.contexts.get(context_id)
         if ctx is None or not ctx.live:
@@ -313,81 +271,6 @@ class SynthesisSession:
         if len(self._ended) > _ENDED_MEMORY:
             del self._ended[next(iter(self._ended))]
         count_end(ctx, outcome, code)
-
-    async def _route(self, data: bytes) -> Event | None:
-        try:
-            msg = protocol.decode(data)
-        except ProtocolError as e:
-            log.warning("bad_frame_from_worker", session_id=self.id, error=e.message)
-            return None
-        ctx = self._jobs.get(getattr(msg, "job_id", ""))
-        if ctx is None:
-            if isinstance(msg, protocol.JobStarted):
-                # A job starting for a context that already ended (failed in a Redis outage and reloaded
-                # from its AOF, cancelled while queued): stop it before it pays upstream for nobody.
-                with contextlib.suppress(RedisError, OSError):
-                    await self.services.queue.push_input(msg.job_id, protocol.Cancel(0, "cancelled"))
-            return None  # a cancelled, retried or finished job: its frames must not leak
-        if isinstance(msg, protocol.Audio):
-            return self._on_audio(ctx, msg)
-        if isinstance(msg, protocol.JobStarted):
-            ctx.state = RUNNING
-            ctx.worker_id = msg.worker_id
-            ctx.started_at = time.monotonic()
-            metrics.QUEUE_WAIT.observe(max(0.0, ctx.started_at - ctx.enqueued_at))
-            return None
-        if isinstance(msg, protocol.Final):
-            ctx.billed_chars = msg.billed_chars
-            ctx.trace.merge_worker(msg.timings)
-            ctx.failover = failover_entries(msg.failover)
-            recorder = self._recorders.get(ctx.context_id)
-            self._end(ctx, "completed")
-            if recorder is not None:
-                recorder.finish(ctx.chunks_out, ctx.request.fmt.name)
-            return final_event(ctx, "completed")
-        if isinstance(msg, protocol.Error):
-            if await self.retry(ctx, msg.code):
-                return None
-            err = from_code(msg.code, msg.message)
-            self._end(ctx, "failed", err.code)
-            return ErrorEvent(ctx.context_id, err)
-        return None
-
-    def _on_audio(self, ctx: ContextState, msg: protocol.Audio) -> Event | None:
-        if msg.seq != ctx.worker_seq:
-            err = ProtocolError(f"audio frames lost between worker and gateway (expected {ctx.worker_seq}, "
-                                f"got {msg.seq})")
-            self._end(ctx, "failed", err.code)
-            asyncio.get_running_loop().create_task(self.cancel_job(ctx, "cancelled"))
-            return ErrorEvent(ctx.context_id, err)
-        ctx.worker_seq += 1
-        seq = count_audio(ctx, msg.audio)
-        recorder = self._recorders.get(ctx.context_id)
-        if recorder is not None:
-            recorder.add(msg.audio, msg.alignment)
-        return AudioEvent(ctx.context_id, seq, msg.audio, msg.alignment, ctx.trace if seq == 0 else None)
-
-    def _replay(self, ctx: ContextState, chunks: list[Chunk]) -> None:
-        """Serve a phrase-cache hit as the same audio events a miss produced, then a cached final.
-
-        A hit is queued whole (at most CACHE_MAX_ENTRY_BYTES) and counts against the session's byte
-        budget: a client that still has more than the budget unread is a slow consumer, or a stuck one
-        could queue hit after hit without bound.
-        """
-        if self._bytes_queued > self.settings.session_queue_bytes:
-            self._overflow()
-        ctx.cached = True
-        for audio, alignment in chunks:
-            if not ctx.live:
-                return  # the session closed under us
-            event = self._on_audio(ctx, protocol.Audio(ctx.job_id, ctx.context_id, ctx.worker_seq, audio,
-                                                       alignment))
-            if event is not None:
-                if isinstance(event, AudioEvent):
-                    self._bytes_queued += len(event.audio)
-                self._post(event)
-        self._end(ctx, "completed")
-        self._post(final_event(ctx, "completed"))
 
     async def retry(self, ctx: ContextState, reason: str) -> bool:
         """Re-enqueue a context after an error ``reason`` if the retry policy allows it (False: it does not)."""
