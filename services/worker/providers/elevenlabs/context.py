@@ -23,14 +23,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from shared.audio.clock import PlayClock
 from shared.errors import InputTimeout, TTSError
 from worker.providers.base import AudioChunk, ChunkQueue, Provider
 
 from . import messages
 from .deadline import Deadline
 from .localtail import LocalTail
-from .options import AudioOut, ContextSpec
+from .options import ContextSpec
+from .output_track import OutputTrack
 from .resume import ResumePoint
 
 
@@ -99,10 +99,7 @@ class UpstreamContext(Deadline):
         self.last_sent = 0.0
         self._has_text = False
         self._flushed = False
-        self._out = AudioOut(spec.output, spec.key.output_format)
-        self._pending_alignment: dict[str, Any] | None = None  # converting: times on the upstream PCM timeline
-        self._fed_ms = 0.0  # converting: upstream audio fed to the converter so far
-        self._clock = PlayClock(spec.output) if self._out.converting else None  # converting: output played so far
+        self._track = OutputTrack(spec.output, spec.key.output_format)
         self._armed = False
         self._last_progress = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -316,10 +313,7 @@ class UpstreamContext(Deadline):
             return
         self.resume_point.restart()
         if self.audio_received and not self.audio_sent:
-            self._out = AudioOut(self.spec.output, self.spec.key.output_format)
-            self._pending_alignment = None
-            self._fed_ms = 0.0
-            self._clock = PlayClock(self.spec.output) if self._out.converting else None
+            self._track = OutputTrack(self.spec.output, self.spec.key.output_format)
             self.audio_received = False
 
     def attach(self, sock: ContextSocket) -> None:
@@ -353,15 +347,9 @@ class UpstreamContext(Deadline):
             self._release(audio, alignment)
 
     def _release(self, audio: bytes, alignment: dict[str, Any] | None) -> None:
-        if self._clock is not None and alignment is not None:
-            alignment = _shift(alignment, self._fed_ms)
-        self._fed_ms += self._out.upstream_ms(audio)
-        out = self._out.feed(audio)
-        alignment = _joined(self._pending_alignment, alignment)
-        if out:
-            self._emit(out, alignment)
-        else:
-            self._pending_alignment = alignment
+        chunk = self._track.feed(audio, alignment)
+        if chunk is not None:
+            self._emit(chunk)
 
     def on_final(self) -> None:
         """The upstream finished this context (its slot is free again)."""
@@ -374,9 +362,9 @@ class UpstreamContext(Deadline):
             held, alignment = self.resume_point.release()
             if held:
                 self._release(held, alignment)
-            tail = self._out.finish()
-            if tail or self._pending_alignment:
-                self._emit(tail, self._pending_alignment)
+            tail = self._track.finish()
+            if tail is not None:
+                self._emit(tail)
             self.outcome = "final"
             self.queue.finish()
 
@@ -395,36 +383,7 @@ class UpstreamContext(Deadline):
         self.upstream_closed = True
         self._arm()
 
-    def _emit(self, audio: bytes, alignment: dict[str, Any] | None) -> None:
-        self._pending_alignment = None
-        if self._clock is not None:
-            # A converter's output lags its input by what it still holds (an AAC frame, an MP3 frame...):
-            # alignment on the input's timeline becomes relative to where this output chunk starts.
-            start_ms = self._clock.advance(audio) * 1000
-            if alignment is not None:
-                alignment = _shift(alignment, -start_ms)
-        self.queue.put(AudioChunk(audio, alignment))
+    def _emit(self, chunk: AudioChunk) -> None:
+        self.queue.put(chunk)
         self.audio_sent = True
         self.history = None
-
-
-def _shift(alignment: dict[str, Any], ms: float) -> dict[str, Any]:
-    """``alignment`` (and its normalized view, if any) with its start times moved by ``ms``."""
-    out = {**alignment, "charStartTimesMs": [_num(t + ms) for t in alignment["charStartTimesMs"]]}
-    if isinstance(alignment.get("normalized"), dict):
-        out["normalized"] = _shift(alignment["normalized"], ms)
-    return out
-
-
-def _joined(held: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Two alignments on one timeline as one (the converter held the first one's audio back)."""
-    if held is None or new is None:
-        return held or new
-    return {"chars": held["chars"] + new["chars"],
-            "charStartTimesMs": held["charStartTimesMs"] + new["charStartTimesMs"],
-            "charDurationsMs": held["charDurationsMs"] + new["charDurationsMs"]}
-
-
-def _num(v: float) -> float:
-    """Whole milliseconds stay integers (what the upstream sends); the rest to a microsecond."""
-    return int(v) if float(v).is_integer() else round(v, 3)
