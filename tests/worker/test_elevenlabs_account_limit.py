@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -75,8 +74,10 @@ class PeakSampler:
         return self.peak
 
 
-async def _twelve_contexts(workers: list[ElevenLabsProvider]) -> tuple[list[float], list[float], float]:
-    """Twelve contexts arriving 40 ms apart, alternating workers; returns when each was placed and done."""
+async def _twelve_contexts(workers: list[ElevenLabsProvider]) -> tuple[list[float], list[float]]:
+    """Twelve contexts arriving 40 ms apart, alternating workers; returns when each was placed and done.
+
+    Each one ends without an error: none waited past the workers' 10 s slot wait (UpstreamBusy)."""
     placed_at = [0.0] * 12
     done = [0.0] * 12
 
@@ -93,13 +94,12 @@ async def _twelve_contexts(workers: list[ElevenLabsProvider]) -> tuple[list[floa
         assert out.error is None and out.text() == f"Context {i:02d} speaks. "
         done[i] = time.monotonic()
 
-    t0 = time.monotonic()
     tasks = []
     for i in range(12):
         tasks.append(asyncio.create_task(job(i)))
         await asyncio.sleep(0.04)
     await asyncio.gather(*tasks)
-    return placed_at, done, time.monotonic() - t0
+    return placed_at, done
 
 
 def _in_arrival_order(times: list[float], tie_s: float = 0.02) -> bool:
@@ -119,13 +119,12 @@ async def test_twelve_contexts_on_two_workers_never_exceed_the_account_limit(red
             worker(emu, redis_url) as a, worker(emu, redis_url) as b:
         sampler = PeakSampler(emu)
         with structlog.testing.capture_logs() as logs:
-            placed, done, elapsed = await _twelve_contexts([a, b])
+            placed, done = await _twelve_contexts([a, b])
         peak = await sampler.stop()
         assert not [e for e in logs if e["log_level"] in ("warning", "error")]  # e.g. never failed open
         assert peak == LIMIT  # saturated, never over: each worker alone would have allowed 3
         assert _in_arrival_order(placed), placed  # first come, first served across both workers
         assert _in_arrival_order(done), done
-        assert elapsed < 10.0
         assert emu.stats.contexts_opened == 12 and not emu.stats.close_codes_sent
         r = aioredis.Redis.from_url(redis_url)
         acct = account_of(emu)
@@ -226,18 +225,24 @@ async def test_excess_gets_upstream_busy_after_the_bounded_wait(redis_url: str) 
 async def test_a_waiter_is_woken_by_a_release_on_another_worker(redis_url: str) -> None:
     async with emulator() as emu, worker(emu, redis_url, upstream_lease_s=30.0) as a, \
             worker(emu, redis_url, upstream_lease_s=30.0) as b:
+        r = aioredis.Redis.from_url(redis_url)
         holding = [await held(a) for _ in range(LIMIT)]
         waiter = asyncio.create_task(held(b))
         await asyncio.sleep(0.2)
         assert not waiter.done()
+        await r.config_resetstat()
         await holding[0].cancel()
         t0 = time.monotonic()
         stream = await waiter
         handoff = time.monotonic() - t0
-        # Polling alone would wait up to lease_s / 3 = 10 s here; the wake list answers at once.
-        assert handoff < 0.2
+        stats = await r.info("commandstats")
+        # The release pushed the waiter's ticket onto its worker's wake list (RELEASE's RPUSH)...
+        assert stats.get("cmdstat_rpush", {}).get("calls", 0) >= 1, stats
+        # ...and the waiter did not wait for its next poll: lease_s / 3 = 10 s after its last one.
+        assert handoff < LOAD_MARGIN_S
         for s in (*holding, stream):
             await s.cancel()
+        await r.aclose()
 
 
 CHILD = """
@@ -305,28 +310,36 @@ async def test_the_free_permit_fast_path_is_one_round_trip(redis_url: str) -> No
         assert calls.pop("evalsha") == 1
         assert set(calls) - {"config|resetstat", "info"} <= SCRIPT_COMMANDS
         await stream.cancel()
-
-    # The round trip itself: the acquire script against a bare PING on the same client.
-    client = create_redis(redis_url)
-    acct = AccountLimit(client, account="bench:fastpath", limit=LIMIT, lease_s=60.0)
-    await acct.start()
-    ping: list[float] = []
-    take: list[float] = []
-    for i in range(300):
-        t0 = time.perf_counter()
-        await client.ping()
-        ping.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        await acct.acquire(f"k{i}", time.monotonic() + 1.0)
-        take.append(time.perf_counter() - t0)
-        acct.release(f"k{i}")
-        await asyncio.sleep(0.001)  # let the batched release go out
-    await acct.close()
-    await client.aclose()
     await r.aclose()
-    p50_ping, p50_take = statistics.median(ping) * 1000, statistics.median(take) * 1000
-    print(f"\nPING p50 {p50_ping:.3f} ms, acquire p50 {p50_take:.3f} ms")
-    assert p50_take < p50_ping + 1.0
+
+
+async def test_taking_a_free_permit_awaits_exactly_one_redis_command(redis_url: str) -> None:
+    # Without credit every permit waits for Redis' answer: that answer is one EVALSHA, done by the time
+    # acquire returns, and nothing else goes to Redis for it (the release, batched, goes afterwards).
+    r = create_redis(redis_url)
+    client = create_redis(redis_url)
+    account = "test:fastpath"
+    acct = AccountLimit(client, account=account, limit=LIMIT, lease_s=60.0, credit=False)
+    await acct.start()
+    try:
+        for i in range(20):
+            await r.config_resetstat()
+            await acct.acquire(f"k{i}", time.monotonic() + 1.0)
+            stats = await r.info("commandstats")
+            calls = {name.removeprefix("cmdstat_"): s["calls"] for name, s in stats.items()}
+            assert calls.pop("evalsha") == 1, calls
+            assert set(calls) - {"config|resetstat", "config", "info"} <= SCRIPT_COMMANDS, calls
+            assert acct.held(f"k{i}")
+            acct.release(f"k{i}")
+            await until(lambda: _no_leases(r, account))  # the release is in before the next count
+    finally:
+        await acct.close()
+        await client.aclose()
+        await r.aclose()
+
+
+async def _no_leases(r: aioredis.Redis, account: str) -> bool:
+    return await r.zcard(keys.upstream_leases(account)) == 0
 
 
 async def test_redis_loss_fails_open_to_the_per_worker_limit_then_reconciles() -> None:
@@ -409,12 +422,26 @@ async def test_a_context_moved_to_another_socket_keeps_its_permit(redis_url: str
         await r.aclose()
 
 
+async def _resp_command(r: asyncio.StreamReader) -> list[str]:
+    """One command as a Redis client sends it (a RESP array of bulk strings)."""
+    n = int((await r.readuntil(b"\r\n"))[1:-2])
+    args = []
+    for _ in range(n):
+        size = int((await r.readuntil(b"\r\n"))[1:-2])
+        args.append((await r.readexactly(size + 2))[:-2].decode(errors="replace"))
+    return args
+
+
 async def test_a_hung_redis_fails_open_once_per_timeout_not_per_request() -> None:
     # A server that accepts and never answers (a network black hole), unlike a stopped one.
     conns: list[asyncio.StreamWriter] = []
+    commands: list[str] = []  # the name of each command the clients sent, in order
 
-    async def swallow(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def swallow(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         conns.append(w)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                commands.append((await _resp_command(r))[0].upper())
 
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -425,14 +452,15 @@ async def test_a_hung_redis_fails_open_once_per_timeout_not_per_request() -> Non
         await acct.acquire("first", time.monotonic() + 10)  # admitted after the call timeout
         # The 2 s call timeout, not the acquire's 10 s deadline.
         assert 1.5 < time.monotonic() - t0 < 2.0 + LOAD_MARGIN_S
-        t1 = time.monotonic()
+        first_call = list(commands)  # what the client sent for that call (a health-check PING first)
+        assert first_call
         await acct.acquire("second", time.monotonic() + 10)  # admitted at once: Redis is known down
-        assert time.monotonic() - t1 < 1.0  # no second 2 s call timeout
         assert acct.held("first") and acct.held("second")
         assert acct.status()["redis"] == "unreachable"
-        t2 = time.monotonic()
         await acct.close()  # the permits lapse by themselves: shutdown does not wait on a dead Redis
-        assert time.monotonic() - t2 < 1.0  # no 2 s call timeout either
+        await asyncio.sleep(0.1)  # anything sent since is read by now (it would have been sent already)
+        # Neither the second acquire nor the close called Redis (each call would wait out its 2 s timeout).
+        assert commands == first_call
     finally:
         await acct.close()
         await client.aclose()
