@@ -119,6 +119,7 @@ async def test_spans_are_exported_over_otlp_and_join_the_client_trace(procs: Pro
     assert ctx_span.trace_id.hex() == job_span.trace_id.hex() == TRACE_ID
     assert ctx_span.parent_span_id.hex() == PARENT_SPAN  # the client's span
     assert job_span.parent_span_id == ctx_span.span_id  # carried across Redis in the job
+    assert "tts.retry" not in spans  # never retried: no zero-length span for it
     for hop in PATH_HOPS:
         (service, span), = spans[f"tts.{hop}"]
         assert service == ("tts-worker" if hop in hops.WORKER_HOPS else "tts-gateway"), hop
