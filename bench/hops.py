@@ -225,7 +225,7 @@ async def _one_context(traceparent: dict[str, str]) -> None:
     ack.set_result(1)
     await asyncio.sleep(0)  # the ack's callback
     timings = await jt.timings()
-    jt.finish("completed", **{"tts.provider": "elevenlabs"})
+    await jt.finish("completed", **{"tts.provider": "elevenlabs"})
     ct.first_audio(time.monotonic())
     ct.client_sent()
     ct.merge_worker(timings)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 # Marks, in path order.
@@ -141,13 +142,19 @@ def on_path(at: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def breakdown(at: dict[str, float]) -> dict[str, float]:
-    """Milliseconds per hop (path order), for every hop whose two marks exist; never negative."""
-    out: dict[str, float] = {}
+def hop_bounds(at: dict[str, float], names: Iterable[str] = HOPS) -> Iterator[tuple[str, float, float]]:
+    """(hop, start, end) on the path (:func:`on_path`) for each of ``names`` that exists: its two
+    marks are there and, for ``retry``, a retry happened. The one rule for the breakdown and the spans."""
     at = on_path(at)
-    for hop, (start, end) in HOPS.items():
-        if start in at and end in at:
-            if hop == RETRY and at[end] <= at[start]:
-                continue  # no retry happened: the hop does not exist
-            out[hop] = round(max(0.0, at[end] - at[start]) * 1000, 3)
-    return out
+    for hop in names:
+        start, end = HOPS[hop]
+        if start not in at or end not in at:
+            continue
+        if hop == RETRY and at[end] <= at[start]:
+            continue  # first attempt: admitted and enqueue_start are one instant, no retry hop
+        yield hop, at[start], at[end]
+
+
+def breakdown(at: dict[str, float]) -> dict[str, float]:
+    """Milliseconds per hop (path order), for every hop that exists (:func:`hop_bounds`); never negative."""
+    return {hop: round(max(0.0, end - start) * 1000, 3) for hop, start, end in hop_bounds(at)}

@@ -116,19 +116,16 @@ def ns(wall_seconds: float) -> int:
 
 
 def hop_spans(tr: trace.Tracer, parent: Context, at: dict[str, float], hops: tuple[str, ...]) -> None:
-    """Emit one finished span per hop in ``hops`` whose two marks exist, as children of ``parent``.
+    """Emit one finished span per hop in ``hops`` that exists, as children of ``parent``: the hops of
+    the breakdown (shared/hops.py ``hop_bounds``), so no zero-length ``retry`` for a first attempt.
 
     A span of a cross-process hop (its two ends stamped by different processes' wall clocks) carries
     ``tts.wall_clocks``: its length includes the clock skew between the two hosts.
     """
-    from shared.hops import CROSS_PROCESS, HOPS, on_path
+    from shared.hops import CROSS_PROCESS, hop_bounds
 
-    at = on_path(at)
-    for hop in hops:
-        start, end = HOPS[hop]
-        if start not in at or end not in at:
-            continue
-        t0, t1 = ns(at[start]), ns(at[end])
+    for hop, start, end in hop_bounds(at, hops):
+        t0, t1 = ns(start), ns(end)
         # Attributes only where they say something (each costs the SDK a validation): the name is the hop.
         span = tr.start_span(f"tts.{hop}", context=parent, start_time=t0,
                              attributes={"tts.wall_clocks": True} if hop in CROSS_PROCESS else None)

@@ -109,23 +109,23 @@ class _JobRun:
             self._publish(protocol.Final(spec.job_id, spec.context_id, self.chunks, self.audio_bytes,
                                          self.characters, self.ttfb_ms, self._billed(), await self.trace.timings(),
                                          self._failovers()))
-            self._summary("completed")
+            await self._summary("completed")
             return "completed"
         except TTSError as e:
             if self.cancel_reason is not None:
                 return await self._end_cancelled()
             self._publish_error(e)
-            self._summary("failed", code=e.code)
+            await self._summary("failed", code=e.code)
             return "failed"
         except asyncio.CancelledError:
             # arq cancels running jobs when the drain grace ran out: say so rather than vanish.
             self._publish_error(ShuttingDown("worker shut down before the context finished"))
-            self._summary("failed", code="shutting_down")
+            await self._summary("failed", code="shutting_down")
             raise
         except Exception as e:
             log.exception("job_crashed")
             self._publish_error(InternalError(f"worker error ({type(e).__name__})"))
-            self._summary("failed", code="internal_error")
+            await self._summary("failed", code="internal_error")
             return "failed"
         finally:
             if feeder is not None:
@@ -211,11 +211,11 @@ class _JobRun:
                                              self.audio_bytes, self.characters, self.ttfb_ms, self._billed(),
                                              await self.trace.timings(),
                                              self._failovers()))
-            self._summary("cancelled")
+            await self._summary("cancelled")
             return "cancelled"
         # Aborted on purpose (admin reset, gateway deadline): codes the retry policy never re-runs.
         self._publish_error(from_code(reason, f"context aborted: {reason}"))
-        self._summary("cancelled", code=reason)
+        await self._summary("cancelled", code=reason)
         return "cancelled"
 
     def _billed(self) -> int:
@@ -245,9 +245,10 @@ class _JobRun:
         self._publish(protocol.Error(self.spec.job_id, self.spec.context_id, e.code, e.message, retry,
                                      self.chunks))
 
-    def _summary(self, outcome: str, code: str | None = None) -> None:
-        self.trace.finish(outcome, **{"tts.provider": self.spec.provider, "tts.error_code": code})
+    async def _summary(self, outcome: str, code: str | None = None) -> None:
         log.info("job_summary", outcome=outcome, code=code, provider=self.spec.provider,
                  format=self.spec.output_format, chunks=self.chunks, audio_bytes=self.audio_bytes,
                  characters=self.characters, upstream_ttfb_ms=round(self.ttfb_ms, 2) if self.ttfb_ms else None,
                  attempt=self.spec.attempt)
+        # After the log line: with spans on this may wait for the first frame's PUBLISH ack (bounded).
+        await self.trace.finish(outcome, **{"tts.provider": self.spec.provider, "tts.error_code": code})

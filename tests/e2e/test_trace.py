@@ -106,6 +106,7 @@ async def test_native_final_has_every_hop_and_joins_the_upgrade_traceparent(stac
         else:
             assert abs(lasted - final["timings"][hop]) < 0.01, hop
     assert ctx_span.attributes is not None and ctx_span.attributes["tts.outcome"] == "completed"
+    assert "tts.retry" not in got  # never retried: no span for it, as no hop in the final event
 
 
 async def test_start_message_traceparent_wins_and_malformed_ones_are_ignored(stack, spans) -> None:
