@@ -12,6 +12,12 @@ its word would add to the time to first audio; a failure inside that first word 
 character) and audio that completes the flushed text (nothing later can complete its last word). On a failover the held audio is dropped (never heard) and the text from the first
 word not fully released is sent to the new socket; the whitespace before it marks the cut.
 
+A hold is only taken while the listener can afford it (:mod:`.headroom`): an upstream at real-time pace
+leaves the listener no more than the chunk it just got, and holding part of it would make the player
+run dry before the next one. Then whole characters go out, or, if even the partial character is more
+than the listener can spare, everything: that character counts as heard (a resume starts after it,
+clipping it at most) because a seam on a rare failover costs less than a gap in every context.
+
 Alignment reaches the listener in the upstream's own shape: per chunk (``sync_alignment``) it is
 re-cut with the audio, so every released chunk carries its characters; a whole generation's timing
 (the upstream's default: on its first chunk, null after) goes out as it came with the first audio
@@ -26,9 +32,11 @@ the context falls back to what it did before failover existed: finish on its soc
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import messages
+from .headroom import Headroom
 from .timeline import Timeline, whole_ms
 
 HOLD_MS = 1500.0  # longest partial word held back: a run without spaces goes out at char boundaries
@@ -74,6 +82,7 @@ class ResumePoint:
         self.failovers: list[dict[str, Any]] = []  # {at_char, reason, cause} per resume, for the final
         self.rebilled_chars = 0  # characters a paid upstream received twice (sent again after a failover)
         self._last_rebilled = 0
+        self._headroom = Headroom()  # whether the listener can afford a hold
 
     # -- text in --------------------------------------------------------------------------------------
     def add_text(self, text: str, flush: bool) -> None:
@@ -90,7 +99,8 @@ class ResumePoint:
             self._flushed_to = self._base + len(self._text)
 
     # -- audio out ------------------------------------------------------------------------------------
-    def take(self, audio: bytes, alignment: dict[str, Any] | None) -> tuple[bytes, dict[str, Any] | None]:
+    def take(self, audio: bytes, alignment: dict[str, Any] | None,
+             now: float | None = None) -> tuple[bytes, dict[str, Any] | None]:
         """Upstream ``audio`` in; what may reach the listener now out (the rest is held).
 
         An alignment starts at its chunk's start but may run past it: without ``sync_alignment`` the
@@ -99,6 +109,8 @@ class ResumePoint:
         audio released after them (times shifted by the held audio that precedes their chunk)."""
         if not self.usable:
             return audio, alignment
+        now = time.monotonic() if now is None else now
+        self._headroom.arrived(now)
         if len(audio) % self._width:
             return self._give_up_with(audio, alignment)
         timeline = self._timeline
@@ -128,18 +140,26 @@ class ResumePoint:
             # The first audio goes out at once (holding its word would add to time-to-first-audio);
             # a flushed text all heard has no later audio to complete its last word.
             cut = heard
-        if cut == 0:
-            if held_ms <= HOLD_MS:
-                return b"", None
+        if cut == 0 and held_ms > HOLD_MS:
             cut = heard  # one long run without spaces: release whole characters
             if cut == 0:
                 return self._give_up_with(b"", None)  # audio that no alignment explains
-        cut_ms = min(held_ms, timeline.end(cut - 1))
+        # A hold the listener cannot afford is not taken (headroom.py): whole characters instead of the
+        # word, then all of it (the character it ends in counts as heard: a resume starts after it).
+        if cut < heard and not self._headroom.can_hold(self._cut_ms(cut, held_ms), now):
+            cut = heard
+        cut_ms = self._cut_ms(cut, held_ms)
         byte = round(cut_ms * self._rate / 1000) * self._width
         if cut == len(timeline) and held_ms - cut_ms < _SLACK_MS:
             byte = len(self._held)  # alignment rounding must not leave a sliver held
+        elif held_ms - cut_ms >= _SLACK_MS and not self._headroom.can_hold(cut_ms, now):
+            byte = len(self._held)
+            cut = timeline.started(held_ms)
         byte = min(byte, len(self._held))
+        if byte == 0:
+            return b"", None
         out, self._held = self._held[:byte], self._held[byte:]
+        self._headroom.released(self._ms(byte), now)
         out_align, self._out_align = self._out_align, None
         self._released_any = True
         if self._per_chunk:
@@ -166,6 +186,10 @@ class ResumePoint:
         self._held, self._out_align = b"", None
         timeline.clear()
         return audio, out_align
+
+    def _cut_ms(self, cut: int, held_ms: float) -> float:
+        """Held audio up to the end of the first ``cut`` characters."""
+        return min(held_ms, self._timeline.end(cut - 1)) if cut else 0.0
 
     def _reaches_flush(self, chars: list[str]) -> bool:
         if self._flushed_to <= self._base + self._pos:

@@ -59,6 +59,14 @@ class Timeline:
         self._heard, self._space = i, space
         return i - self._head, max(0, space - self._head)
 
+    def started(self, upto_ms: float) -> int:
+        """Entries from the front whose audio starts before ``upto_ms`` (here at least in part)."""
+        chars, starts, origin = self._chars, self._starts, self._origin_ms
+        i = max(self._heard, self._head)
+        while i < len(chars) and starts[i] - origin < upto_ms:
+            i += 1
+        return i - self._head
+
     def chars(self, count: int | None = None) -> list[str]:
         """The first ``count`` unreleased characters (all when None)."""
         stop = len(self._chars) if count is None else self._head + count
@@ -88,6 +96,7 @@ class Timeline:
             return
         self._origin_ms += audio_ms
         self._space = self._head  # a release never ends before the last heard whitespace
+        self._heard = max(self._heard, self._head)  # a character released while partly here
         if self._head >= _COMPACT_AT and 2 * self._head >= len(self._chars):
             head = self._head
             del self._chars[:head], self._starts[:head], self._durs[:head]
