@@ -139,7 +139,7 @@ def cost_per_process(rows: list[dict[str, Any]], path: Path) -> None:
         ticks.append(((start + x - 1) / 2, label))
         x += 1
     ax.set_xticks([t for t, _ in ticks], [lbl for _, lbl in ticks])
-    ax.tick_params(axis="x", pad=42)
+    ax.tick_params(axis="x", pad=42, length=0)
     # The denominator is all the audio the target delivered: N processes sharing a role evenly cost
     # 1/N of one alone each when the per-process cost is flat.
     ax.set_ylabel("ms CPU per second of the target's audio")
