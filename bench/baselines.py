@@ -4,6 +4,7 @@
 * ``proxy``      — the seed's design: fresh upstream socket per request (bench/proxy.py).
 * ``stack-1w``   — client → gateway → Redis → 1 worker (pooled upstream) → emulator, native protocol.
 * ``stack-2w``   — the same with two worker processes.
+* ``stack-2g``   — two gateways and one worker on one Redis; sessions alternate between the gateways.
 * ``compat-1w``  — the 1-worker stack through the gateway's ElevenLabs-compatible WebSocket.
 * ``cache-1w``   — the 1-worker stack, every utterance a repeat of a cached phrase.
 
@@ -39,6 +40,12 @@ class Target:
     cache: bool = False
     processes: tuple[str, ...] = ()  # sampler names of the processes serving it
     warmup: bool = True
+    more_urls: tuple[str, ...] = ()  # further entry points (other gateways): sessions go round-robin over all
+
+    @property
+    def urls(self) -> list[str]:
+        """Every entry point, in the order sessions are dealt to them."""
+        return [self.url, *self.more_urls]
 
 
 def floor_url(emulator_url: str) -> str:
@@ -83,7 +90,7 @@ def drive(target: Target, level: int, *, utterances: int, stream_share: float, s
     share = [level // nproc + (1 if i < level % nproc else 0) for i in range(nproc)]
     offset = 0
     for i, n in enumerate(share):
-        cfg = {"dialect": target.dialect, "url": target.url, "sessions": n, "offset": offset,
+        cfg = {"dialect": target.dialect, "urls": target.urls, "sessions": n, "offset": offset,
                "utterances": utterances, "stream_share": 0.0 if target.cache else stream_share,
                "seed": seed, "jitter_ms": jitter_ms, "stagger_s": stagger_s, "warmup": target.warmup,
                "cache": target.cache, "cache_text": CACHE_TEXT if target.cache else None,

@@ -1,5 +1,7 @@
 """The load generator, run as its own process: ``python -m bench.loadgen CONFIG.json OUT.json``.
 
+Sessions connect to ``url``, or round-robin to the ``urls`` of several entry points (gateways).
+
 Phases: connect every session (bounded ramp), warm up (each session speaks one short unmeasured
 utterance, so upstream pools have grown to the load), wait for all, then the measured phase: each
 session starts after a random offset and speaks its plan back to back with short think times.
@@ -30,13 +32,23 @@ def session_class(dialect: str) -> type[BaseSession]:
     return {"native": NativeSession, "elevenlabs": ElevenLabsSession}[dialect]
 
 
+def session_urls(cfg: dict[str, Any]) -> list[str]:
+    """The URL of each of this process's sessions: ``urls`` dealt round-robin by the session's number
+    across all load-generator processes (``offset`` + index), so several processes together still
+    split the sessions evenly; a single ``url`` serves them all."""
+    urls = cfg.get("urls") or [cfg["url"]]
+    offset = cfg.get("offset", 0)
+    return [urls[(offset + i) % len(urls)] for i in range(cfg["sessions"])]
+
+
 async def _connect_all(cfg: dict[str, Any], http: aiohttp.ClientSession) -> tuple[list[BaseSession], int]:
     cls = session_class(cfg["dialect"])
     sem = asyncio.Semaphore(CONNECT_PARALLEL)
     base_seed = cfg.get("seed", 1)
-    sessions = [cls(http, cfg["url"], f"s{cfg.get('offset', 0) + i}", cfg.get("jitter_ms", 20.0) / 1000,
-                    random.Random(base_seed * 100_003 + cfg.get("offset", 0) + i), cfg.get("verify_share", 0.0))
-                for i in range(cfg["sessions"])]
+    offset = cfg.get("offset", 0)
+    sessions = [cls(http, url, f"s{offset + i}", cfg.get("jitter_ms", 20.0) / 1000,
+                    random.Random(base_seed * 100_003 + offset + i), cfg.get("verify_share", 0.0))
+                for i, url in enumerate(session_urls(cfg))]
     failed = 0
 
     async def one(s: BaseSession) -> None:

@@ -11,7 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 _STYLE = {"floor": "k", "proxy": "tab:red", "stack-1w": "tab:blue", "stack-2w": "tab:green",
-          "compat-1w": "tab:purple", "cache-1w": "tab:orange"}
+          "stack-2g": "tab:olive", "compat-1w": "tab:purple", "cache-1w": "tab:orange"}
+# Process colours by role; the harness (emulator, load generators) in greys.
+_ROLE_COLOUR = {"gateway": "tab:blue", "worker": "tab:green", "redis": "tab:red", "proxy": "tab:purple",
+                "emulator": "0.45", "loadgen": "0.75"}
 
 
 def _series(rows: list[dict[str, Any]], target: str, key: str) -> tuple[list[int], list[float]]:
@@ -101,10 +104,61 @@ def capacity_plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _role(process: str) -> str:
+    return next((r for r in _ROLE_COLOUR if process.startswith(r)), "")
+
+
+def _short(process: str, target: str) -> str:
+    """``worker0-2w`` -> ``worker0``: the target's tag is in the group label already."""
+    tag = target[target.find("-"):] if "-" in target else ""
+    return process.removesuffix(tag) if tag else process
+
+
+def cost_per_process(rows: list[dict[str, Any]], path: Path) -> None:
+    """ms of CPU per audio-second of every process, one group of bars per target (and level)."""
+    groups = [r for r in rows if r.get("audio_s") and r.get("resources")]
+    levels = {r["level"] for r in groups}
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.2 + 0.45 * sum(len(r["resources"]) + 1 for r in groups)), 5))
+    x = 0.0
+    ticks: list[tuple[float, str]] = []
+    seen: set[str] = set()
+    for r in groups:
+        start = x
+        for name in sorted(r["resources"], key=lambda n: (list(_ROLE_COLOUR).index(_role(n)) if _role(n) else 99, n)):
+            v = r["resources"][name].get("cpu_ms_per_audio_s")
+            if v is None:
+                continue
+            role = _role(name)
+            ax.bar(x, v, width=0.8, color=_ROLE_COLOUR.get(role, "0.6"),
+                   label=role if role not in seen else None)
+            seen.add(role)
+            ax.text(x, v, f"{v:.2f}", ha="center", va="bottom", fontsize=6)
+            ax.text(x, 0, _short(name, r["target"]), ha="center", va="top", rotation=90, fontsize=6)
+            x += 1
+        label = r["target"] if len(levels) == 1 else f"{r['target']} @ {r['level']}"
+        ticks.append(((start + x - 1) / 2, label))
+        x += 1
+    ax.set_xticks([t for t, _ in ticks], [lbl for _, lbl in ticks])
+    ax.tick_params(axis="x", pad=42, length=0)
+    # The denominator is all the audio the target delivered: N processes sharing a role evenly cost
+    # 1/N of one alone each when the per-process cost is flat.
+    ax.set_ylabel("ms CPU per second of the target's audio")
+    title = "CPU per audio-second, per process"
+    if len(levels) == 1:
+        title += f" ({next(iter(levels))} streams)"
+    ax.set_title(title + "; flat: N sharing a role each cost 1/N of one alone", fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def write_all(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
     """Write every plot; returns the file names."""
-    names = ["ttfa_vs_concurrency.png", "added_vs_floor.png", "capacity.png"]
+    names = ["ttfa_vs_concurrency.png", "added_vs_floor.png", "capacity.png", "cost_per_process.png"]
     ttfa_vs_concurrency(rows, out_dir / names[0])
     added_vs_floor(rows, out_dir / names[1])
     capacity_plot(rows, out_dir / names[2])
+    cost_per_process(rows, out_dir / names[3])
     return names

@@ -152,17 +152,28 @@ def _port_open(port: int) -> bool:
 
 @dataclass
 class Stack:
-    """Gateway, worker(s) and the redis-server they share."""
+    """Gateway(s), worker(s) and the redis-server they share."""
 
     redis: RedisServer
-    gateway: Proc
+    gateways: list[Proc]
     workers: list[Proc]
-    base_url: str
+    base_urls: list[str]
     procs: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def gateway(self) -> Proc:
+        """The first gateway (the only one unless the stack was started with several)."""
+        return self.gateways[0]
+
+    @property
+    def base_url(self) -> str:
+        """The first gateway's base URL."""
+        return self.base_urls[0]
+
     def stop(self) -> None:
-        """Gateway first (it drains), then workers, then Redis."""
-        self.gateway.stop()
+        """Gateways first (they drain), then workers, then Redis."""
+        for g in self.gateways:
+            g.stop()
         for w in self.workers:
             w.stop()
         self.redis.stop()
@@ -193,30 +204,39 @@ def code_env(code_root: Path | None) -> dict[str, str]:
 
 
 def start_stack(log_dir: Path, emulator_url: str, workers: int, extra_env: Mapping[str, str] | None = None,
-                tag: str = "", code_root: Path | None = None) -> Stack:
-    """redis-server, ``workers`` workers and one gateway, each its own process; waits until ready."""
+                tag: str = "", code_root: Path | None = None, gateways: int = 1) -> Stack:
+    """redis-server, ``workers`` workers and ``gateways`` gateways, each its own process; waits until
+    every gateway is ready and sees every worker. One gateway is named ``gateway<tag>``, several
+    ``gateway0<tag>``, ``gateway1<tag>``..."""
     redis = RedisServer().start()
     env = {**stack_env(redis.url, emulator_url, extra_env), **code_env(code_root)}
     ws: list[Proc] = []
     for i in range(workers):
         wenv = {**env, "WORKER_METRICS_PORT": str(free_port()), "WORKER_ID": f"bench-w{i}"}
         ws.append(spawn(f"worker{i}{tag}", [PY, "-m", "worker"], log_dir, wenv, cwd=code_root))
-    port = free_port()
-    gw = spawn(f"gateway{tag}", [PY, "-m", "gateway"], log_dir, {**env, "GATEWAY_PORT": str(port)}, cwd=code_root)
-    base = f"http://127.0.0.1:{port}"
+    gws: list[Proc] = []
+    bases: list[str] = []
+    for i in range(gateways):
+        port = free_port()
+        name = f"gateway{tag}" if gateways == 1 else f"gateway{i}{tag}"
+        gws.append(spawn(name, [PY, "-m", "gateway"], log_dir, {**env, "GATEWAY_PORT": str(port)}, cwd=code_root))
+        bases.append(f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 90
-    while True:
-        for p in (gw, *ws):
+    waiting = list(zip(gws, bases))
+    while waiting:
+        for p in (*gws, *ws):
             if not p.alive():
                 redis.stop()
                 raise RuntimeError(f"{p.name} exited:\n{p.tail()}")
+        gw, base = waiting[0]
         status, body = http_get(f"{base}/readyz")
         if status == 200 and _workers_live(body) >= workers:
-            break
+            waiting.pop(0)
+            continue
         if time.monotonic() > deadline:
-            raise RuntimeError(f"stack not ready: /readyz {status} {body[:200]!r}\n{gw.tail()}")
+            raise RuntimeError(f"stack not ready: {gw.name} /readyz {status} {body[:200]!r}\n{gw.tail()}")
         time.sleep(0.1)
-    return Stack(redis, gw, ws, base)
+    return Stack(redis, gws, ws, bases)
 
 
 def redis_commands(url: str) -> dict[str, int]:

@@ -89,6 +89,28 @@ def capacity(rows: list[dict[str, Any]]) -> dict[str, int | None]:
     return out
 
 
+STACK_ROLES = ("gateway", "worker", "redis")
+
+
+def stack_cost(resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The stack's processes' ms CPU per audio-second, per role (each gateway and worker separately,
+    in name order) and in total; the harness (emulator, load generators) is left out."""
+    out: dict[str, Any] = {role: [] for role in STACK_ROLES}
+    for name in sorted(resources):
+        v = resources[name].get("cpu_ms_per_audio_s")
+        role = next((r for r in STACK_ROLES if name.startswith(r)), None)
+        if role is not None and v is not None:
+            out[role].append(v)
+    out["total"] = round(sum(sum(out[r]) for r in STACK_ROLES), 2)
+    return out
+
+
+def _cost_cell(values: list[float]) -> str:
+    if not values:
+        return "—"
+    return " + ".join(f"{v:.2f}" for v in values) + (f" = {sum(values):.2f}" if len(values) > 1 else "")
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The human-readable report."""
     facts = result["machine"]
@@ -137,6 +159,19 @@ def markdown(result: dict[str, Any]) -> str:
                  for n, v in sorted(r.get("resources", {}).items())]
         lines.append(f"| {r['target']} | {r['level']} | {r.get('box', {}).get('others_cores', '—')} | "
                      f"{'; '.join(parts)} |")
+    stack_rows = [(r, stack_cost(r.get("resources", {}))) for r in result["rows"]]
+    stack_rows = [(r, c) for r, c in stack_rows if c["total"]]
+    if stack_rows:
+        lines += ["", "## Stack CPU per audio-second, per process", "",
+                  ("ms of CPU per second of all the audio the target delivered, each gateway and worker "
+                   "process separately, then their sum. Per-process cost is flat as processes are added when "
+                   "a role's sum stays what one process alone costs (N processes sharing it evenly cost 1/N "
+                   "each)."), "",
+                  "| target | streams | gateway(s) | worker(s) | Redis | stack total | done % |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for r, c in stack_rows:
+            lines.append(f"| {r['target']} | {r['level']} | {_cost_cell(c['gateway'])} | {_cost_cell(c['worker'])} "
+                         f"| {_cost_cell(c['redis'])} | {c['total']:.2f} | {r['completion_pct']} |")
     redis_rows = [r for r in result["rows"] if r.get("redis_commands")]
     if redis_rows:
         lines += ["", "## Redis commands (whole level, connect and warm-up included)", "",

@@ -2,9 +2,9 @@
 
 One emulator process (connect delay, TTFB and real-time pacing as configured) serves every target.
 For each concurrency level, every target runs in turn with the same texts: the floor (warm direct
-socket), the per-request-socket proxy, the stack with one and with two workers, the compatible
-endpoint and the phrase cache when the gateway has them. Results go to
-``bench/results/<timestamp>-<mode>/`` and ``bench/results/latest/``: results.json, report.md, PNGs.
+socket), the per-request-socket proxy, the stack with one and with two workers, with two gateways
+(sessions alternating between them), the compatible endpoint and the phrase cache when the gateway
+has them. Results go to ``bench/results/<timestamp>-<mode>/`` and ``bench/results/latest/``: results.json, report.md, PNGs.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from bench.baselines import Target
 RESULTS = Path(__file__).resolve().parent / "results"
 SHORT_LEVELS = [10, 50]
 FULL_LEVELS = [1, 10, 50, 100, 200, 400, 700, 1000]
-ALL_TARGETS = ["floor", "proxy", "stack-1w", "stack-2w", "compat-1w", "cache-1w"]
+ALL_TARGETS = ["floor", "proxy", "stack-1w", "stack-2w", "stack-2g", "compat-1w", "cache-1w"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -181,12 +181,20 @@ class Bench:
             self._watch_stack(st2, "-2w")
             self.targets.append(Target("stack-2w", "native", baselines.native_url(st2.base_url),
                                        processes=("gateway-2w", "worker0-2w", "worker1-2w", "redis-2w", "emulator")))
+        if "stack-2g" in self.wanted:
+            st3 = procs.start_stack(self.logs, emu_url, 1, tag="-2g", code_root=self.args.code_root, gateways=2)
+            self.stopables.append(st3)
+            self._watch_stack(st3, "-2g")
+            urls = [baselines.native_url(u) for u in st3.base_urls]
+            self.targets.append(Target("stack-2g", "native", urls[0], more_urls=tuple(urls[1:]),
+                                       processes=("gateway0-2g", "gateway1-2g", "worker0-2g", "redis-2g", "emulator")))
         for n in self.notes:
             self.say(n)
 
     def _watch_stack(self, st: procs.Stack, tag: str) -> None:
         self.redis_urls[f"redis{tag}"] = st.redis.url
-        self.sampler.watch(f"gateway{tag}", st.gateway.pid)
+        for g in st.gateways:
+            self.sampler.watch(g.name, g.pid)
         for i, w in enumerate(st.workers):
             self.sampler.watch(f"worker{i}{tag}", w.pid)
         if st.redis.proc is not None:
