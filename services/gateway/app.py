@@ -22,7 +22,7 @@ from gateway.dispatch import Dispatcher
 from gateway.metering import UsageWriter
 from gateway.native.handler import native_ws
 from gateway.services import GatewayServices
-from shared import keys
+from shared import keys, loop_health
 from shared.errors import ShuttingDown
 from shared.logging import get_logger
 from shared.pubsub import PubSubHub
@@ -67,7 +67,10 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         await hub.start()
         app[SERVICES] = services
         tasks = [asyncio.create_task(monitor.monitor_forever(services), name="context-monitor"),
-                 asyncio.create_task(_heartbeat_forever(services), name="gateway-heartbeat")]
+                 asyncio.create_task(_heartbeat_forever(services), name="gateway-heartbeat"),
+                 asyncio.create_task(loop_health.watch_loop_lag("gateway"), name="loop-lag")]
+        gc_timer = loop_health.GcTimer("gateway")
+        gc_timer.install()
         if not settings.auth_disabled:
             tasks.append(asyncio.create_task(revocation.watch_forever(services), name="revocation-watch"))
         app[BACKGROUND] = tasks
@@ -76,6 +79,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
                                                   "synthesize. Use only for local development.")
         log.info("gateway_started", gateway_id=gateway_id)
         yield
+        gc_timer.remove()
         for t in tasks:
             t.cancel()
         for t in tasks:

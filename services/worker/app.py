@@ -13,7 +13,7 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from shared import keys
+from shared import keys, loop_health
 from shared.audio.avcodec import warm_up as warm_up_codecs
 from shared.logging import get_logger
 from shared.pubsub import PubSubHub
@@ -69,11 +69,16 @@ def build_worker(settings: Settings, providers: dict[str, Provider] | None = Non
         keeper.start()
         # Jobs whose gateway died (nobody subscribed to their session) are cancelled within ~0.3 s.
         ctx["listeners_task"] = asyncio.create_task(listeners.watch_forever(state), name="listeners")
+        ctx["loop_lag_task"] = asyncio.create_task(loop_health.watch_loop_lag("worker"), name="loop-lag")
+        ctx["gc_timer"] = loop_health.GcTimer("worker")
+        ctx["gc_timer"].install()
         log.info("worker_started", worker_id=wid, providers=sorted(provs), max_jobs=settings.worker_max_jobs)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         state: WorkerState | None = ctx.get(STATE_KEY)
-        for name in ("drain_beat", "heartbeat_task", "listeners_task"):
+        if "gc_timer" in ctx:
+            ctx["gc_timer"].remove()
+        for name in ("drain_beat", "heartbeat_task", "listeners_task", "loop_lag_task"):
             task = ctx.get(name)
             if task is not None:
                 task.cancel()
