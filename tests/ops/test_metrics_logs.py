@@ -28,7 +28,7 @@ TOKEN_SECRET = "toksecret-" + uuid.uuid4().hex
 ENDLESS = "Holding a worker slot until cancelled. "
 # Label names the metrics module allows (DESIGN §2: provider, model, format, outcome, code, reason, state…).
 ALLOWED_LABELS = {"provider", "model", "format", "cache", "outcome", "code", "reason", "state", "api", "service",
-                  "role", "result", "op", "socket", "le"}
+                  "role", "result", "op", "socket", "le", "generation"}
 
 async def _until(check: Callable[[], Any], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
@@ -74,6 +74,8 @@ async def test_metrics_and_logs_after_real_traffic(procs: Procs, redis_url: str)
 
     _check_gateway_metrics(live, g, clients)
     _check_worker_metrics(w)
+    _check_loop_health(g, "gateway")
+    _check_loop_health(w, "worker")
     ids = {cid for c in clients for cid in c.results} | set(filter(None, sessions)) | {
         r.started["job_id"] for c in clients for r in c.results.values() if r.started}
     _check_labels(g, ids)
@@ -173,6 +175,16 @@ def _check_worker_metrics(w: Samples) -> None:
     assert value(w, "tts_pool_socket_uses_total", provider="elevenlabs") == 1
     assert value(w, "tts_upstream_connect_seconds_count", provider="elevenlabs") >= 1
     assert value(w, "tts_pool_slot_wait_seconds_count", provider="elevenlabs") >= 1
+
+
+def _check_loop_health(samples: Samples, service: str) -> None:
+    # The loop-lag sampler ran all along (every 100 ms over several seconds of traffic), and the
+    # collector's pauses are counted by generation, a closed set.
+    assert value(samples, "tts_event_loop_lag_seconds_count", service=service) >= 10
+    assert value(samples, "tts_event_loop_lag_seconds_sum", service=service) >= 0
+    gens = {lab["generation"] for lab, _ in samples["tts_gc_pause_seconds_count"] if lab["service"] == service}
+    assert gens and gens <= {"0", "1", "2"}, gens
+    assert value(samples, "tts_gc_pause_seconds_count", service=service, generation="0") >= 1
 
 
 def _check_labels(samples: Samples, ids: set[str]) -> None:
