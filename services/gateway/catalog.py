@@ -17,10 +17,6 @@ from shared.protocol import WorkerHeartbeat, decode_worker_heartbeat
 log = get_logger(__name__)
 # Catalogue reads are cheap but not free; one scan a second per gateway is plenty.
 CACHE_S = 1.0
-# A start resolves its voice from a snapshot up to this old and refreshes it in the background: awaited,
-# the refresh (SCAN + MGET) held the first start of every second for two Redis round trips before its
-# context existed, untraced time to first audio (a quarter of the starts at 20 sessions).
-SERVE_STALE_S = 2 * CACHE_S
 # Unreadable heartbeats are logged once per worker id; the memory of which were is bounded.
 _WARNED_MAX = 1000
 
@@ -76,17 +72,13 @@ class Catalog:
         """
         if time.monotonic() - self._snap.at < max_age:
             return self._snap
-        # One caller's cancellation (its client left) must not cancel the refresh the others wait on.
-        return await asyncio.shield(self._refresh_in_background())
-
-    def _refresh_in_background(self) -> asyncio.Task[Snapshot]:
-        """The shared refresh: the one running, else a new one."""
         task = self._refreshing
         if task is None:
             task = self._refreshing = asyncio.get_running_loop().create_task(self._refresh(),
                                                                             name="catalog-refresh")
             task.add_done_callback(self._refreshed)
-        return task
+        # One caller's cancellation (its client left) must not cancel the refresh the others wait on.
+        return await asyncio.shield(task)
 
     def _refreshed(self, task: asyncio.Task[Snapshot]) -> None:
         if self._refreshing is task:
@@ -124,12 +116,7 @@ class Catalog:
 
     async def resolve(self, voice_id: str | None) -> tuple[str, str, dict[str, Any]]:
         """(voice_id, provider, voice record) for a requested voice; the default when None."""
-        snap = self._snap
-        age = time.monotonic() - snap.at
-        if age >= SERVE_STALE_S:
-            snap = await self.snapshot()
-        elif age >= CACHE_S:
-            self._refresh_in_background()
+        snap = await self.snapshot()
         if not snap.workers or (voice_id and voice_id not in snap.voices):
             snap = await self.snapshot(max_age=0)  # a worker may have just come up
         if not snap.workers:

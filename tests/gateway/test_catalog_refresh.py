@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from gateway.catalog import CACHE_S, SERVE_STALE_S, Catalog
+from gateway.catalog import Catalog
 
 from shared import keys, protocol
 from shared.protocol import WorkerHeartbeat
@@ -75,55 +74,5 @@ async def test_a_failed_refresh_reaches_every_caller_and_the_next_one_retries(
         assert all(isinstance(e, ConnectionError) for e in results)
         monkeypatch.undo()
         assert [w.worker_id for w in (await catalog.snapshot(max_age=0)).workers] == ["w1"]
-    finally:
-        await r.aclose()
-
-
-async def _blocked_mget(r: aioredis.Redis, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """MGET waits for the returned event: a refresh under way stays under way until the test says."""
-    release = asyncio.Event()
-    real = r.mget
-
-    async def mget(*args: Any, **kwargs: Any) -> Any:
-        await release.wait()
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(r, "mget", mget)
-    return release
-
-
-async def test_a_start_resolves_from_a_recent_snapshot_while_it_refreshes(
-        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    r = aioredis.Redis.from_url(redis_url)
-    try:
-        await r.set(keys.worker_heartbeat("w1"), protocol.encode(BEAT), px=60_000)
-        catalog = Catalog(r)
-        first = await catalog.snapshot(max_age=0)
-        first.at -= CACHE_S  # due for a refresh, still young enough to serve
-        release = await _blocked_mget(r, monkeypatch)
-        assert (await catalog.resolve("v1"))[:2] == ("v1", "local")  # did not wait for the refresh
-        assert catalog._refreshing is not None and not catalog._refreshing.done()
-        release.set()
-        fresh = await catalog.snapshot()
-        assert fresh is not first and [w.worker_id for w in fresh.workers] == ["w1"]
-    finally:
-        await r.aclose()
-
-
-async def test_a_start_waits_for_the_refresh_of_an_old_snapshot(
-        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    r = aioredis.Redis.from_url(redis_url)
-    try:
-        await r.set(keys.worker_heartbeat("w1"), protocol.encode(BEAT), px=60_000)
-        catalog = Catalog(r)
-        (await catalog.snapshot(max_age=0)).at -= SERVE_STALE_S
-        release = await _blocked_mget(r, monkeypatch)
-        resolving = asyncio.ensure_future(catalog.resolve("v1"))
-        for _ in range(20):
-            await asyncio.sleep(0)
-        assert not resolving.done()
-        release.set()
-        assert (await resolving)[:2] == ("v1", "local")
-        assert catalog._snap.at > time.monotonic() - CACHE_S
     finally:
         await r.aclose()
