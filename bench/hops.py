@@ -164,6 +164,11 @@ def run_stacks(args: argparse.Namespace) -> int:
         offsets = {name: 0 for name in stacks}
         per_round = max(1, args.utterances // (args.rounds * args.concurrency))
         for r in range(args.rounds):
+            if args.floor:  # straight to the emulator: what the upstream leg costs without the stack
+                res = baselines.drive(Target("floor", "elevenlabs", baselines.floor_url(emu_url)), args.concurrency,
+                                      utterances=per_round, stream_share=args.stream_share, seed=300 + r,
+                                      sampler=sampler, jitter_ms=20.0, stagger_s=0.3)
+                ttfa.setdefault("floor", []).extend(x["ttfa_ms"] for x in res["records"] if x["ttfa_ms"] is not None)
             for name, st in stacks.items():
                 for dialect, url in (("native", baselines.native_url(st.base_url)),
                                      ("elevenlabs", baselines.compat_url(st.base_url))):
@@ -194,6 +199,9 @@ def run_stacks(args: argparse.Namespace) -> int:
     print(f"whole utterances, {args.concurrency} concurrent sessions, emulator TTFB {args.ttfb_ms:g} ms, "
           f"stream share {args.stream_share:g}; logs in {logs}")
     print(table(rows, ttfa))
+    if "floor" in ttfa:
+        print(f"floor (client straight to the emulator) TTFA p50 {report.pct(ttfa['floor'], 50):.2f} "
+              f"p99 {report.pct(ttfa['floor'], 99):.2f} (n={len(ttfa['floor'])})")
     for key, rs in rows.items():
         print(f"dominant hops {key}: {dominant(rs)}")
     print("CPU ms per context (psutil, gateway + worker processes; noisy on a shared box):")
@@ -283,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="alternations of the targets")
     p.add_argument("--stream-share", type=float, default=0.0, help="share of LLM-streamed turns (0: whole)")
     p.add_argument("--ttfb-ms", type=float, default=150.0, help="the emulator's time to first byte")
+    p.add_argument("--floor", action="store_true", help="also drive a client straight to the emulator each round")
     p.add_argument("--otlp", action="store_true", help="also a stack exporting spans; compare CPU per context")
     p.add_argument("--micro", type=int, nargs="?", const=20000, default=0,
                    help="only time the trace bookkeeping in-process (N contexts)")
