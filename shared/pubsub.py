@@ -40,7 +40,8 @@ class PubSubHub:
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._closing = False
-        self._health_interval = 0
+        # The subscriber connection and the settings it had before the hub changed them (see _connect).
+        self._patched: tuple[Any, int, Any] | None = None
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
 
@@ -127,15 +128,22 @@ class PubSubHub:
         # read concurrently and fail with "read() called while another coroutine is already waiting";
         # a dead connection shows up as the reader's error instead.
         conn = self._pubsub.connection
-        self._health_interval = conn.health_check_interval
+        # Nor may redis-py reconnect it behind the reader's back (the client retries on connection
+        # errors): it would re-subscribe only the channels its own subscribe() tracked, none here, and
+        # the hub would read for ever from a connection subscribed to nothing. A lost connection must
+        # reach _run, which resubscribes every channel and tells the owners (on_disconnect).
+        self._patched = (conn, conn.health_check_interval, conn.retry_on_error)
         conn.health_check_interval = 0
+        conn.retry_on_error = []
         self._connected.set()
 
     async def _drop_connection(self) -> None:
         self._connected.clear()
         if self._pubsub is not None:
-            if self._pubsub.connection is not None:  # it goes back to the shared pool: restore its checks
-                self._pubsub.connection.health_check_interval = self._health_interval
+            if self._patched is not None:  # it goes back to the shared pool: restore its checks and retries
+                conn, interval, retry_on_error = self._patched
+                conn.health_check_interval, conn.retry_on_error = interval, retry_on_error
+                self._patched = None
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
             self._pubsub = None
