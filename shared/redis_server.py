@@ -22,7 +22,6 @@ from typing import Self
 
 from shared import child_process
 
-
 PUBSUB_BUFFER_LIMIT = "pubsub 256mb 64mb 60"  # hard limit, soft limit for 60 s (docs/operations-deploy.md)
 
 
