@@ -40,12 +40,13 @@ async def test_a_wait_that_could_not_end_in_time_is_refused_at_once(redis_url: s
         await asyncio.sleep(1.0)
         for stream in warm:
             await stream.cancel()
+        # The releases go to Redis in the background: the account is seen unsaturated once they are
+        # acknowledged (the contexts themselves are gone at once).
         deadline = time.monotonic() + 5.0
-        while p.status()["live_contexts"] or p.status()["account"]["hold_s"] is None:
-            assert time.monotonic() < deadline
+        while p.status()["live_contexts"] or p.status()["account"]["hold_s"] is None or p.status()["saturated"]:
+            assert time.monotonic() < deadline, p.status()["account"]
             await asyncio.sleep(0.01)
         assert p.status()["account"]["hold_s"] >= 0.9
-        assert not p.status()["saturated"]
 
         # Both permits taken and kept: the account is saturated.
         holding = [await held(p), await held(p)]
