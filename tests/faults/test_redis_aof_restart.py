@@ -55,7 +55,9 @@ async def test_redis_aof_restart_under_load_runs_nothing_twice_and_blocks_nothin
                 await c.send(type="start", context_id="s", format="pcm_16000", text=SPEECH, flush=True)
         started = [c for c in sessions if c.result("s").started is not None]
         await until(lambda: _started(sessions, 4), 20, "four jobs running (two more queued)")
-        await asyncio.sleep(1.5)  # the AOF is fsynced every second: the crash finds the load on disk
+        # The AOF is fsynced every second, but Redis postpones that fsync up to 2 s while the previous one
+        # still runs (a loaded CI disk): wait out both so the crash finds the load on disk.
+        await asyncio.sleep(3.5)
         r = aioredis.Redis.from_url(rs.url)
         try:
             queued_before = await r.zcard("tts:queue")
