@@ -10,7 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from shared import tracing
 from shared.redis_server import RedisServer
 from shared.settings import Settings
 
@@ -44,3 +47,12 @@ def fast_settings(redis_url: str, **overrides: object) -> Settings:
     }
     base.update(overrides)
     return Settings.from_env({}, **base)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Spans on, recorded in memory; off again afterwards."""
+    exporter = InMemorySpanExporter()
+    tracing.install(SimpleSpanProcessor(exporter), "test")
+    yield exporter
+    tracing.shutdown()

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from gateway.ctxtrace import ContextTrace
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shared import hops, tracing
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Spans on, recorded in memory; off again afterwards."""
-    exporter = InMemorySpanExporter()
-    tracing.install(SimpleSpanProcessor(exporter), "test")
-    yield exporter
-    tracing.shutdown()
 
 
 def _hop_spans(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from emulator.runner import DEFAULT_VOICE_ID
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shared import hops, tracing
@@ -27,15 +26,6 @@ PARENT_SPAN = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_SPAN}-01"
 # Every hop of a context that ran on a worker without a retry.
 PATH_HOPS = [h for h in hops.HOPS if h != hops.RETRY]
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Spans on, recorded in memory; off again afterwards."""
-    exporter = InMemorySpanExporter()
-    tracing.install(SimpleSpanProcessor(exporter), "test")
-    yield exporter
-    tracing.shutdown()
 
 
 @pytest.fixture

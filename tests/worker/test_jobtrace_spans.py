@@ -7,12 +7,11 @@ job's first frame is then still unacknowledged when its Final leaves, as on a bu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from worker.jobtrace import JobTrace
@@ -24,15 +23,6 @@ from shared.redis_server import free_port
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 WORKER_SPANS = {"tts.job", *(f"tts.{hop}" for hop in hops.WORKER_HOPS)}
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Spans on, recorded in memory; off again afterwards."""
-    exporter = InMemorySpanExporter()
-    tracing.install(SimpleSpanProcessor(exporter), "test")
-    yield exporter
-    tracing.shutdown()
 
 
 @pytest.fixture
