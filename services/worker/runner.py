@@ -29,6 +29,7 @@ from arq.utils import ms_to_datetime
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
+from shared import keys
 from shared.logging import get_logger
 from shared.queue import JOB_KEY_PREFIX, LOCK_KEY_PREFIX, job_keys, now_ms, unpack_payload
 
@@ -242,10 +243,10 @@ class WakeableWorker(Worker):
         await asyncio.shield(self._finish(job_id))
 
     async def _finish(self, job_id: str) -> None:
-        """Out of the queue first (no poll can claim it after that), then its keys."""
+        """Out of the queue first (no poll can claim it after that), then its keys and its input list."""
         pipe = self.pool.pipeline(transaction=False)
         pipe.zrem(self.queue_name, job_id)
-        pipe.delete(*job_keys(job_id)[:3])
+        pipe.delete(*job_keys(job_id)[:3], keys.input_list(job_id))
         await pipe.execute()
 
     async def finish_job(self, job_id: str, finish: bool, result_data: bytes | None, result_timeout_s: float | None,

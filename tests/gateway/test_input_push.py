@@ -75,8 +75,8 @@ async def test_streamed_tokens_arrive_in_order_and_the_list_keeps_one_ttl(
     retry_id = uuid.uuid4().hex
     await dispatcher.push_input(retry_id, protocol.TextInput(1, "again"))
     assert INPUT_TTL_S - 5 <= await redis.ttl(keys.input_list(retry_id)) <= INPUT_TTL_S
-    await router.close(job_id)
-    assert not await redis.exists(keys.input_list(job_id))
+    await router.close(job_id)  # unsubscribes; the runner deletes the list with the job's keys
+    assert await redis.publish(keys.input_channel(job_id), b"late") == 0
 
 
 async def test_a_dead_workers_list_expires_and_a_long_stream_keeps_its_list(redis: aioredis.Redis) -> None:
@@ -106,7 +106,8 @@ async def test_lists_recreated_or_reset_behind_the_gateways_back_still_expire(
     listed = keys.input_list(job_id)
     await dispatcher.push_input(job_id, protocol.TextInput(1, "first "))
     await router.open(job_id)
-    await router.close(job_id)  # the job ended: its worker deleted the list
+    await router.close(job_id)  # the job ended: its worker unsubscribed and (runner) deleted the list
+    await redis.delete(listed)
     # A late input recreates the list although this gateway set its TTL a moment ago.
     await dispatcher.push_input(job_id, protocol.Cancel(2, "cancelled"))
     assert await redis.llen(listed) == 1
