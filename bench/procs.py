@@ -7,6 +7,7 @@ and RSS with psutil so a measured window can report what every process cost.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -350,8 +351,26 @@ class Sampler:
             box = (rows[-1][2] - rows[0][2]) / span if span > 0 else 0.0
             ours = sum(v["cpu_s"] for v in out.values()) / span if span > 0 else 0.0
             out["box"] = {"cores_busy": round(box, 2), "others_cores": round(max(0.0, box - ours), 2),
-                          "load_avg_max": round(max(r[3] for r in rows), 2), "seconds": round(span, 1)}
+                          "load_avg_max": round(max(r[3] for r in rows), 2), "seconds": round(span, 1),
+                          **_saturation(rows)}
         return out
+
+
+# A sample interval with the whole machine at least this busy (share of all its cores) counts as saturated.
+SATURATED_SHARE = 0.95
+
+
+def _saturation(rows: list[tuple[float, dict[str, Any], float, float]]) -> dict[str, float]:
+    """How busy the whole machine was sample by sample: p90 and peak cores, and the share of the
+    phase it had no core to spare. A level whose mean leaves headroom can still saturate the box in
+    its bursts (every session starting at once), and every process's audio is late while it does."""
+    ncpu = psutil.cpu_count() or 1
+    cores = sorted((b[2] - a[2]) / (b[0] - a[0]) for a, b in itertools.pairwise(rows) if b[0] > a[0])
+    if not cores:
+        return {}
+    return {"cores_p90": round(cores[min(len(cores) - 1, int(0.9 * len(cores)))], 2),
+            "cores_max": round(cores[-1], 2),
+            "saturated_pct": round(100 * sum(c >= SATURATED_SHARE * ncpu for c in cores) / len(cores), 1)}
 
 
 def machine_facts() -> dict[str, Any]:

@@ -7,6 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.procs import SATURATED_SHARE
+
 
 def pct(values: list[float], p: float) -> float | None:
     """The ``p``-th percentile (nearest rank on a sorted copy), None for no values."""
@@ -159,6 +161,19 @@ def markdown(result: dict[str, Any]) -> str:
                  for n, v in sorted(r.get("resources", {}).items())]
         lines.append(f"| {r['target']} | {r['level']} | {r.get('box', {}).get('others_cores', '—')} | "
                      f"{'; '.join(parts)} |")
+    sat_rows = [r for r in result["rows"] if "saturated_pct" in r.get("box", {})]
+    if sat_rows:
+        lines += ["", "## The whole machine during the measured phase", "",
+                  (f"Cores busy on the whole machine (harness, stack and anyone else), sampled every 0.5 s: mean, "
+                   f"p90 and peak, and the share of samples with at least {int(SATURATED_SHARE * 100)} % of all "
+                   "cores busy. While the machine is saturated every process waits for a core, and audio "
+                   "arrives late whichever process is slowest."), "",
+                  "| target | streams | cores mean | p90 | peak | saturated % | underrun ctx |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in sat_rows:
+            b = r["box"]
+            lines.append(f"| {r['target']} | {r['level']} | {b['cores_busy']} | {b['cores_p90']} | {b['cores_max']} "
+                         f"| {b['saturated_pct']} | {r.get('underrun_contexts', '—')} |")
     stack_rows = [(r, stack_cost(r.get("resources", {}))) for r in result["rows"]]
     stack_rows = [(r, c) for r, c in stack_rows if c["total"]]
     if stack_rows:
