@@ -318,7 +318,11 @@ async def test_a_long_opening_speaks_its_first_clause_first(provider: LocalProvi
 
 
 async def test_split_opening_still_transcribes_to_its_words(provider: LocalProvider) -> None:
-    """pocketsphinx hears the opening and what follows across the seam (it hears 18 of these 21 here)."""
+    """pocketsphinx hears the opening and what follows across the seam (it hears 18 of these 21 here).
+
+    Which 3 it misses moves with the exact samples Piper renders: with the packages a fresh install
+    took on 2026-12-06 it hears "your core today" for "your order today" (and still 18 of 21), so
+    only words it has heard on every install so far are named one by one."""
     import pocketsphinx  # the `test` extra
 
     pcm = joined(await speak(provider, f"{OPENING} {FOLLOW_UP}", "pcm_16000"))
@@ -329,7 +333,7 @@ async def test_split_opening_still_transcribes_to_its_words(provider: LocalProvi
     heard = set(decoder.hyp().hypstr.lower().split()) if decoder.hyp() else set()
     expected = {"thanks", "for", "calling", "help", "you", "with", "your", "order", "today", "i", "can", "check",
                 "package", "change", "the", "delivery", "address", "or", "start", "a", "return"}
-    assert {"thanks", "calling", "order", "today"} <= heard, heard  # the words either side of the seam
+    assert {"thanks", "calling", "today"} <= heard, heard  # the first piece and the end of its sentence
     assert len(heard & expected) >= 14, heard
 
 
