@@ -243,6 +243,38 @@ async def test_per_tenant_exporter_is_opt_in_admin_only_and_bounded_to_the_top_k
         assert set(series["tts_tenant_audio_seconds_total"]) == {busy["id"]}
 
 
+async def test_contexts_ending_together_share_one_usage_write(redis_url: str) -> None:
+    """Endings within the writer's linger go out as one pipeline: the counters add up, the commands do not."""
+    from gateway.metering import FLUSH_LINGER_S, UsageWriter
+
+    r = aioredis.Redis.from_url(redis_url)
+    writer = UsageWriter(r)
+    task = asyncio.create_task(writer.run_forever())
+    day, one = "2026-12-06", {"billed_chars": 10, "synthesized_chars": 10, "cached_chars": 0, "audio_ms": 1500}
+
+    async def hincrbys() -> int:
+        stats = await r.info("commandstats")
+        return int(stats.get("cmdstat_hincrby", {}).get("calls", 0))
+
+    try:
+        before = await hincrbys()
+        for i in range(20):  # twenty contexts of one key ending over a few milliseconds
+            writer.add("key_a", day, one)
+            if i % 5 == 4:
+                await asyncio.sleep(0)  # the writer runs here: only its linger keeps it from writing
+        totals = await _until(lambda: r.hgetall(keys.usage_day_total(day)),
+                              lambda t: int(t.get(b"contexts", 0)) == 20, timeout=5 + FLUSH_LINGER_S)
+        assert int(totals[b"audio_ms"]) == 20 * 1500
+        assert int(await r.hget(keys.key_usage("key_a", day), "billed_chars")) == 200
+        # One write: three nonzero counters for the key and for the day, plus the day's contexts.
+        assert await hincrbys() - before == 7
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await r.aclose()
+
+
 async def test_usage_ended_while_redis_is_down_is_written_once_it_is_back() -> None:
     """The writer keeps (and merges) what it could not write, and writes it exactly once after a restart."""
     from gateway.metering import UsageWriter
