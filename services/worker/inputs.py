@@ -4,8 +4,9 @@ The gateway RPUSHes every input to the job's list and then PUBLISHes it on the j
 connection (gateway/dispatch.py). A worker subscribes first, then reads the list: anything sent
 before it listened is in the list, anything after reaches it live, and per-job sequence numbers drop
 the duplicates and restore order. The worker deletes the list when the job ends (with the job's own
-keys, worker/runner.py); the list's TTL
-(set on a job's first push, refreshed while it streams) removes it if the worker dies instead. So text sent before the worker picked the job up is never lost. A Cancel is the exception:
+keys, worker/runner.py); the list's TTL (set on a job's first push, refreshed while it streams)
+removes it if the worker dies instead. So text sent before the worker picked the job up is never
+lost. A Cancel is the exception:
 it is delivered the moment it arrives, whatever its seq, because nothing after a cancel matters and
 an operator's out-of-band cancel (admin reset, seq 0) has no place in the gateway's numbering.
 """

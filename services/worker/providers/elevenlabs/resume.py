@@ -146,9 +146,10 @@ class ResumePoint:
                 return self._give_up_with(b"", None)  # audio that no alignment explains
         # A hold the listener cannot afford is not taken (headroom.py): whole characters instead of the
         # word, then all of it (the character it ends in counts as heard: a resume starts after it).
-        if cut < heard and not self._headroom.can_hold(self._cut_ms(cut, held_ms), now):
-            cut = heard
         cut_ms = self._cut_ms(cut, held_ms)
+        if cut < heard and not self._headroom.can_hold(cut_ms, now):
+            cut = heard
+            cut_ms = self._cut_ms(cut, held_ms)
         byte = round(cut_ms * self._rate / 1000) * self._width
         if cut == len(timeline) and held_ms - cut_ms < _SLACK_MS:
             byte = len(self._held)  # alignment rounding must not leave a sliver held
